@@ -1,0 +1,522 @@
+//! A Redis Cluster connection that a request can never wait on for long.
+//!
+//! The `redis` crate's cluster client has no response timeout by default, retries for seconds, never
+//! refreshes its topology after a timeout and splits a cross-slot `MGET` per slot (see
+//! `docs/ARCHITECTURE.md`). This wrapper fixes each of those for the service:
+//!
+//! - every call has a time budget; past it the call is a miss, and PostgreSQL serves the request;
+//! - multi-key reads and writes are grouped by the primary that owns each key, one pipeline per node,
+//!   all nodes at once; a group that meets `MOVED`/`ASK` (stale slot map) falls back to per-key
+//!   commands, which also refreshes the map;
+//! - after a run of consecutive failures the connection is rebuilt in the background, which reloads
+//!   the topology (failover behind a hung master); while none exists, calls fail at once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redis::cluster::{ClusterClient, NodeAddress};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_read_routing::{
+    ClusterTopology, ReadCandidates, ReadRoutingStrategy, ReadRoutingStrategyFactory,
+};
+use redis::cluster_routing::{
+    Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+};
+use redis::aio::ConnectionLike as _;
+use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
+
+use super::keys::slot;
+use crate::config::CacheSettings;
+use crate::metrics::Metrics;
+
+/// Shortest pause between two rebuilds of the connection.
+const MIN_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest pause between reconnection attempts while the cluster is unreachable.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a cache call did not produce a value. The caller treats every kind as a miss.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// No connection to the cluster exists right now (it is being re-established).
+    #[error("no connection to the Redis Cluster")]
+    Unavailable,
+    /// The call exceeded its time budget.
+    #[error("Redis call exceeded its time budget")]
+    Timeout,
+    /// Redis or the client reported an error.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// A cached value could not be decoded (written by another version?).
+    #[error("undecodable cached value: {0}")]
+    Decode(String),
+}
+
+impl CacheError {
+    /// The `kind` label of `cache_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Decode(_) => "decode",
+            Self::Redis(e) if e.is_timeout() => "timeout",
+            Self::Redis(e) => match e.kind() {
+                ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => "moved",
+                ErrorKind::Server(ServerErrorKind::ClusterDown | ServerErrorKind::MasterDown) => {
+                    "cluster_down"
+                }
+                ErrorKind::Server(ServerErrorKind::TryAgain) => "try_again",
+                ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => "io",
+                _ => "other",
+            },
+        }
+    }
+}
+
+/// The service's handle on the Redis Cluster; cheap to clone.
+#[derive(Clone)]
+pub struct ClusterCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: ClusterClient,
+    connection: RwLock<Option<ClusterConnection>>,
+    topology: Arc<RwLock<Option<ClusterTopology>>>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    rebuild_after: u32,
+    consecutive_failures: AtomicU32,
+    rebuilding: AtomicBool,
+    last_rebuild: Mutex<Option<Instant>>,
+    runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
+}
+
+/// Where a group of keys is sent: the primary that owns them, or (topology not yet known) their slot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Node(NodeAddress),
+    Slot(u16),
+}
+
+impl Target {
+    fn label(&self) -> String {
+        match self {
+            Self::Node(node) => node.to_string(),
+            Self::Slot(_) => "unknown".to_owned(),
+        }
+    }
+}
+
+impl ClusterCache {
+    /// Builds the client and tries to connect once within the connect budget. A cluster that is down
+    /// is not an error: the service starts, serves from PostgreSQL and keeps reconnecting in the
+    /// background. Must be called inside a Tokio runtime, which then drives the reconnections.
+    ///
+    /// # Errors
+    /// A seed URL in `REDIS_URLS` cannot be parsed.
+    pub async fn connect(
+        settings: &CacheSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RedisError> {
+        let topology = Arc::new(RwLock::new(None));
+        let seeds: Vec<&str> = settings
+            .redis_urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .collect();
+        let client = ClusterClient::builder(seeds)
+            .connection_timeout(settings.redis_connect_timeout())
+            .response_timeout(settings.redis_timeout())
+            .overall_response_timeout(Some(settings.redis_timeout()))
+            .retries(1)
+            .min_retry_wait(10)
+            .max_retry_wait(50)
+            .read_routing_strategy(TopologyTap {
+                topology: Arc::clone(&topology),
+            })
+            .build()?;
+        let cache = Self {
+            inner: Arc::new(Inner {
+                client,
+                connection: RwLock::new(None),
+                topology,
+                timeout: settings.redis_timeout(),
+                connect_timeout: settings.redis_connect_timeout(),
+                rebuild_after: settings.redis_rebuild_after_errors,
+                consecutive_failures: AtomicU32::new(0),
+                rebuilding: AtomicBool::new(false),
+                last_rebuild: Mutex::new(None),
+                runtime: tokio::runtime::Handle::current(),
+                metrics,
+            }),
+        };
+        match cache.inner.open().await {
+            Ok(connection) => cache.inner.install(connection),
+            Err(error) => {
+                tracing::warn!(%error, "Redis Cluster unreachable at start; serving from PostgreSQL until it answers");
+                cache.spawn_rebuild();
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Reads many keys spread over the cluster: one pipeline of `GET`s per owning primary, all
+    /// nodes concurrently. A key whose node failed or timed out reads as `None` (a miss), so one bad
+    /// shard costs only its own keys.
+    pub async fn get_many(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let mut values = vec![None; keys.len()];
+        let Some(connection) = self.connection_or_record() else {
+            return values;
+        };
+        let groups = self.group_by_node(keys);
+        self.inner
+            .metrics
+            .cache_nodes_per_op
+            .observe(groups.len() as f64);
+        let fetches = groups.into_iter().map(|(target, indexes)| {
+            let mut pipe = redis::pipe();
+            for &i in &indexes {
+                pipe.get(&keys[i]);
+            }
+            let per_key: Vec<redis::Cmd> = indexes
+                .iter()
+                .map(|&i| {
+                    let mut cmd = redis::cmd("GET");
+                    cmd.arg(&keys[i]);
+                    cmd
+                })
+                .collect();
+            let route = route_for(&keys[indexes[0]]);
+            let call = self.node_batch(connection.clone(), target, pipe, per_key, route);
+            async move { (indexes, call.await) }
+        });
+        for (indexes, result) in join_all(fetches).await {
+            let Ok(replies) = result else { continue };
+            for (i, reply) in indexes.into_iter().zip(replies) {
+                match Option::<Vec<u8>>::from_redis_value(reply) {
+                    Ok(value) => values[i] = value,
+                    Err(error) => self.record_failure(&CacheError::Decode(error.to_string())),
+                }
+            }
+        }
+        values
+    }
+
+    /// Writes many keys spread over the cluster with `SET key value EX ttl`, one pipeline per owning
+    /// primary. Best effort: a failed node leaves its keys uncached, which the next read repairs.
+    pub async fn set_many(&self, entries: &[(String, Vec<u8>, u64)]) {
+        let Some(connection) = self.connection_or_record() else {
+            return;
+        };
+        let keys: Vec<String> = entries.iter().map(|(key, _, _)| key.clone()).collect();
+        let groups = self.group_by_node(&keys);
+        self.inner
+            .metrics
+            .cache_nodes_per_op
+            .observe(groups.len() as f64);
+        let writes = groups.into_iter().map(|(target, indexes)| {
+            let mut pipe = redis::pipe();
+            let mut per_key = Vec::with_capacity(indexes.len());
+            for &i in &indexes {
+                let (key, value, ttl) = &entries[i];
+                pipe.set_ex(key, value, *ttl);
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(value).arg("EX").arg(*ttl);
+                per_key.push(cmd);
+            }
+            let route = route_for(&keys[indexes[0]]);
+            self.node_batch(connection.clone(), target, pipe, per_key, route)
+        });
+        join_all(writes).await;
+    }
+
+    /// Runs a pipeline whose keys all share one slot (the client routes it); `T` is the replies.
+    ///
+    /// # Errors
+    /// Any [`CacheError`]; it has been counted and logged already.
+    pub async fn single_slot<T: FromRedisValue>(
+        &self,
+        first_key: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, CacheError> {
+        let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
+        let label = self.node_label(first_key);
+        self.count_round_trip(&label, pipe.len().max(1));
+        self.guarded(pipe.query_async(&mut connection)).await
+    }
+
+    /// Runs a Lua script whose keys share one slot (routed by its first key).
+    ///
+    /// # Errors
+    /// Any [`CacheError`]; it has been counted and logged already.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        first_key: &str,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, CacheError> {
+        let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
+        self.count_round_trip(&self.node_label(first_key), 1);
+        self.guarded(invocation.invoke_async(&mut connection)).await
+    }
+
+    /// Pings every primary of the last known topology: `(node, Ok(round trip) | Err(reason))`.
+    pub async fn ping_primaries(&self) -> Result<Vec<(String, Result<Duration, String>)>, CacheError> {
+        let connection = self.connection().ok_or(CacheError::Unavailable)?;
+        let primaries: Vec<NodeAddress> = {
+            let topology = read(&self.inner.topology);
+            let topology = topology.as_ref().ok_or(CacheError::Unavailable)?;
+            topology.shards().map(|shard| shard.primary().clone()).collect()
+        };
+        let pings = primaries.into_iter().map(|node| {
+            let mut connection = connection.clone();
+            let timeout = self.inner.timeout;
+            async move {
+                let started = Instant::now();
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: node.host().to_owned(),
+                    port: node.port(),
+                });
+                let outcome =
+                    tokio::time::timeout(timeout, connection.route_command(redis::cmd("PING"), routing))
+                        .await;
+                let result = match outcome {
+                    Ok(Ok(_)) => Ok(started.elapsed()),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                };
+                (node.to_string(), result)
+            }
+        });
+        let mut results = join_all(pings).await;
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(results)
+    }
+
+    /// Sends one node's batch: the pipeline to the node that owns the group's slots, or, if the slot
+    /// map was stale (`MOVED`/`ASK`/`CROSSSLOT`), each command on its own so the client re-routes it.
+    async fn node_batch(
+        &self,
+        mut connection: ClusterConnection,
+        target: Target,
+        pipe: redis::Pipeline,
+        per_key: Vec<redis::Cmd>,
+        route: SingleNodeRoutingInfo,
+    ) -> Result<Vec<Value>, CacheError> {
+        let label = target.label();
+        let count = per_key.len();
+        self.count_round_trip(&label, count);
+        self.inner.metrics.cache_keys_per_batch.observe(count as f64);
+        let call = async {
+            match connection.route_pipeline(pipe, 0, count, route).await {
+                Err(error) if is_redirect(&error) => {
+                    tracing::debug!(node = %label, %error, "stale slot map; retrying the batch key by key");
+                    self.inner
+                        .metrics
+                        .cache_errors
+                        .with_label_values(&["moved"])
+                        .inc();
+                    let singles = per_key.into_iter().map(|cmd| {
+                        let mut connection = connection.clone();
+                        async move { connection.req_packed_command(&cmd).await }
+                    });
+                    join_all(singles).await.into_iter().collect()
+                }
+                other => other,
+            }
+        };
+        self.guarded(call).await
+    }
+
+    /// Applies the time budget, classifies the outcome and keeps the failure streak.
+    async fn guarded<T, F>(&self, call: F) -> Result<T, CacheError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let outcome = match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(CacheError::Redis(error)),
+            Err(_) => Err(CacheError::Timeout),
+        };
+        match &outcome {
+            Ok(_) => self.inner.consecutive_failures.store(0, Ordering::Relaxed),
+            Err(error) => self.record_failure(error),
+        }
+        outcome
+    }
+
+    fn record_failure(&self, error: &CacheError) {
+        let kind = error.kind();
+        self.inner
+            .metrics
+            .cache_errors
+            .with_label_values(&[kind])
+            .inc();
+        tracing::warn!(kind, %error, "cache call failed; serving from PostgreSQL");
+        if matches!(error, CacheError::Decode(_)) {
+            return;
+        }
+        let failures = self.inner.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.inner.rebuild_after {
+            self.spawn_rebuild();
+        }
+    }
+
+    fn connection(&self) -> Option<ClusterConnection> {
+        read(&self.inner.connection).clone()
+    }
+
+    fn connection_or_record(&self) -> Option<ClusterConnection> {
+        let connection = self.connection();
+        if connection.is_none() {
+            self.inner
+                .metrics
+                .cache_errors
+                .with_label_values(&[CacheError::Unavailable.kind()])
+                .inc();
+        }
+        connection
+    }
+
+    /// Replaces the connection in the background (which reloads the slot map), retrying with
+    /// backoff while the cluster does not answer. At most one rebuild runs at a time, and at most
+    /// one starts per [`MIN_REBUILD_INTERVAL`].
+    fn spawn_rebuild(&self) {
+        if self.inner.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        self.inner.runtime.spawn(async move {
+            let since_last = lock(&inner.last_rebuild).map(|at| at.elapsed());
+            if let Some(elapsed) = since_last.filter(|e| *e < MIN_REBUILD_INTERVAL) {
+                tokio::time::sleep(MIN_REBUILD_INTERVAL - elapsed).await;
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                *lock(&inner.last_rebuild) = Some(Instant::now());
+                match inner.open().await {
+                    Ok(connection) => {
+                        inner.install(connection);
+                        inner.metrics.redis_reconnects.inc();
+                        tracing::info!("Redis Cluster connection rebuilt");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Redis Cluster still unreachable");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+                    }
+                }
+            }
+            inner.rebuilding.store(false, Ordering::Release);
+        });
+    }
+
+    /// Groups key indexes by the primary that owns each key's slot.
+    fn group_by_node(&self, keys: &[String]) -> BTreeMap<Target, Vec<usize>> {
+        let topology = read(&self.inner.topology);
+        let mut groups: BTreeMap<Target, Vec<usize>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = slot(key.as_bytes());
+            let target = topology
+                .as_ref()
+                .and_then(|t| t.shard_for_slot(slot))
+                .map_or(Target::Slot(slot), |shard| Target::Node(shard.primary().clone()));
+            groups.entry(target).or_default().push(i);
+        }
+        groups
+    }
+
+    fn node_label(&self, key: &str) -> String {
+        let slot = slot(key.as_bytes());
+        read(&self.inner.topology)
+            .as_ref()
+            .and_then(|t| t.shard_for_slot(slot))
+            .map_or_else(|| "unknown".to_owned(), |shard| shard.primary().to_string())
+    }
+
+    fn count_round_trip(&self, node: &str, commands: usize) {
+        let metrics = &self.inner.metrics;
+        metrics.redis_round_trips.with_label_values(&[node]).inc();
+        metrics
+            .redis_commands
+            .with_label_values(&[node])
+            .inc_by(commands as u64);
+    }
+}
+
+impl Inner {
+    async fn open(&self) -> Result<ClusterConnection, CacheError> {
+        // `get_async_connection` can hang (redis-rs #1953): bound it.
+        let budget = self.connect_timeout * 2;
+        match tokio::time::timeout(budget, self.client.get_async_connection()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(CacheError::Redis(error)),
+            Err(_) => Err(CacheError::Timeout),
+        }
+    }
+
+    fn install(&self, connection: ClusterConnection) {
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The route that sends a pipeline to the primary owning `key`'s slot.
+fn route_for(key: &str) -> SingleNodeRoutingInfo {
+    let slot = Slot::new(slot(key.as_bytes())).expect("slot() is always below 16384");
+    SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master))
+}
+
+fn is_redirect(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::CrossSlot)
+    )
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Keeps a copy of the client's slot map on every refresh, so keys can be grouped by node.
+/// Reads stay on primaries.
+struct TopologyTap {
+    topology: Arc<RwLock<Option<ClusterTopology>>>,
+}
+
+impl ReadRoutingStrategyFactory for TopologyTap {
+    fn create_strategy(&self) -> Box<dyn ReadRoutingStrategy> {
+        Box::new(Self {
+            topology: Arc::clone(&self.topology),
+        })
+    }
+}
+
+impl ReadRoutingStrategy for TopologyTap {
+    fn on_topology_changed(&self, topology: ClusterTopology) {
+        *self
+            .topology
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(topology);
+    }
+
+    fn route_read<'a>(&self, candidates: &ReadCandidates<'a>) -> &'a NodeAddress {
+        match candidates {
+            ReadCandidates::AnyNode(candidates) => candidates.primary(),
+            ReadCandidates::ReplicasOnly(candidates) => candidates.replicas().first(),
+        }
+    }
+}

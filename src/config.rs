@@ -1,0 +1,206 @@
+//! Command line and environment configuration: one typed, validated set of settings.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Top-level command line of the `hotfeed` binary.
+#[derive(Debug, Parser)]
+#[command(name = "hotfeed", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// What the binary should do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (applies pending migrations first unless `--no-migrate`).
+    Serve(Box<Settings>),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseSettings),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, one line per event.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Whether the Redis Cluster cache is used at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheMode {
+    /// Read through the Redis Cluster (the normal mode).
+    On,
+    /// Serve every read from PostgreSQL; used to measure the uncached path.
+    Off,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// PostgreSQL connection URL (secrets in it are never logged).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/hotfeed",
+        hide_default_value = false
+    )]
+    pub database_url: String,
+
+    /// Maximum number of pooled PostgreSQL connections.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a pooled PostgreSQL connection, in milliseconds.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_acquire_timeout_ms: u64,
+}
+
+/// Everything `hotfeed serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// Address the HTTP server binds to.
+    #[arg(long, env = "APP_HOST", default_value = "0.0.0.0")]
+    pub app_host: String,
+
+    /// Port the HTTP server listens on (0 picks a free port).
+    #[arg(long, env = "APP_PORT", default_value_t = 8080)]
+    pub app_port: u16,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "APP_WORKERS")]
+    pub app_workers: Option<usize>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Do not apply pending migrations at start.
+    #[arg(long, env = "NO_MIGRATE", default_value_t = false)]
+    pub no_migrate: bool,
+
+    #[command(flatten)]
+    pub cache: CacheSettings,
+
+    /// Default page size of `GET /api/v1/users/{id}/posts`.
+    #[arg(long, env = "PAGE_SIZE_DEFAULT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size_default: u32,
+
+    /// Largest page size a client may ask for.
+    #[arg(long, env = "PAGE_SIZE_MAX", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size_max: u32,
+
+    /// Distinct `user_id` label values kept in the per-user cache metrics; the rest are counted as "other".
+    #[arg(long, env = "METRICS_USER_LABEL_LIMIT", default_value_t = 1000)]
+    pub metrics_user_label_limit: usize,
+}
+
+/// Redis Cluster cache settings.
+#[derive(Debug, Clone, Args)]
+pub struct CacheSettings {
+    /// Use the Redis Cluster cache (`off` serves everything from PostgreSQL).
+    #[arg(long = "cache", env = "CACHE", value_enum, default_value_t = CacheMode::On)]
+    pub mode: CacheMode,
+
+    /// Comma-separated Redis Cluster seed nodes.
+    #[arg(
+        long,
+        env = "REDIS_URLS",
+        value_delimiter = ',',
+        default_value = "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002"
+    )]
+    pub redis_urls: Vec<String>,
+
+    /// Time budget of one Redis round trip, in milliseconds; past it the read is a miss served by PostgreSQL.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
+
+    /// Time budget to connect to a Redis node, in milliseconds.
+    #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_connect_timeout_ms: u64,
+
+    /// Consecutive failed Redis calls after which the cluster connection is rebuilt (topology refreshed).
+    #[arg(long, env = "REDIS_REBUILD_AFTER_ERRORS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub redis_rebuild_after_errors: u32,
+
+    /// Lifetime of a cached page of post IDs, in seconds; also bounds staleness after a lost invalidation.
+    #[arg(long, env = "CACHE_LIST_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub list_ttl_secs: u64,
+
+    /// Lifetime of a cached post or user object, in seconds.
+    #[arg(long, env = "CACHE_OBJECT_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub object_ttl_secs: u64,
+
+    /// Prefix of every Redis key this service writes, so several deployments can share a cluster.
+    #[arg(long, env = "CACHE_KEY_PREFIX", default_value = "hf")]
+    pub key_prefix: String,
+}
+
+impl Settings {
+    /// Checks the relations between options that clap cannot express.
+    ///
+    /// # Errors
+    /// A human-readable description of the first inconsistent option.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.page_size_default > self.page_size_max {
+            return Err(format!(
+                "PAGE_SIZE_DEFAULT ({}) must not exceed PAGE_SIZE_MAX ({})",
+                self.page_size_default, self.page_size_max
+            ));
+        }
+        self.cache.validate()
+    }
+
+    /// Grace period for in-flight requests at shutdown.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl CacheSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.mode == CacheMode::On && self.redis_urls.iter().all(|u| u.trim().is_empty()) {
+            return Err("REDIS_URLS must name at least one cluster node when CACHE=on".into());
+        }
+        let key_prefix_ok = !self.key_prefix.is_empty()
+            && self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if !key_prefix_ok {
+            return Err(format!(
+                "CACHE_KEY_PREFIX {:?} must be non-empty and use only [A-Za-z0-9_.:-] (no hash-tag braces)",
+                self.key_prefix
+            ));
+        }
+        Ok(())
+    }
+
+    /// Budget of one Redis round trip.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// Budget of one connection attempt.
+    pub fn redis_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_connect_timeout_ms)
+    }
+}
+
+impl DatabaseSettings {
+    /// How long a request waits for a pooled connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+}

@@ -1,0 +1,30 @@
+//! Domain types: what the API accepts, parsed once at the edge.
+
+mod ids;
+mod models;
+mod page;
+
+pub use ids::{PostId, UserId};
+pub use models::{
+    NewPost, NewUser, Post, User, CONTENT_MAX_CHARS, DISPLAY_NAME_MAX_CHARS, USERNAME_MAX_CHARS,
+};
+pub use page::{Page, PageLimits, PageRequest};
+
+/// Why a piece of client input was refused; becomes a 400 with this code and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidInput {
+    /// Stable, machine-readable code such as `invalid_id`.
+    pub code: &'static str,
+    /// What was wrong, for a human.
+    pub message: String,
+}
+
+impl InvalidInput {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The one API error type and its mapping to HTTP.
+//!
+//! Every 4xx carries `{"error":{"code":"...","message":"..."}}` saying what was wrong; a 5xx carries
+//! the same shape with a generic message, and its cause goes to the log only.
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::InvalidInput;
+
+/// Constraint that makes a duplicate username a 409.
+const USERNAME_UNIQUE: &str = "users_username_key";
+/// Constraint that makes a post for an unknown user a 422.
+const POST_AUTHOR_FK: &str = "posts_user_id_fkey";
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Input that does not parse (400).
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// The named resource does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The username is taken (409).
+    #[error("username is already taken")]
+    UsernameTaken,
+    /// A post names an author that does not exist (422).
+    #[error("user_id does not name an existing user")]
+    UnknownAuthor,
+    /// The request body is larger than accepted (413).
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The request body is not JSON (415).
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// PostgreSQL cannot be reached right now (503).
+    #[error("the database is unavailable, try again later")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Anything else (500); the cause is logged, never returned.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The stable `code` of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(invalid) => invalid.code,
+            Self::NotFound(_) => "not_found",
+            Self::UsernameTaken => "username_taken",
+            Self::UnknownAuthor => "unknown_user",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::DatabaseUnavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            match db.constraint() {
+                Some(USERNAME_UNIQUE) => return Self::UsernameTaken,
+                Some(POST_AUTHOR_FK) => return Self::UnknownAuthor,
+                _ => {}
+            }
+        }
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::DatabaseUnavailable(error)
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            let cause = match self {
+                Self::DatabaseUnavailable(e) => format!("{e}"),
+                Self::Internal(e) => format!("{e:#}"),
+                _ => String::new(),
+            };
+            tracing::error!(code = self.code(), cause, "request failed");
+        }
+        error_body(status, self.code(), &self.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The JSON error response every failure uses.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorEnvelope {
+        error: ErrorBody { code, message },
+    })
+}
+
+/// Maps actix-web's JSON extractor failures to [`ApiError`].
+pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &error {
+        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+            ApiError::PayloadTooLarge(*limit)
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(serde) if serde.is_data() => {
+            InvalidInput::new("invalid_body", format!("request body is not valid: {serde}")).into()
+        }
+        JsonPayloadError::Deserialize(serde) => {
+            InvalidInput::new("malformed_json", format!("request body is not valid JSON: {serde}"))
+                .into()
+        }
+        other => InvalidInput::new("invalid_body", format!("request body could not be read: {other}"))
+            .into(),
+    };
+    api.into()
+}
+
+/// Maps actix-web's query string extractor failures to [`ApiError`].
+pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::from(InvalidInput::new(
+        "invalid_query",
+        format!("query string is not valid: {error}"),
+    ))
+    .into()
+}
+
+/// Replaces the body of any error response that is not already JSON (unknown route, wrong method,
+/// an extractor's plain-text error, a panic turned into a 500) with the JSON error shape.
+///
+/// # Errors
+/// Never; the signature is the one `ErrorHandlers` expects.
+pub fn ensure_json_error<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("bad_request", status.canonical_reason().unwrap_or("bad request")),
+    };
+    let (req, _) = res.into_parts();
+    let response = error_body(status, code, message).map_into_boxed_body();
+    let response: HttpResponse<EitherBody<B, BoxBody>> = response.map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response)))
+}

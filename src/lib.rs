@@ -1,0 +1,14 @@
+//! hotfeed: social-media feeds served from a Redis Cluster in front of PostgreSQL.
+//!
+//! Data flows one way: `routes` -> `feed` -> (`cache`, `store`). See `docs/ARCHITECTURE.md`.
+
+pub mod cache;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod feed;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

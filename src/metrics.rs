@@ -1,0 +1,217 @@
+//! Prometheus metrics: defined once, owned by one registry.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::domain::UserId;
+
+/// Label value that stands for every user past the label limit.
+pub const OTHER_USERS: &str = "other";
+
+/// All metrics of the service.
+pub struct Metrics {
+    registry: Registry,
+    user_labels: UserLabels,
+    /// Page-of-ids cache hits per user (`user_id` bounded).
+    pub list_hits: IntCounterVec,
+    /// Page-of-ids cache misses per user (`user_id` bounded).
+    pub list_misses: IntCounterVec,
+    /// Post objects found in the cache.
+    pub object_hits: IntCounter,
+    /// Post objects not found in the cache (read from PostgreSQL).
+    pub object_misses: IntCounter,
+    /// How each page request was served: hit, partial, miss or bypass.
+    pub pages: IntCounterVec,
+    /// HTTP requests by method, route pattern and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP latency by method, route pattern and status.
+    pub http_duration: HistogramVec,
+    /// Failed cache operations by kind (timeout, unavailable, io, moved, cluster_down, decode, ...).
+    pub cache_errors: IntCounterVec,
+    /// Round trips (pipelines) sent to each Redis node.
+    pub redis_round_trips: IntCounterVec,
+    /// Commands sent to each Redis node.
+    pub redis_commands: IntCounterVec,
+    /// Times the cluster connection was rebuilt.
+    pub redis_reconnects: IntCounter,
+    /// Nodes one multi-key cache operation touched.
+    pub cache_nodes_per_op: Histogram,
+    /// Keys in one per-node batch.
+    pub cache_keys_per_batch: Histogram,
+    /// PostgreSQL queries by kind.
+    pub db_queries: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    ///
+    /// `user_label_limit` bounds the distinct `user_id` label values; later users share `"other"`.
+    pub fn new(user_label_limit: usize) -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric names and labels are valid literals");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("each metric is registered once");
+            metric
+        };
+        let counter = |name: &str, help: &str| {
+            let metric =
+                IntCounter::new(name, help).expect("metric names are valid literals");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("each metric is registered once");
+            metric
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("metric names and buckets are valid literals");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("each metric is registered once");
+            metric
+        };
+
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency by route pattern",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["method", "route", "status"],
+        )
+        .expect("metric names and labels are valid literals");
+        registry
+            .register(Box::new(http_duration.clone()))
+            .expect("each metric is registered once");
+
+        Self {
+            user_labels: UserLabels::new(user_label_limit),
+            list_hits: counter_vec(
+                "post_list_cache_hits_total",
+                "Total hits for post list cache",
+                &["user_id"],
+            ),
+            list_misses: counter_vec(
+                "post_list_cache_misses_total",
+                "Total misses for post list cache",
+                &["user_id"],
+            ),
+            object_hits: counter(
+                "post_object_cache_hits_total",
+                "Total hits for post object cache",
+            ),
+            object_misses: counter(
+                "post_object_cache_misses_total",
+                "Total misses for post object cache",
+            ),
+            pages: counter_vec(
+                "feed_pages_total",
+                "Pages of posts served, by how the cache served them",
+                &["cache"],
+            ),
+            http_requests: counter_vec(
+                "http_requests_total",
+                "HTTP requests by route pattern and status",
+                &["method", "route", "status"],
+            ),
+            http_duration,
+            cache_errors: counter_vec(
+                "cache_errors_total",
+                "Cache operations that failed and were served from PostgreSQL, by kind",
+                &["kind"],
+            ),
+            redis_round_trips: counter_vec(
+                "redis_round_trips_total",
+                "Round trips (pipelines or single commands) sent to each Redis node",
+                &["node"],
+            ),
+            redis_commands: counter_vec(
+                "redis_commands_total",
+                "Commands sent to each Redis node",
+                &["node"],
+            ),
+            redis_reconnects: counter(
+                "redis_reconnects_total",
+                "Times the Redis Cluster connection was rebuilt",
+            ),
+            cache_nodes_per_op: histogram(
+                "cache_nodes_per_operation",
+                "Redis nodes touched by one multi-key cache operation",
+                vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0],
+            ),
+            cache_keys_per_batch: histogram(
+                "cache_keys_per_batch",
+                "Keys in one per-node pipeline",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0],
+            ),
+            db_queries: counter_vec(
+                "db_queries_total",
+                "PostgreSQL queries by kind",
+                &["query"],
+            ),
+            registry,
+        }
+    }
+
+    /// The `user_id` label value for a user: its id while fewer than the limit are tracked, else "other".
+    pub fn user_label(&self, user: UserId) -> String {
+        self.user_labels.label(user)
+    }
+
+    /// The registry's content in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Bounded set of users that get their own label value.
+struct UserLabels {
+    limit: usize,
+    seen: Mutex<HashSet<UserId>>,
+}
+
+impl UserLabels {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn label(&self, user: UserId) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&user) || (seen.len() < self.limit && seen.insert(user)) {
+            user.to_string()
+        } else {
+            OTHER_USERS.to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_labels_stop_growing_at_the_limit() {
+        let metrics = Metrics::new(2);
+        let labels: Vec<String> = [1, 2, 3, 1, 4]
+            .into_iter()
+            .map(|id| metrics.user_label(UserId::from_trusted(id)))
+            .collect();
+        assert_eq!(labels, ["1", "2", "other", "1", "other"]);
+    }
+}

@@ -1,0 +1,69 @@
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::served_json;
+use crate::domain::{NewUser, PageRequest, UserId};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Body of `POST /api/v1/users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    username: String,
+    display_name: Option<String>,
+}
+
+/// Query of `GET /api/v1/users/{id}/posts`; parsed into a [`PageRequest`].
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `POST /api/v1/users`: 201 with the user, 409 if the username is taken.
+#[tracing::instrument(skip_all)]
+pub async fn create_user(
+    state: web::Data<AppState>,
+    body: web::Json<CreateUserBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let new_user = NewUser::parse(body.username, body.display_name)?;
+    let user = state.feed.create_user(&new_user).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
+        .json(user))
+}
+
+/// `GET /api/v1/users/{id}`.
+#[tracing::instrument(skip(state))]
+pub async fn get_user(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id)?;
+    let served = state.feed.user(id).await?;
+    match &served.value {
+        Some(_) => Ok(served_json(&served)),
+        None => Err(ApiError::NotFound(format!("user {id} does not exist"))),
+    }
+}
+
+/// `GET /api/v1/users/{id}/posts?limit=50&offset=0`: newest first.
+#[tracing::instrument(skip(state))]
+pub async fn list_user_posts(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id)?;
+    let page = PageRequest::parse(
+        query.limit.as_deref(),
+        query.offset.as_deref(),
+        state.page_limits,
+    )?;
+    match state.feed.user_posts(id, page).await? {
+        Some(served) => Ok(served_json(&served)),
+        None => Err(ApiError::NotFound(format!("user {id} does not exist"))),
+    }
+}

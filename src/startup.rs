@@ -1,0 +1,118 @@
+//! Builds the application: migrations, pools, cache, HTTP server bound to its listener.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::cache::{Cache, ClusterCache};
+use crate::config::{CacheMode, Settings};
+use crate::domain::PageLimits;
+use crate::error::{ensure_json_error, json_error, query_error};
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::store::{self, Store};
+use crate::{routes, telemetry};
+
+/// Largest accepted JSON request body. A post of 5000 four-byte characters fits with room to spare.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    pub feed: Feed,
+    pub metrics: Arc<Metrics>,
+    pub page_limits: PageLimits,
+}
+
+/// A built, bound, not yet running application.
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Store,
+}
+
+impl Application {
+    /// Applies migrations (unless disabled), connects to PostgreSQL and the Redis Cluster and binds
+    /// the listener. A Redis Cluster that is down does not stop the build: reads go to PostgreSQL.
+    ///
+    /// # Errors
+    /// Invalid settings, failed migrations, or a port that cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate().map_err(anyhow::Error::msg)?;
+        if !settings.no_migrate {
+            let applied = store::migrate(&settings.database.database_url).await?;
+            tracing::info!(applied, "migrations up to date");
+        }
+        let store = Store::connect_lazy(&settings.database).context("invalid DATABASE_URL")?;
+        let metrics = Arc::new(Metrics::new(settings.metrics_user_label_limit));
+        let cache = match settings.cache.mode {
+            CacheMode::On => {
+                let cluster = ClusterCache::connect(&settings.cache, Arc::clone(&metrics))
+                    .await
+                    .context("invalid REDIS_URLS")?;
+                Some(Cache::new(cluster, &settings.cache))
+            }
+            CacheMode::Off => None,
+        };
+        let state = web::Data::new(AppState {
+            feed: Feed::new(store.clone(), cache, Arc::clone(&metrics)),
+            metrics,
+            page_limits: PageLimits {
+                default: settings.page_size_default,
+                max: settings.page_size_max,
+            },
+        });
+
+        let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
+            .with_context(|| format!("binding {}:{}", settings.app_host, settings.app_port))?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(MAX_BODY_BYTES)
+                        .error_handler(json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .configure(routes::configure)
+                .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
+                .wrap(from_fn(telemetry::observe))
+        })
+        .shutdown_timeout(settings.shutdown_timeout().as_secs())
+        .listen(listener)?;
+        if let Some(workers) = settings.app_workers {
+            server = server.workers(workers);
+        }
+        tracing::info!(
+            host = %settings.app_host,
+            port,
+            cache = ?settings.cache.mode,
+            "hotfeed listening"
+        );
+        Ok(Self {
+            port,
+            server: server.run(),
+            store,
+        })
+    }
+
+    /// The bound port (useful with `APP_PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, lets in-flight requests finish, then closes the pool.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let outcome = self.server.await;
+        self.store.pool().close().await;
+        tracing::info!("hotfeed stopped");
+        outcome
+    }
+}
