@@ -130,19 +130,24 @@ pub fn error_body(status: StatusCode, code: &str, message: &str) -> HttpResponse
 /// Maps actix-web's JSON extractor failures to [`ApiError`].
 pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let api = match &error {
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            ApiError::PayloadTooLarge(*limit)
-        }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(*limit),
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
-        JsonPayloadError::Deserialize(serde) if serde.is_data() => {
-            InvalidInput::new("invalid_body", format!("request body is not valid: {serde}")).into()
-        }
-        JsonPayloadError::Deserialize(serde) => {
-            InvalidInput::new("malformed_json", format!("request body is not valid JSON: {serde}"))
-                .into()
-        }
-        other => InvalidInput::new("invalid_body", format!("request body could not be read: {other}"))
-            .into(),
+        JsonPayloadError::Deserialize(serde) if serde.is_data() => InvalidInput::new(
+            "invalid_body",
+            format!("request body is not valid: {serde}"),
+        )
+        .into(),
+        JsonPayloadError::Deserialize(serde) => InvalidInput::new(
+            "malformed_json",
+            format!("request body is not valid JSON: {serde}"),
+        )
+        .into(),
+        other => InvalidInput::new(
+            "invalid_body",
+            format!("request body could not be read: {other}"),
+        )
+        .into(),
     };
     api.into()
 }
@@ -175,12 +180,19 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
     let status = res.status();
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this route")
+        }
         s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("bad_request", status.canonical_reason().unwrap_or("bad request")),
+        _ => (
+            "bad_request",
+            status.canonical_reason().unwrap_or("bad request"),
+        ),
     };
     let (req, _) = res.into_parts();
     let response = error_body(status, code, message).map_into_boxed_body();
     let response: HttpResponse<EitherBody<B, BoxBody>> = response.map_into_right_body();
-    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response)))
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(
+        req, response,
+    )))
 }

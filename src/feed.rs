@@ -108,7 +108,9 @@ impl Feed {
                 .list_hits
                 .with_label_values(&[&user_label])
                 .inc();
-            if let Some((posts, outcome)) = self.posts_for_ids(cache, &cached.ids, &mut timings).await? {
+            if let Some((posts, outcome)) =
+                self.posts_for_ids(cache, &cached.ids, &mut timings).await?
+            {
                 let served = Page {
                     data: posts,
                     has_more: cached.has_more,

@@ -62,8 +62,7 @@ impl Metrics {
             metric
         };
         let counter = |name: &str, help: &str| {
-            let metric =
-                IntCounter::new(name, help).expect("metric names are valid literals");
+            let metric = IntCounter::new(name, help).expect("metric names are valid literals");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("each metric is registered once");
@@ -153,11 +152,7 @@ impl Metrics {
                 "Keys in one per-node pipeline",
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0],
             ),
-            db_queries: counter_vec(
-                "db_queries_total",
-                "PostgreSQL queries by kind",
-                &["query"],
-            ),
+            db_queries: counter_vec("db_queries_total", "PostgreSQL queries by kind", &["query"]),
             registry,
         }
     }

@@ -18,15 +18,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use redis::aio::ConnectionLike as _;
 use redis::cluster::{ClusterClient, NodeAddress};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_read_routing::{
     ClusterTopology, ReadCandidates, ReadRoutingStrategy, ReadRoutingStrategyFactory,
 };
-use redis::cluster_routing::{
-    Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
-};
-use redis::aio::ConnectionLike as _;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 use super::keys::slot;
@@ -266,12 +264,17 @@ impl ClusterCache {
     }
 
     /// Pings every primary of the last known topology: `(node, Ok(round trip) | Err(reason))`.
-    pub async fn ping_primaries(&self) -> Result<Vec<(String, Result<Duration, String>)>, CacheError> {
+    pub async fn ping_primaries(
+        &self,
+    ) -> Result<Vec<(String, Result<Duration, String>)>, CacheError> {
         let connection = self.connection().ok_or(CacheError::Unavailable)?;
         let primaries: Vec<NodeAddress> = {
             let topology = read(&self.inner.topology);
             let topology = topology.as_ref().ok_or(CacheError::Unavailable)?;
-            topology.shards().map(|shard| shard.primary().clone()).collect()
+            topology
+                .shards()
+                .map(|shard| shard.primary().clone())
+                .collect()
         };
         let pings = primaries.into_iter().map(|node| {
             let mut connection = connection.clone();
@@ -282,9 +285,11 @@ impl ClusterCache {
                     host: node.host().to_owned(),
                     port: node.port(),
                 });
-                let outcome =
-                    tokio::time::timeout(timeout, connection.route_command(redis::cmd("PING"), routing))
-                        .await;
+                let outcome = tokio::time::timeout(
+                    timeout,
+                    connection.route_command(redis::cmd("PING"), routing),
+                )
+                .await;
                 let result = match outcome {
                     Ok(Ok(_)) => Ok(started.elapsed()),
                     Ok(Err(error)) => Err(error.to_string()),
@@ -311,7 +316,10 @@ impl ClusterCache {
         let label = target.label();
         let count = per_key.len();
         self.count_round_trip(&label, count);
-        self.inner.metrics.cache_keys_per_batch.observe(count as f64);
+        self.inner
+            .metrics
+            .cache_keys_per_batch
+            .observe(count as f64);
         let call = async {
             match connection.route_pipeline(pipe, 0, count, route).await {
                 Err(error) if is_redirect(&error) => {
@@ -361,7 +369,11 @@ impl ClusterCache {
         if matches!(error, CacheError::Decode(_)) {
             return;
         }
-        let failures = self.inner.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = self
+            .inner
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         if failures >= self.inner.rebuild_after {
             self.spawn_rebuild();
         }
@@ -426,7 +438,9 @@ impl ClusterCache {
             let target = topology
                 .as_ref()
                 .and_then(|t| t.shard_for_slot(slot))
-                .map_or(Target::Slot(slot), |shard| Target::Node(shard.primary().clone()));
+                .map_or(Target::Slot(slot), |shard| {
+                    Target::Node(shard.primary().clone())
+                });
             groups.entry(target).or_default().push(i);
         }
         groups
@@ -479,7 +493,9 @@ fn route_for(key: &str) -> SingleNodeRoutingInfo {
 fn is_redirect(error: &RedisError) -> bool {
     matches!(
         error.kind(),
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::CrossSlot)
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::CrossSlot
+        )
     )
 }
 
@@ -488,7 +504,9 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Keeps a copy of the client's slot map on every refresh, so keys can be grouped by node.

@@ -87,7 +87,11 @@ mod tests {
         assert_eq!(slot(b"foo"), 12182);
         assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
         assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
-        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"), "an empty tag hashes the whole key");
+        assert_ne!(
+            slot(b"foo{}{bar}"),
+            slot(b"bar"),
+            "an empty tag hashes the whole key"
+        );
     }
 
     #[test]
@@ -101,6 +105,10 @@ mod tests {
         let slots: std::collections::HashSet<u16> = (1..=50)
             .map(|id| slot(keys.post(PostId::from_trusted(id)).as_bytes()))
             .collect();
-        assert!(slots.len() > 40, "post keys should scatter, got {} slots", slots.len());
+        assert!(
+            slots.len() > 40,
+            "post keys should scatter, got {} slots",
+            slots.len()
+        );
     }
 }

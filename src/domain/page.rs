@@ -38,7 +38,10 @@ impl PageRequest {
                 _ => {
                     return Err(InvalidInput::new(
                         "invalid_limit",
-                        format!("limit must be an integer from 1 to {}, got {raw:?}", limits.max),
+                        format!(
+                            "limit must be an integer from 1 to {}, got {raw:?}",
+                            limits.max
+                        ),
                     ))
                 }
             },

@@ -14,18 +14,18 @@ use crate::feed::Served;
 pub use health::{health, ping};
 pub use metrics::metrics;
 
-/// Mounts every route.
+/// Mounts every route. Resources (not bare routes) so a wrong method is a 405, not a 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ping", web::get().to(ping))
-        .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics))
+    cfg.service(web::resource("/ping").get(ping))
+        .service(web::resource("/health").get(health))
+        .service(web::resource("/metrics").get(metrics))
         .service(
             web::scope("/api/v1")
-                .route("/users", web::post().to(users::create_user))
-                .route("/users/{id}", web::get().to(users::get_user))
-                .route("/users/{id}/posts", web::get().to(users::list_user_posts))
-                .route("/posts", web::post().to(posts::create_post))
-                .route("/posts/{id}", web::get().to(posts::get_post)),
+                .service(web::resource("/users").post(users::create_user))
+                .service(web::resource("/users/{id}").get(users::get_user))
+                .service(web::resource("/users/{id}/posts").get(users::list_user_posts))
+                .service(web::resource("/posts").post(posts::create_post))
+                .service(web::resource("/posts/{id}").get(posts::get_post)),
         );
 }
 

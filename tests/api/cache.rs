@@ -1,0 +1,279 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use hotfeed::cache::{Cache, CachedPage, ClusterCache};
+use hotfeed::domain::{PageRequest, PostId, UserId};
+use hotfeed::metrics::Metrics;
+use redis::AsyncCommands as _;
+use serde_json::Value;
+
+use crate::helpers::{owners, spawn_app, test_settings};
+
+const PAGE: &str = "/api/v1/users/{}/posts";
+
+fn page_path(user: i64) -> String {
+    PAGE.replace("{}", &user.to_string())
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn first_page_read_is_a_miss_and_the_second_a_hit_with_the_same_body() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.create_user("hot_user").await;
+    let ids = app.create_posts(user, 60).await;
+
+    // Act
+    let first = app.get(&page_path(user)).await;
+    let first_cache = header(&first, "x-cache");
+    let first_timing = header(&first, "server-timing");
+    let first_body: Value = first.json().await.expect("JSON page");
+    let second = app.get(&page_path(user)).await;
+    let second_cache = header(&second, "x-cache");
+    let second_body: Value = second.json().await.expect("JSON page");
+
+    // Assert
+    assert_eq!(first_cache, "MISS");
+    assert_eq!(second_cache, "HIT");
+    assert!(
+        first_timing.contains("redis;dur=") && first_timing.contains("db;dur="),
+        "{first_timing}"
+    );
+    assert_eq!(
+        first_body, second_body,
+        "a hit serves exactly what the miss served"
+    );
+    let data = first_body["data"].as_array().expect("data array");
+    assert_eq!(data.len(), 50, "default page size");
+    let newest_first: Vec<i64> = ids.iter().rev().take(50).copied().collect();
+    let served: Vec<i64> = data.iter().map(|p| p["id"].as_i64().expect("id")).collect();
+    assert_eq!(served, newest_first);
+    assert_eq!(first_body["has_more"], true);
+    assert_eq!(first_body["limit"], 50);
+    assert_eq!(first_body["offset"], 0);
+    for field in ["id", "user_id", "content", "created_at", "updated_at"] {
+        assert!(data[0].get(field).is_some(), "post has {field}");
+    }
+}
+
+#[tokio::test]
+async fn pages_are_cached_per_limit_and_offset_and_the_last_page_has_no_more() {
+    let app = spawn_app().await;
+    let user = app.create_user("pager").await;
+    let ids = app.create_posts(user, 7).await;
+
+    for _ in 0..2 {
+        let res = app
+            .get(&format!("{}?limit=5&offset=5", page_path(user)))
+            .await;
+        let body: Value = res.json().await.expect("JSON page");
+        let served: Vec<i64> = body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|p| p["id"].as_i64().expect("id"))
+            .collect();
+        assert_eq!(served, vec![ids[1], ids[0]]);
+        assert_eq!(body["has_more"], false);
+    }
+}
+
+#[tokio::test]
+async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_per_node() {
+    // Arrange: a cached page of 50 posts.
+    let app = spawn_app().await;
+    let user = app.create_user("spread").await;
+    app.create_posts(user, 50).await;
+    let miss = app.get(&page_path(user)).await;
+    assert_eq!(header(&miss, "x-cache"), "MISS");
+    let body: Value = miss.json().await.expect("JSON page");
+    let post_keys: Vec<String> = body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| {
+            app.keys
+                .post(PostId::from_trusted(p["id"].as_i64().expect("id")))
+        })
+        .collect();
+    let mut redis = app.redis().await;
+    let post_nodes = owners(&mut redis, &post_keys).await;
+    let list_node = owners(
+        &mut redis,
+        &[app.keys.user_pages(UserId::from_trusted(user))],
+    )
+    .await
+    .remove(0);
+    let distinct: BTreeSet<&String> = post_nodes.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "50 post keys should span nodes, got {distinct:?}"
+    );
+    let before = app.metrics().await;
+
+    // Act
+    let hit = app.get(&page_path(user)).await;
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    let after = app.metrics().await;
+
+    // Assert: exactly one round trip to the list's node, plus one per node holding posts.
+    let mut expected: BTreeMap<String, f64> = BTreeMap::new();
+    *expected.entry(list_node).or_default() += 1.0;
+    for node in distinct {
+        *expected.entry(node.clone()).or_default() += 1.0;
+    }
+    let delta = |series: &str| {
+        after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
+    };
+    let mut seen: BTreeMap<String, f64> = BTreeMap::new();
+    for series in after
+        .keys()
+        .filter(|s| s.starts_with("redis_round_trips_total{"))
+    {
+        let node = series.split('"').nth(1).expect("node label").to_owned();
+        let trips = delta(series);
+        if trips > 0.0 {
+            seen.insert(node, trips);
+        }
+    }
+    assert_eq!(seen, expected, "round trips per node for one cached page");
+    let commands: f64 = after
+        .keys()
+        .filter(|s| s.starts_with("redis_commands_total{"))
+        .map(|s| delta(s))
+        .sum();
+    assert_eq!(
+        commands, 52.0,
+        "HGET + GET generation + 50 GETs, nothing retried"
+    );
+}
+
+#[tokio::test]
+async fn an_evicted_post_object_is_backfilled_and_the_page_reported_partial() {
+    let app = spawn_app().await;
+    let user = app.create_user("evicted").await;
+    let ids = app.create_posts(user, 10).await;
+    let miss: Value = app.get(&page_path(user)).await.json().await.expect("JSON");
+    let mut redis = app.redis().await;
+    let evicted = app.keys.post(PostId::from_trusted(ids[4]));
+    let removed: i64 = redis.del(&evicted).await.expect("DEL");
+    assert_eq!(removed, 1, "the miss cached the post object");
+
+    let partial = app.get(&page_path(user)).await;
+    assert_eq!(header(&partial, "x-cache"), "PARTIAL");
+    let partial_body: Value = partial.json().await.expect("JSON");
+    let hit = app.get(&page_path(user)).await;
+
+    assert_eq!(
+        partial_body, miss,
+        "the backfilled page is complete and identical"
+    );
+    assert_eq!(
+        header(&hit, "x-cache"),
+        "HIT",
+        "the evicted object was written back"
+    );
+    let restored: Option<String> = redis.get(&evicted).await.expect("GET");
+    assert!(restored.is_some());
+}
+
+#[tokio::test]
+async fn a_new_post_invalidates_its_authors_cached_pages() {
+    let app = spawn_app().await;
+    let user = app.create_user("writer").await;
+    let other = app.create_user("bystander").await;
+    app.create_posts(user, 3).await;
+    app.create_posts(other, 3).await;
+    for path in [
+        page_path(user),
+        format!("{}?limit=2", page_path(user)),
+        page_path(other),
+    ] {
+        app.get(&path).await;
+        assert_eq!(
+            header(&app.get(&path).await, "x-cache"),
+            "HIT",
+            "{path} cached"
+        );
+    }
+
+    let new_post = app.create_posts(user, 1).await[0];
+
+    for path in [page_path(user), format!("{}?limit=2", page_path(user))] {
+        let res = app.get(&path).await;
+        assert_eq!(header(&res, "x-cache"), "MISS", "{path} was invalidated");
+        let body: Value = res.json().await.expect("JSON");
+        assert_eq!(
+            body["data"][0]["id"], new_post,
+            "{path} shows the new post first"
+        );
+    }
+    assert_eq!(
+        header(&app.get(&page_path(other)).await, "x-cache"),
+        "HIT",
+        "other users' pages are untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_page_read_before_a_write_is_not_cached_after_it() {
+    // The race: a reader looks the page up (miss), reads PostgreSQL, a writer commits and
+    // invalidates, then the reader caches its now-stale page. The generation check refuses it.
+    let (settings, _, _) = test_settings();
+    let metrics = std::sync::Arc::new(Metrics::new(10));
+    let cluster = ClusterCache::connect(&settings.cache, metrics)
+        .await
+        .expect("valid settings");
+    let cache = Cache::new(cluster, &settings.cache);
+    let user = UserId::from_trusted(7);
+    let page = PageRequest::new(50, 0);
+    let stale = CachedPage {
+        ids: vec![PostId::from_trusted(1)],
+        has_more: false,
+    };
+
+    let lookup = cache.lookup_page(user, page).await;
+    let generation = lookup.generation.expect("the cluster answered");
+    cache.invalidate_user_pages(user).await.expect("invalidate");
+    cache.store_page(user, page, &generation, &stale).await;
+    assert!(
+        cache.lookup_page(user, page).await.page.is_none(),
+        "stale page refused"
+    );
+
+    let fresh = cache.lookup_page(user, page).await;
+    cache
+        .store_page(user, page, &fresh.generation.expect("answered"), &stale)
+        .await;
+    assert_eq!(
+        cache.lookup_page(user, page).await.page,
+        Some(stale),
+        "current generation accepted"
+    );
+}
+
+#[tokio::test]
+async fn posts_and_users_are_read_through_the_object_cache() {
+    let app = spawn_app().await;
+    let user = app.create_user("single").await;
+    let post = app.create_posts(user, 1).await[0];
+
+    for path in [
+        format!("/api/v1/posts/{post}"),
+        format!("/api/v1/users/{user}"),
+    ] {
+        let first = app.get(&path).await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(header(&first, "x-cache"), "MISS", "{path}");
+        let first_body: Value = first.json().await.expect("JSON");
+        let second = app.get(&path).await;
+        assert_eq!(header(&second, "x-cache"), "HIT", "{path}");
+        assert_eq!(second.json::<Value>().await.expect("JSON"), first_body);
+    }
+}

@@ -1,0 +1,246 @@
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Once;
+
+use clap::Parser as _;
+use hotfeed::cache::keys::slot;
+use hotfeed::cache::Keys;
+use hotfeed::config::{Cli, Command, Settings};
+use hotfeed::startup::Application;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use reqwest::Response;
+use serde_json::{json, Value};
+use sqlx::{Connection as _, Executor as _, PgConnection};
+
+static INIT: Once = Once::new();
+
+/// A running app with its own database and key prefix, plus direct handles on both backends.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub keys: Keys,
+    pub settings: Settings,
+    admin_url: String,
+    database: String,
+}
+
+/// Settings as the README's stack gives them (`.env`, environment), isolated for one test.
+pub fn test_settings() -> (Settings, String, String) {
+    INIT.call_once(|| {
+        let _ = dotenvy::dotenv();
+        if std::env::var_os("TEST_LOG").is_some() {
+            hotfeed::telemetry::init(hotfeed::config::LogFormat::Text);
+        }
+    });
+    let cli = Cli::try_parse_from(["hotfeed", "serve"]).expect("default settings parse");
+    let Command::Serve(settings) = cli.command else {
+        unreachable!("parsed the serve subcommand")
+    };
+    let mut settings = *settings;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let admin_url = settings.database.database_url.clone();
+    let database = format!("hotfeed_test_{suffix}");
+    let mut url = url::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
+    url.set_path(&database);
+    settings.database.database_url = url.to_string();
+    settings.database.db_max_connections = 4;
+    settings.app_host = "127.0.0.1".into();
+    settings.app_port = 0;
+    settings.app_workers = Some(1);
+    settings.cache.key_prefix = format!("t{}", &suffix[..12]);
+    (settings, admin_url, database)
+}
+
+/// Spawns the app with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app after `customize` adjusts its settings.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let (mut settings, admin_url, database) = test_settings();
+    customize(&mut settings);
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL at DATABASE_URL answers (run scripts/stack.sh up)");
+    admin
+        .execute(format!(r#"CREATE DATABASE "{database}""#).as_str())
+        .await
+        .expect("create the test database");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a plain HTTP client"),
+        keys: Keys::new(settings.cache.key_prefix.clone()),
+        settings,
+        admin_url,
+        database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let database = self.database.clone();
+        // Drop runs outside any async context we could borrow; use a private runtime on a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup");
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url).await?;
+                admin
+                    .execute(
+                        format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#).as_str(),
+                    )
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database {}: {error}", self.database);
+        }
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the app answers")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("the app answers")
+    }
+
+    /// Creates a user and returns its id.
+    pub async fn create_user(&self, username: &str) -> i64 {
+        let res = self
+            .post_json("/api/v1/users", &json!({ "username": username }))
+            .await;
+        assert_eq!(res.status(), 201, "creating user {username}");
+        res.json::<Value>().await.expect("JSON user")["id"]
+            .as_i64()
+            .expect("numeric id")
+    }
+
+    /// Creates `count` posts for `user` and returns their ids, oldest first.
+    pub async fn create_posts(&self, user: i64, count: usize) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            let res = self
+                .post_json(
+                    "/api/v1/posts",
+                    &json!({ "user_id": user, "content": format!("post {n} of user {user}") }),
+                )
+                .await;
+            assert_eq!(res.status(), 201, "creating post {n}");
+            ids.push(
+                res.json::<Value>().await.expect("JSON post")["id"]
+                    .as_i64()
+                    .expect("id"),
+            );
+        }
+        ids
+    }
+
+    /// The service's `/metrics` parsed to `series -> value` (series as printed, labels included).
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        parse_metrics(&text)
+    }
+
+    /// A direct connection to the cluster, to look at or disturb what the service cached.
+    pub async fn redis(&self) -> ClusterConnection {
+        ClusterClient::new(self.settings.cache.redis_urls.clone())
+            .expect("valid REDIS_URLS")
+            .get_async_connection()
+            .await
+            .expect("the Redis Cluster answers (run scripts/stack.sh up)")
+    }
+}
+
+/// Parses the Prometheus text format into `series -> value`.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Reads the cluster's slot map (`CLUSTER SLOTS`) and returns, for each key, the primary that owns it.
+pub async fn owners(redis: &mut ClusterConnection, keys: &[String]) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(redis)
+        .await
+        .expect("CLUSTER SLOTS");
+    let mut ranges: BTreeMap<u16, (u16, String)> = BTreeMap::new();
+    let redis::Value::Array(entries) = reply else {
+        panic!("CLUSTER SLOTS returned {reply:?}")
+    };
+    for entry in entries {
+        let redis::Value::Array(fields) = entry else {
+            continue;
+        };
+        let start: u16 = redis::from_redis_value_ref(&fields[0]).expect("slot start");
+        let end: u16 = redis::from_redis_value_ref(&fields[1]).expect("slot end");
+        let redis::Value::Array(primary) = &fields[2] else {
+            continue;
+        };
+        let host: String = redis::from_redis_value_ref(&primary[0]).expect("host");
+        let port: u16 = redis::from_redis_value_ref(&primary[1]).expect("port");
+        ranges.insert(start, (end, format!("{host}:{port}")));
+    }
+    keys.iter()
+        .map(|key| {
+            let slot = slot(key.as_bytes());
+            let (_, (end, node)) = ranges
+                .range(..=slot)
+                .next_back()
+                .expect("every slot is assigned");
+            assert!(slot <= *end, "slot {slot} is covered");
+            node.clone()
+        })
+        .collect()
+}
+
+/// The `{"error":{"code"}}` of an error response, checking its shape.
+pub async fn error_code(res: Response) -> String {
+    let body: Value = res.json().await.expect("error bodies are JSON");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.is_empty(), "error body has a message: {body}");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error body has a code: {body}"))
+        .to_owned()
+}

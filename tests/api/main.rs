@@ -1,0 +1,9 @@
+//! Integration tests: the real app on port 0, a real PostgreSQL (one fresh database per test) and the
+//! real Redis Cluster (one fresh key prefix per test). `scripts/stack.sh up` provides both.
+
+mod cache;
+mod errors;
+mod health;
+mod helpers;
+mod metrics;
+mod resilience;

@@ -1,0 +1,104 @@
+use std::process::Command;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn cache_counters_move_with_the_reference_names_and_labels() {
+    // Arrange
+    let app = spawn_app().await;
+    let user = app.create_user("metered").await;
+    app.create_posts(user, 60).await;
+    let path = format!("/api/v1/users/{user}/posts");
+
+    // Act: the reference demo, a miss then a hit.
+    app.get(&path).await;
+    let after_miss = app.metrics().await;
+    app.get(&path).await;
+    let after_hit = app.metrics().await;
+
+    // Assert
+    let misses = format!("post_list_cache_misses_total{{user_id=\"{user}\"}}");
+    let hits = format!("post_list_cache_hits_total{{user_id=\"{user}\"}}");
+    assert_eq!(after_miss.get(&misses), Some(&1.0));
+    assert_eq!(after_miss.get(&hits), None, "no hit before the second read");
+    assert_eq!(after_hit.get(&hits), Some(&1.0));
+    assert_eq!(after_hit.get(&misses), Some(&1.0));
+    assert_eq!(after_hit.get("post_object_cache_hits_total"), Some(&50.0));
+    assert_eq!(after_hit.get("post_object_cache_misses_total"), Some(&0.0));
+    assert_eq!(after_hit.get("feed_pages_total{cache=\"hit\"}"), Some(&1.0));
+    assert_eq!(
+        after_hit.get("feed_pages_total{cache=\"miss\"}"),
+        Some(&1.0)
+    );
+    let route =
+        "http_requests_total{method=\"GET\",route=\"/api/v1/users/{id}/posts\",status=\"200\"}";
+    assert_eq!(
+        after_hit.get(route),
+        Some(&2.0),
+        "HTTP metrics use the route pattern"
+    );
+    assert!(
+        after_hit
+            .keys()
+            .all(|series| !series.contains(&format!("/users/{user}/"))),
+        "raw paths never become labels"
+    );
+}
+
+#[tokio::test]
+async fn the_user_id_label_stays_bounded() {
+    let app = spawn_app_with(|settings| settings.metrics_user_label_limit = 2).await;
+    let users = [
+        app.create_user("first").await,
+        app.create_user("second").await,
+        app.create_user("third").await,
+    ];
+    for user in users {
+        app.create_posts(user, 1).await;
+        app.get(&format!("/api/v1/users/{user}/posts")).await;
+    }
+
+    let metrics = app.metrics().await;
+    let labelled: Vec<&String> = metrics
+        .keys()
+        .filter(|s| s.starts_with("post_list_cache_misses_total{"))
+        .collect();
+    assert_eq!(labelled.len(), 3, "two users and other: {labelled:?}");
+    assert_eq!(
+        metrics.get("post_list_cache_misses_total{user_id=\"other\"}"),
+        Some(&1.0)
+    );
+    assert!(!metrics.contains_key(&format!(
+        "post_list_cache_misses_total{{user_id=\"{}\"}}",
+        users[2]
+    )));
+}
+
+#[tokio::test]
+async fn the_metrics_output_passes_promtool() {
+    let app = spawn_app().await;
+    let user = app.create_user("linted").await;
+    app.create_posts(user, 2).await;
+    app.get(&format!("/api/v1/users/{user}/posts")).await;
+    app.get("/api/v1/users/0").await;
+    let text = app.get("/metrics").await.text().await.expect("text");
+    let file = std::env::temp_dir().join(format!("hotfeed-metrics-{}.prom", std::process::id()));
+    std::fs::write(&file, &text).expect("write the scrape");
+
+    let output = Command::new("promtool")
+        .arg("check")
+        .arg("metrics")
+        .stdin(std::fs::File::open(&file).expect("scrape file"))
+        .output()
+        .expect(
+            "promtool is installed (Debian package `prometheus`; scripts/stack.sh installs it)",
+        );
+    let _ = std::fs::remove_file(&file);
+
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
