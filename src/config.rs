@@ -51,7 +51,7 @@ pub struct DatabaseSettings {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/hotfeed",
-        hide_default_value = false
+        hide_env_values = true
     )]
     pub database_url: String,
 
@@ -135,15 +135,15 @@ pub struct CacheSettings {
     pub redis_rebuild_after_errors: u32,
 
     /// Lifetime of a cached page of post IDs, in seconds; also bounds staleness after a lost invalidation.
-    #[arg(long, env = "CACHE_LIST_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "cache-list-ttl-secs", env = "CACHE_LIST_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub list_ttl_secs: u64,
 
     /// Lifetime of a cached post or user object, in seconds.
-    #[arg(long, env = "CACHE_OBJECT_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "cache-object-ttl-secs", env = "CACHE_OBJECT_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub object_ttl_secs: u64,
 
     /// Prefix of every Redis key this service writes, so several deployments can share a cluster.
-    #[arg(long, env = "CACHE_KEY_PREFIX", default_value = "hf")]
+    #[arg(long = "cache-key-prefix", env = "CACHE_KEY_PREFIX", default_value = "hf")]
     pub key_prefix: String,
 }
 
