@@ -3,6 +3,7 @@
 
 mod cache;
 mod errors;
+mod failover;
 mod health;
 mod helpers;
 mod metrics;
