@@ -143,7 +143,11 @@ pub struct CacheSettings {
     pub object_ttl_secs: u64,
 
     /// Prefix of every Redis key this service writes, so several deployments can share a cluster.
-    #[arg(long = "cache-key-prefix", env = "CACHE_KEY_PREFIX", default_value = "hf")]
+    #[arg(
+        long = "cache-key-prefix",
+        env = "CACHE_KEY_PREFIX",
+        default_value = "hf"
+    )]
     pub key_prefix: String,
 }
 

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub redis_round_trips: IntCounterVec,
     /// Commands sent to each Redis node.
     pub redis_commands: IntCounterVec,
+    /// Failed round trips to each Redis node (errors and timeouts).
+    pub redis_errors: IntCounterVec,
     /// Times the cluster connection was rebuilt.
     pub redis_reconnects: IntCounter,
     /// Nodes one multi-key cache operation touched.
@@ -136,6 +138,11 @@ impl Metrics {
             redis_commands: counter_vec(
                 "redis_commands_total",
                 "Commands sent to each Redis node",
+                &["node"],
+            ),
+            redis_errors: counter_vec(
+                "redis_errors_total",
+                "Round trips to each Redis node that failed or timed out",
                 &["node"],
             ),
             redis_reconnects: counter(

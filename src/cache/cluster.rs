@@ -246,7 +246,8 @@ impl ClusterCache {
         let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
         let label = self.node_label(first_key);
         self.count_round_trip(&label, pipe.len().max(1));
-        self.guarded(pipe.query_async(&mut connection)).await
+        self.guarded(&label, pipe.query_async(&mut connection))
+            .await
     }
 
     /// Runs a Lua script whose keys share one slot (routed by its first key).
@@ -259,8 +260,10 @@ impl ClusterCache {
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<T, CacheError> {
         let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
-        self.count_round_trip(&self.node_label(first_key), 1);
-        self.guarded(invocation.invoke_async(&mut connection)).await
+        let label = self.node_label(first_key);
+        self.count_round_trip(&label, 1);
+        self.guarded(&label, invocation.invoke_async(&mut connection))
+            .await
     }
 
     /// Pings every primary of the last known topology: `(node, Ok(round trip) | Err(reason))`.
@@ -338,11 +341,11 @@ impl ClusterCache {
                 other => other,
             }
         };
-        self.guarded(call).await
+        self.guarded(&label, call).await
     }
 
     /// Applies the time budget, classifies the outcome and keeps the failure streak.
-    async fn guarded<T, F>(&self, call: F) -> Result<T, CacheError>
+    async fn guarded<T, F>(&self, node: &str, call: F) -> Result<T, CacheError>
     where
         F: Future<Output = Result<T, RedisError>>,
     {
@@ -353,7 +356,14 @@ impl ClusterCache {
         };
         match &outcome {
             Ok(_) => self.inner.consecutive_failures.store(0, Ordering::Relaxed),
-            Err(error) => self.record_failure(error),
+            Err(error) => {
+                self.inner
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&[node])
+                    .inc();
+                self.record_failure(error);
+            }
         }
         outcome
     }
