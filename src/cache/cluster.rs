@@ -169,32 +169,14 @@ impl ClusterCache {
     /// shard costs only its own keys.
     pub async fn get_many(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
         let mut values = vec![None; keys.len()];
-        let Some(connection) = self.connection_or_record() else {
-            return values;
-        };
-        let groups = self.group_by_node(keys);
-        self.inner
-            .metrics
-            .cache_nodes_per_op
-            .observe(groups.len() as f64);
-        let fetches = groups.into_iter().map(|(target, indexes)| {
-            let mut pipe = redis::pipe();
-            for &i in &indexes {
-                pipe.get(&keys[i]);
-            }
-            let per_key: Vec<redis::Cmd> = indexes
-                .iter()
-                .map(|&i| {
-                    let mut cmd = redis::cmd("GET");
-                    cmd.arg(&keys[i]);
-                    cmd
-                })
-                .collect();
-            let route = route_for(&keys[indexes[0]]);
-            let call = self.node_batch(connection.clone(), target, pipe, per_key, route);
-            async move { (indexes, call.await) }
-        });
-        for (indexes, result) in join_all(fetches).await {
+        let batches = self
+            .scatter(keys, |i| {
+                let mut get = redis::cmd("GET");
+                get.arg(&keys[i]);
+                get
+            })
+            .await;
+        for (indexes, result) in batches {
             let Ok(replies) = result else { continue };
             for (i, reply) in indexes.into_iter().zip(replies) {
                 match Option::<Vec<u8>>::from_redis_value(reply) {
@@ -209,29 +191,42 @@ impl ClusterCache {
     /// Writes many keys spread over the cluster with `SET key value EX ttl`, one pipeline per owning
     /// primary. Best effort: a failed node leaves its keys uncached, which the next read repairs.
     pub async fn set_many(&self, entries: &[(String, Vec<u8>, u64)]) {
-        let Some(connection) = self.connection_or_record() else {
-            return;
-        };
         let keys: Vec<String> = entries.iter().map(|(key, _, _)| key.clone()).collect();
-        let groups = self.group_by_node(&keys);
+        self.scatter(&keys, |i| {
+            let (key, value, ttl) = &entries[i];
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value).arg("EX").arg(*ttl);
+            set
+        })
+        .await;
+    }
+
+    /// Sends `command(i)` for every key `i`, grouped into one pipeline per owning primary, all nodes
+    /// concurrently. Returns each group's key indexes with its replies (in the same order) or error.
+    async fn scatter(
+        &self,
+        keys: &[String],
+        command: impl Fn(usize) -> redis::Cmd,
+    ) -> Vec<(Vec<usize>, Result<Vec<Value>, CacheError>)> {
+        let Some(connection) = self.connection_or_record() else {
+            return Vec::new();
+        };
+        let groups = self.group_by_node(keys);
         self.inner
             .metrics
             .cache_nodes_per_op
             .observe(groups.len() as f64);
-        let writes = groups.into_iter().map(|(target, indexes)| {
+        let batches = groups.into_iter().map(|(target, indexes)| {
+            let per_key: Vec<redis::Cmd> = indexes.iter().map(|&i| command(i)).collect();
             let mut pipe = redis::pipe();
-            let mut per_key = Vec::with_capacity(indexes.len());
-            for &i in &indexes {
-                let (key, value, ttl) = &entries[i];
-                pipe.set_ex(key, value, *ttl);
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(value).arg("EX").arg(*ttl);
-                per_key.push(cmd);
+            for cmd in &per_key {
+                pipe.add_command(cmd.clone());
             }
             let route = route_for(&keys[indexes[0]]);
-            self.node_batch(connection.clone(), target, pipe, per_key, route)
+            let call = self.node_batch(connection.clone(), target, pipe, per_key, route);
+            async move { (indexes, call.await) }
         });
-        join_all(writes).await;
+        join_all(batches).await
     }
 
     /// Runs a pipeline whose keys all share one slot (the client routes it); `T` is the replies.
