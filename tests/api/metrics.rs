@@ -91,7 +91,7 @@ async fn the_metrics_output_passes_promtool() {
         .stdin(std::fs::File::open(&file).expect("scrape file"))
         .output()
         .expect(
-            "promtool is installed (Debian package `prometheus`; scripts/stack.sh installs it)",
+            "promtool is installed (Debian package `prometheus`; scripts/test.sh installs it)",
         );
     let _ = std::fs::remove_file(&file);
 
