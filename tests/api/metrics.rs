@@ -90,9 +90,7 @@ async fn the_metrics_output_passes_promtool() {
         .arg("metrics")
         .stdin(std::fs::File::open(&file).expect("scrape file"))
         .output()
-        .expect(
-            "promtool is installed (Debian package `prometheus`; scripts/test.sh installs it)",
-        );
+        .expect("promtool is installed (Debian package `prometheus`; scripts/test.sh installs it)");
     let _ = std::fs::remove_file(&file);
 
     assert!(
