@@ -6,5 +6,6 @@ mod errors;
 mod failover;
 mod health;
 mod helpers;
+mod loadgen;
 mod metrics;
 mod resilience;

@@ -1,0 +1,140 @@
+//! What the client saw, request by request: latency, status, `X-Cache`, user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Highest latency the histogram tracks exactly; anything slower is recorded as this.
+const MAX_TRACKED: Duration = Duration::from_secs(120);
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// An HTTP response with this status code.
+    Http(u16),
+    /// No response within the request timeout.
+    Timeout,
+    /// Connection refused, reset, or any other transport error.
+    Error,
+    /// Open loop only: due while `--max-in-flight` requests were outstanding, so never sent.
+    NotSent,
+}
+
+impl Status {
+    /// The key of this status in the report (`200`, `timeout`, `error`, `not_sent`).
+    pub fn label(self) -> String {
+        match self {
+            Self::Http(code) => code.to_string(),
+            Self::Timeout => "timeout".into(),
+            Self::Error => "error".into(),
+            Self::NotSent => "not_sent".into(),
+        }
+    }
+}
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub user: u64,
+    pub status: Status,
+    /// The `X-Cache` header, when the response had one.
+    pub cache: Option<String>,
+    /// From the due time (open loop) or the send time (closed loop) to the end of the body.
+    pub latency: Duration,
+    pub body_bytes: u64,
+}
+
+/// Counts of one phase of a run.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// Latency of every request that got a response or timed out, in microseconds.
+    pub latency_us: Histogram<u64>,
+    pub statuses: BTreeMap<Status, u64>,
+    pub cache: BTreeMap<String, u64>,
+    pub users: HashMap<u64, u64>,
+    pub body_bytes: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            latency_us: Histogram::new_with_bounds(1, MAX_TRACKED.as_micros() as u64, 3)
+                .expect("1 us .. 120 s at 3 significant digits is a valid histogram"),
+            statuses: BTreeMap::new(),
+            cache: BTreeMap::new(),
+            users: HashMap::new(),
+            body_bytes: 0,
+        }
+    }
+}
+
+impl Recorder {
+    /// Adds one request.
+    pub fn record(&mut self, outcome: Outcome) {
+        *self.statuses.entry(outcome.status).or_default() += 1;
+        *self.users.entry(outcome.user).or_default() += 1;
+        if matches!(outcome.status, Status::Http(_) | Status::Timeout) {
+            let micros =
+                (outcome.latency.as_micros() as u64).clamp(1, MAX_TRACKED.as_micros() as u64);
+            self.latency_us.saturating_record(micros);
+        }
+        if let Status::Http(_) = outcome.status {
+            let cache = outcome.cache.unwrap_or_else(|| "none".into());
+            *self.cache.entry(cache).or_default() += 1;
+            self.body_bytes += outcome.body_bytes;
+        }
+    }
+
+    /// Requests that got an HTTP response (any status).
+    pub fn responses(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(status, _)| matches!(status, Status::Http(_)))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Requests that got this exact status.
+    pub fn count(&self, status: Status) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Every request accounted for, sent or not.
+    pub fn total(&self) -> u64 {
+        self.statuses.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(user: u64, status: Status, cache: Option<&str>, ms: u64) -> Outcome {
+        Outcome {
+            user,
+            status,
+            cache: cache.map(str::to_owned),
+            latency: Duration::from_millis(ms),
+            body_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn only_answered_or_timed_out_requests_have_a_latency() {
+        let mut recorder = Recorder::default();
+        recorder.record(outcome(1, Status::Http(200), Some("HIT"), 2));
+        recorder.record(outcome(1, Status::Http(200), Some("MISS"), 9));
+        recorder.record(outcome(2, Status::Timeout, None, 5000));
+        recorder.record(outcome(3, Status::Error, None, 0));
+        recorder.record(outcome(3, Status::NotSent, None, 0));
+
+        assert_eq!(recorder.latency_us.len(), 3);
+        assert_eq!(recorder.responses(), 2);
+        assert_eq!(recorder.total(), 5);
+        assert_eq!(recorder.count(Status::NotSent), 1);
+        assert_eq!(recorder.cache.get("HIT"), Some(&1));
+        assert_eq!(recorder.users[&3], 2);
+        assert_eq!(recorder.body_bytes, 200);
+    }
+}
