@@ -223,25 +223,19 @@ impl Feed {
 
         self.count_query("posts_by_ids");
         let loaded = timed(&mut timings.db, self.store.posts_by_ids(&missing)).await?;
-        if loaded.len() < missing.len() {
-            return Ok(None);
-        }
         let backfill: Vec<(String, &Post)> = loaded
             .iter()
             .map(|post| (cache.keys().post(post.id), post))
             .collect();
         timed(&mut timings.redis, cache.put_objects(&backfill)).await;
-        let mut loaded: HashMap<PostId, Post> =
-            loaded.into_iter().map(|post| (post.id, post)).collect();
-        let posts = ids
+        let loaded: HashMap<PostId, &Post> = loaded.iter().map(|post| (post.id, post)).collect();
+        let posts: Option<Vec<Post>> = ids
             .iter()
             .zip(found)
-            .map(|(id, cached)| {
-                cached
-                    .or_else(|| loaded.remove(id))
-                    .expect("every missing id was loaded above")
-            })
+            .map(|(id, cached)| cached.or_else(|| loaded.get(id).map(|&post| post.clone())))
             .collect();
+        // `None`: a listed post is gone from PostgreSQL, so the cached page is stale.
+        let Some(posts) = posts else { return Ok(None) };
         Ok(Some((posts, CacheOutcome::Partial)))
     }
 

@@ -5,6 +5,7 @@ use hotfeed::domain::{PageRequest, PostId, UserId};
 use hotfeed::metrics::Metrics;
 use redis::AsyncCommands as _;
 use serde_json::Value;
+use sqlx::Connection as _;
 
 use crate::helpers::{owners, spawn_app, test_settings};
 
@@ -276,4 +277,42 @@ async fn posts_and_users_are_read_through_the_object_cache() {
         assert_eq!(header(&second, "x-cache"), "HIT", "{path}");
         assert_eq!(second.json::<Value>().await.expect("JSON"), first_body);
     }
+}
+
+#[tokio::test]
+async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgres() {
+    // Arrange: a cached page, then one of its posts deleted behind the cache's back.
+    let app = spawn_app().await;
+    let user = app.create_user("pruned").await;
+    let ids = app.create_posts(user, 5).await;
+    app.get(&page_path(user)).await;
+    let gone = ids[2];
+    let mut db = sqlx::PgConnection::connect(&app.settings.database.database_url)
+        .await
+        .expect("test database");
+    sqlx::query("DELETE FROM posts WHERE id = $1")
+        .bind(gone)
+        .execute(&mut db)
+        .await
+        .expect("delete");
+    let mut redis = app.redis().await;
+    let _: i64 = redis
+        .del(app.keys.post(PostId::from_trusted(gone)))
+        .await
+        .expect("DEL");
+
+    // Act
+    let res = app.get(&page_path(user)).await;
+
+    // Assert: PostgreSQL's truth, not the stale list.
+    assert_eq!(header(&res, "x-cache"), "MISS");
+    let body: Value = res.json().await.expect("JSON");
+    let served: Vec<i64> = body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p["id"].as_i64().expect("id"))
+        .collect();
+    let expected: Vec<i64> = ids.iter().rev().copied().filter(|&id| id != gone).collect();
+    assert_eq!(served, expected);
 }
