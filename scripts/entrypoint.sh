@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# scripts/entrypoint.sh — entrypoint of the hotfeed container image (see Dockerfile).
+#
+#   entrypoint.sh serve [ARGS]   check the configuration, wait for PostgreSQL and the Redis Cluster,
+#                                apply migrations, then exec `hotfeed serve ARGS` (the default)
+#   entrypoint.sh migrate        wait for PostgreSQL, apply migrations, exit
+#   entrypoint.sh healthcheck    exit 0 if GET /ping answers 200 on APP_PORT (the image HEALTHCHECK)
+#   entrypoint.sh COMMAND ...    exec anything else as is: datagen, loadgen, hotfeed --help, bash
+#
+# Misconfiguration (a missing or malformed DATABASE_URL, REDIS_URLS, CACHE or APP_PORT) exits 64 with
+# a message naming the variable; PostgreSQL not answering in time exits 69. A Redis Cluster that is
+# not ready in time only warns: hotfeed serves from PostgreSQL and reconnects in the background.
+#
+# Environment: hotfeed's own (DATABASE_URL, REDIS_URLS, CACHE, APP_HOST, APP_PORT, NO_MIGRATE, ...:
+# `hotfeed serve --help`), plus
+#   WAIT_TIMEOUT_SECS  how long to wait for PostgreSQL and for the cluster (default 60)
+#
+# Needs bash and coreutils only (no curl, no redis-cli): it speaks TCP through bash's /dev/tcp.
+# The `bash -c` scripts below are single-quoted on purpose: they get host and port as $0 and $1.
+# shellcheck disable=SC2016
+set -euo pipefail
+
+WAIT_TIMEOUT_SECS=${WAIT_TIMEOUT_SECS:-60}
+
+log() { printf 'entrypoint: %s\n' "$*" >&2; }
+config_error() {
+  printf 'entrypoint: configuration error: %s\n' "$*" >&2
+  exit 64 # EX_USAGE
+}
+unavailable() {
+  printf 'entrypoint: error: %s\n' "$*" >&2
+  exit 69 # EX_UNAVAILABLE
+}
+
+is_true() { [[ ${1,,} =~ ^(1|true|yes|on)$ ]]; }
+
+# Hides the password of a URL for printing.
+mask_url() { sed -E 's#(://[^:/@]+:)[^@/]*@#\1***@#' <<<"$1"; }
+
+# Splits a URL's authority into URL_HOST and URL_PORT (default $2); URL_AUTH=1 if it has credentials.
+parse_authority() {
+  local url=$1 default_port=$2 rest authority
+  rest=${url#*://}
+  authority=${rest%%[/?#]*}
+  URL_AUTH=0
+  if [[ $authority == *@* ]]; then
+    URL_AUTH=1
+    authority=${authority##*@}
+  fi
+  if [[ $authority =~ ^\[([^]]+)\](:([0-9]+))?$ ]]; then # [IPv6]:port
+    URL_HOST=${BASH_REMATCH[1]} URL_PORT=${BASH_REMATCH[3]:-$default_port}
+  elif [[ $authority =~ ^([^:]*)(:([0-9]*))?$ ]]; then
+    URL_HOST=${BASH_REMATCH[1]} URL_PORT=${BASH_REMATCH[3]:-$default_port}
+  else
+    return 1
+  fi
+}
+
+# Succeeds if a TCP connection to host $1 port $2 opens within 2 s.
+tcp_open() {
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+}
+
+# Succeeds if the Redis node at host $1 port $2 reports cluster_state:ok (RESP over /dev/tcp).
+cluster_ok() {
+  timeout 2 bash -c '
+    exec 3<>"/dev/tcp/$0/$1" || exit 1
+    printf "*2\r\n\$7\r\nCLUSTER\r\n\$4\r\nINFO\r\n" >&3
+    while IFS= read -r line <&3; do
+      case $line in
+        cluster_state:ok*) exit 0 ;;
+        cluster_state:* | -*) exit 1 ;;
+      esac
+    done
+    exit 1' "$1" "$2" 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration checks: fail early with the variable's name rather than deep inside hotfeed.
+
+check_database_url() {
+  [[ -n ${DATABASE_URL:-} ]] ||
+    config_error "DATABASE_URL is not set (e.g. postgres://postgres:postgres@postgres:5432/hotfeed)"
+  [[ $DATABASE_URL =~ ^postgres(ql)?:// ]] ||
+    config_error "DATABASE_URL must start with postgres:// or postgresql:// (got $(mask_url "$DATABASE_URL"))"
+  parse_authority "$DATABASE_URL" 5432 ||
+    config_error "DATABASE_URL has a malformed host:port (got $(mask_url "$DATABASE_URL"))"
+  PG_HOST=$URL_HOST PG_PORT=$URL_PORT
+}
+
+check_serve_settings() {
+  local cache=${CACHE:-on} url
+  [[ $cache == on || $cache == off ]] || config_error "CACHE must be on or off (got '$cache')"
+  if [[ -n ${APP_PORT:-} ]]; then
+    if ! [[ $APP_PORT =~ ^[0-9]+$ ]] || ((APP_PORT > 65535)); then
+      config_error "APP_PORT must be a port number (got '$APP_PORT')"
+    fi
+  fi
+  [[ $WAIT_TIMEOUT_SECS =~ ^[0-9]+$ ]] ||
+    config_error "WAIT_TIMEOUT_SECS must be a whole number of seconds (got '$WAIT_TIMEOUT_SECS')"
+  REDIS_SEEDS=()
+  [[ $cache == on ]] || return 0
+  [[ -n ${REDIS_URLS:-} ]] ||
+    config_error "REDIS_URLS is not set; name the cluster's nodes (redis://redis-1:6379,...) or set CACHE=off"
+  IFS=, read -r -a urls <<<"$REDIS_URLS"
+  for url in "${urls[@]}"; do
+    url=${url//[[:space:]]/}
+    [[ -n $url ]] || continue
+    [[ $url =~ ^rediss?:// ]] ||
+      config_error "every REDIS_URLS entry must start with redis:// or rediss:// (got $(mask_url "$url"))"
+    if ! parse_authority "$url" 6379 || [[ -z $URL_HOST ]]; then
+      config_error "REDIS_URLS entry has a malformed host:port (got $(mask_url "$url"))"
+    fi
+    REDIS_SEEDS+=("$URL_HOST $URL_PORT $URL_AUTH")
+  done
+  ((${#REDIS_SEEDS[@]} > 0)) || config_error "REDIS_URLS names no node"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+wait_for_postgres() {
+  [[ -n $PG_HOST ]] || return 0 # a Unix socket given in the query string: nothing to probe here
+  local deadline=$((SECONDS + WAIT_TIMEOUT_SECS))
+  log "waiting for PostgreSQL at $PG_HOST:$PG_PORT (up to ${WAIT_TIMEOUT_SECS}s)"
+  until tcp_open "$PG_HOST" "$PG_PORT"; do
+    ((SECONDS < deadline)) ||
+      unavailable "PostgreSQL at $PG_HOST:$PG_PORT does not accept connections after ${WAIT_TIMEOUT_SECS}s (DATABASE_URL=$(mask_url "$DATABASE_URL"))"
+    sleep 1
+  done
+}
+
+# Applies migrations, retrying while PostgreSQL finishes starting (it accepts TCP before it accepts
+# logins) or while another replica holds the same migration.
+migrate() {
+  local deadline=$((SECONDS + WAIT_TIMEOUT_SECS))
+  until hotfeed migrate; do
+    ((SECONDS < deadline)) ||
+      unavailable "migrations could not be applied within ${WAIT_TIMEOUT_SECS}s (see hotfeed's error above)"
+    log "migration failed; retrying in 2s"
+    sleep 2
+  done
+}
+
+# Waits until one seed node reports cluster_state:ok. Never fatal: the service runs without Redis.
+wait_for_cluster() {
+  ((${#REDIS_SEEDS[@]} > 0)) || return 0
+  local deadline=$((SECONDS + WAIT_TIMEOUT_SECS)) seed host port auth
+  log "waiting for the Redis Cluster (${#REDIS_SEEDS[@]} seed node(s), up to ${WAIT_TIMEOUT_SECS}s)"
+  while :; do
+    for seed in "${REDIS_SEEDS[@]}"; do
+      read -r host port auth <<<"$seed"
+      if ((auth == 1)); then
+        # With credentials, only reachability is checked (AUTH is left to hotfeed).
+        tcp_open "$host" "$port" && return 0
+      else
+        cluster_ok "$host" "$port" && return 0
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      log "warning: no REDIS_URLS node reports cluster_state:ok after ${WAIT_TIMEOUT_SECS}s;" \
+        "starting anyway: reads are served from PostgreSQL until the cluster answers"
+      return 0
+    fi
+    sleep 1
+  done
+}
+
+healthcheck() {
+  local host=${APP_HOST:-0.0.0.0}
+  [[ $host == 0.0.0.0 || $host == :: || -z $host ]] && host=127.0.0.1
+  timeout 3 bash -c '
+    exec 3<>"/dev/tcp/$0/$1" || exit 1
+    printf "GET /ping HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3
+    IFS= read -r status <&3
+    [[ $status =~ ^HTTP/1\.[01]\ 200 ]]' "$host" "${APP_PORT:-8080}" 2>/dev/null
+}
+
+main() {
+  local command=${1:-serve}
+  (($# > 0)) && shift
+  case $command in
+    serve)
+      check_database_url
+      check_serve_settings
+      wait_for_postgres
+      if is_true "${NO_MIGRATE:-false}"; then
+        log "NO_MIGRATE is set: not applying migrations"
+      else
+        migrate
+      fi
+      wait_for_cluster
+      # Migrations are done (or deliberately skipped): serve must not run them again.
+      export NO_MIGRATE=true
+      exec hotfeed serve "$@"
+      ;;
+    migrate)
+      check_database_url
+      wait_for_postgres
+      migrate
+      ;;
+    healthcheck)
+      healthcheck
+      ;;
+    *)
+      exec "$command" "$@"
+      ;;
+  esac
+}
+
+main "$@"
