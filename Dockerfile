@@ -2,8 +2,8 @@
 #
 # hotfeed container image.
 #
-#   docker build -t hotfeed .                  the runtime image (last stage): hotfeed, datagen
-#                                              (and loadgen once it exists), non-root, HEALTHCHECK
+#   docker build -t hotfeed .                  the runtime image (last stage): hotfeed, datagen and
+#                                              loadgen, non-root, HEALTHCHECK
 #   docker build --target dev -t hotfeed:dev .  toolchain + cargo-watch + gdb, for compose.dev.yml
 #
 # Dependencies are compiled in their own layer (cargo-chef): editing src/ rebuilds only the
@@ -30,12 +30,9 @@ FROM chef AS builder
 COPY --from=planner /app/recipe.json recipe.json
 RUN cargo chef cook --release --locked --workspace --bins --recipe-path recipe.json
 COPY . .
-# hotfeed and datagen are required; loadgen is copied when the workspace has it.
 RUN cargo build --release --locked --workspace --bins \
     && mkdir -p /out \
-    && cp target/release/hotfeed target/release/datagen /out/ \
-    && if [ -x target/release/loadgen ]; then cp target/release/loadgen /out/; fi \
-    && ls -l /out
+    && cp target/release/hotfeed target/release/datagen target/release/loadgen /out/
 
 # ---- dev: live reload and debugging (compose.dev.yml mounts the source on /app) ---------------
 FROM chef AS dev
