@@ -1,0 +1,297 @@
+//! One run, end to end: migrate, load in one transaction, commit, flush the cache.
+//!
+//! Atomicity: everything between `BEGIN` and `COMMIT` (truncate, drops, COPY, rebuilds, ANALYZE,
+//! sequences) is one transaction. An interrupt cancels the running statement and closes the
+//! connection; a failure returns before `COMMIT`. Either way PostgreSQL rolls back, and the
+//! service, whose reads wait on the load's lock meanwhile, sees the old data or the new, never a
+//! half-loaded table.
+
+use std::future::Future;
+use std::pin::pin;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hotfeed::cache::Keys;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, Transaction};
+
+use crate::cache;
+use crate::cli::{Args, Mode};
+use crate::generate::{Dataset, PostRow, Window};
+use crate::load::{self, Deferred};
+use crate::progress::Progress;
+use crate::report::{CacheOutcome, Report, Times, TopUser};
+
+/// Chunks generated ahead of the COPY: enough to ride out a slow moment on either side.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Users listed in the report.
+const TOP_USERS: usize = 10;
+
+/// The run was interrupted before its commit; the database is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted: the load was rolled back, the database is unchanged")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// What the transaction did before its commit.
+struct Loaded {
+    dataset: Dataset,
+    top: Vec<TopUser>,
+    migrations: usize,
+    times: Times,
+}
+
+/// Runs the whole seed. `interrupt` resolving (Ctrl-C) before the commit rolls everything back;
+/// after the commit it only cuts the cache flush short.
+///
+/// # Errors
+/// [`Interrupted`], or the first failure, with context; in both cases nothing was committed.
+pub async fn run(
+    args: &Args,
+    progress: &mut Progress,
+    interrupt: impl Future<Output = ()>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut interrupt = pin!(interrupt);
+
+    progress.step("connecting to PostgreSQL");
+    let mut client = tokio::select! {
+        client = load::connect(&args.database_url) => client?,
+        () = &mut interrupt => return Err(Interrupted.into()),
+    };
+    let cancel = client.cancel_token();
+    let (tx, mut loaded) = tokio::select! {
+        loaded = load_uncommitted(&mut client, args, progress) => loaded?,
+        () = &mut interrupt => {
+            // Stops the statement in progress (an index build can run for seconds) so that the
+            // rollback and the release of the locks happen now, not when it would have ended.
+            let _ = cancel.cancel_query(NoTls).await;
+            return Err(Interrupted.into());
+        }
+    };
+
+    progress.step("committing");
+    let committing = Instant::now();
+    tx.commit().await.context("committing the load")?;
+    loaded.times.commit = committing.elapsed();
+    loaded.times.total = started.elapsed();
+
+    let cache = match (args.mode, args.no_cache_flush) {
+        (Mode::Append, _) => CacheOutcome::NotNeeded,
+        (Mode::Replace, true) => CacheOutcome::Skipped,
+        (Mode::Replace, false) => {
+            progress.step("flushing the service's keys from the Redis Cluster");
+            let keys = Keys::new(args.cache_key_prefix.clone());
+            let flushing = Instant::now();
+            let outcome = tokio::select! {
+                flushed = cache::flush(&args.redis_urls, &keys) => match flushed {
+                    Ok(flushed) => CacheOutcome::Flushed(flushed),
+                    Err(error) => CacheOutcome::Failed(format!("{error:#}")),
+                },
+                () = &mut interrupt => CacheOutcome::Failed("interrupted".into()),
+            };
+            loaded.times.flush = flushing.elapsed();
+            outcome
+        }
+    };
+    progress.finish();
+
+    Ok(Report {
+        mode: args.mode,
+        dataset: loaded.dataset,
+        migrations: loaded.migrations,
+        times: loaded.times,
+        top: loaded.top,
+        cache,
+        key_pattern: Keys::new(args.cache_key_prefix.clone()).pattern(),
+    })
+}
+
+/// Everything up to, not including, the commit.
+async fn load_uncommitted<'c>(
+    client: &'c mut Client,
+    args: &Args,
+    progress: &mut Progress,
+) -> anyhow::Result<(Transaction<'c>, Loaded)> {
+    progress.step("applying migrations");
+    let migrations = hotfeed::store::migrate(&args.database_url).await?;
+
+    let tx = client
+        .transaction()
+        .await
+        .context("starting the load transaction")?;
+    load::configure(&tx)
+        .await
+        .context("configuring the load session")?;
+
+    progress.step("locking users and posts");
+    load::lock(&tx).await.context("locking users and posts")?;
+
+    let until = args.until_or_today();
+    let mut window = Window {
+        start: until - args.span(),
+        end: until,
+    };
+    let (first_user_id, first_post_id) = match args.mode {
+        Mode::Replace => {
+            progress.step("emptying users and posts");
+            load::truncate(&tx)
+                .await
+                .context("emptying users and posts")?;
+            (1, 1)
+        }
+        Mode::Append => {
+            let existing = load::existing(&tx)
+                .await
+                .context("reading where the existing rows end")?;
+            if let Some(newest) = existing.newest_post {
+                anyhow::ensure!(
+                    newest < until,
+                    "append: the newest existing post ({}) is not before --until ({}); pass a later --until",
+                    newest.to_rfc3339(),
+                    until.to_rfc3339()
+                );
+                window.start = window.start.max(newest);
+            }
+            (existing.next_user_id, existing.next_post_id)
+        }
+    };
+    let dataset = Dataset {
+        users: args.users,
+        posts: args.posts,
+        exponent: args.exponent,
+        seed: args.seed,
+        window,
+        first_user_id,
+        first_post_id,
+    };
+    let freeze = args.mode == Mode::Replace;
+
+    let deferred = Deferred::drop_from_posts(&tx)
+        .await
+        .context("dropping the indexes and constraints of posts")?;
+    let users = dataset.users();
+    load::copy_users(&tx, &users, freeze)
+        .await
+        .context("loading users")?;
+
+    let copying = Instant::now();
+    let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let generator = spawn_generator(dataset.clone(), chunks);
+    let mut per_user = vec![0; users.len()];
+    let copied = load::copy_posts(
+        &tx,
+        received,
+        dataset.posts,
+        freeze,
+        &mut per_user,
+        first_user_id,
+        progress,
+    )
+    .await
+    .context("loading posts")?;
+    generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the post generator thread panicked"))?;
+    anyhow::ensure!(
+        copied == dataset.posts,
+        "loaded {copied} posts instead of {}",
+        dataset.posts
+    );
+    let copy = copying.elapsed();
+    progress.done("posts generated and copied", copy);
+
+    progress.step("building the primary key and indexes of posts");
+    let building = Instant::now();
+    deferred
+        .rebuild_indexes(&tx)
+        .await
+        .context("rebuilding the primary key and indexes of posts")?;
+    let indexes = building.elapsed();
+    progress.done("indexes built", indexes);
+
+    progress.step("analyzing");
+    let analyzing = Instant::now();
+    load::analyze(&tx).await.context("analyzing")?;
+    let analyze = analyzing.elapsed();
+    progress.done("analyzed", analyze);
+
+    progress.step("validating the foreign keys of posts");
+    let validating = Instant::now();
+    deferred
+        .restore_foreign_keys(&tx)
+        .await
+        .context("restoring the foreign keys of posts")?;
+    let foreign_keys = validating.elapsed();
+    progress.done("foreign keys validated", foreign_keys);
+
+    load::set_sequences(
+        &tx,
+        first_user_id + i64::from(dataset.users) - 1,
+        first_post_id + dataset.posts as i64 - 1,
+    )
+    .await
+    .context("moving the id sequences past the loaded rows")?;
+
+    let top = top_users(&dataset, &users, &per_user);
+    Ok((
+        tx,
+        Loaded {
+            dataset,
+            top,
+            migrations,
+            times: Times {
+                copy,
+                indexes,
+                foreign_keys,
+                analyze,
+                commit: Duration::ZERO,
+                total: Duration::ZERO,
+                flush: Duration::ZERO,
+            },
+        },
+    ))
+}
+
+/// Generates the chunks in order on their own thread, so generation overlaps the COPY. Stops early
+/// when the receiver is gone (the COPY failed or the run was interrupted).
+fn spawn_generator(dataset: Dataset, chunks: mpsc::Sender<Vec<PostRow>>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("datagen-generate".into())
+        .spawn(move || {
+            for index in 0..dataset.chunk_count() {
+                if chunks.blocking_send(dataset.chunk(index)).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("the OS can start one thread")
+}
+
+/// The users with the most posts, with their share and the Zipf expectation for their rank.
+fn top_users(
+    dataset: &Dataset,
+    users: &[crate::generate::UserRow],
+    per_user: &[u64],
+) -> Vec<TopUser> {
+    let mut ranked: Vec<usize> = (0..users.len()).collect();
+    ranked.sort_by_key(|&i| (std::cmp::Reverse(per_user[i]), i));
+    ranked
+        .into_iter()
+        .take(TOP_USERS)
+        .map(|i| TopUser {
+            id: users[i].id,
+            username: users[i].user.username.clone(),
+            posts: per_user[i],
+            share: per_user[i] as f64 / dataset.posts as f64,
+            expected: dataset.expected_share(i as u32 + 1),
+        })
+        .collect()
+}
