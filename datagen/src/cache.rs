@@ -10,6 +10,7 @@ use hotfeed::cache::Keys;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::Value;
 
 /// Time allowed to reach a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,15 +49,14 @@ pub async fn flush(redis_urls: &[String], keys: &Keys) -> anyhow::Result<Flushed
         .get_async_connection()
         .await
         .context("connecting to the Redis Cluster")?;
-    let nodes = connection
+    let slots = connection
         .route_command(
-            redis::cmd("CLUSTER").arg("NODES").clone(),
+            redis::cmd("CLUSTER").arg("SLOTS").clone(),
             RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
         )
         .await
-        .context("reading the cluster's nodes")?;
-    let nodes: String = redis::from_redis_value(nodes).context("reading CLUSTER NODES")?;
-    let masters = masters(&nodes)?;
+        .context("reading the cluster's slot map")?;
+    let masters = masters(slots).context("reading CLUSTER SLOTS")?;
     let pattern = keys.pattern();
     let mut flushed = 0;
     for (host, port) in &masters {
@@ -111,36 +111,27 @@ async fn flush_node(
     }
 }
 
-/// The masters in `CLUSTER NODES` output. A failing master that owns slots is an error: its keys
-/// cannot be flushed and would be served again once it is back.
-fn masters(cluster_nodes: &str) -> anyhow::Result<Vec<(String, u16)>> {
-    let mut masters = Vec::new();
-    for line in cluster_nodes.lines().filter(|line| !line.trim().is_empty()) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
-            anyhow::bail!("unexpected CLUSTER NODES line {line:?}");
+/// The masters that own slots, from `CLUSTER SLOTS`: each slot range lists its master first, by
+/// the endpoint clients use (an IP or a hostname), which is how the client names its connections.
+fn masters(slots: Value) -> anyhow::Result<Vec<(String, u16)>> {
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in redis::from_redis_value::<Vec<Vec<Value>>>(slots)? {
+        let Some(master) = range.into_iter().nth(2) else {
+            anyhow::bail!("a slot range without a master");
         };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if !flags.contains(&"master") {
-            continue;
+        let mut fields = redis::from_redis_value::<Vec<Value>>(master)?.into_iter();
+        let (Some(endpoint), Some(port)) = (fields.next(), fields.next()) else {
+            anyhow::bail!("a master without an address");
+        };
+        let address = (
+            redis::from_redis_value::<String>(endpoint)?,
+            redis::from_redis_value::<u16>(port)?,
+        );
+        if !masters.contains(&address) {
+            masters.push(address);
         }
-        let owns_slots = fields.len() > 8;
-        if flags
-            .iter()
-            .any(|f| matches!(*f, "fail" | "fail?" | "noaddr"))
-        {
-            anyhow::ensure!(!owns_slots, "master {address} is failing");
-            continue;
-        }
-        // `ip:port@cport[,hostname]`
-        let host_port = address.split(['@', ',']).next().unwrap_or(address);
-        let (host, port) = host_port
-            .rsplit_once(':')
-            .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
-            .with_context(|| format!("unexpected node address {address:?}"))?;
-        masters.push((host, port));
     }
-    anyhow::ensure!(!masters.is_empty(), "the cluster reports no master");
+    anyhow::ensure!(!masters.is_empty(), "the cluster reports no slot owner");
     Ok(masters)
 }
 
@@ -148,30 +139,46 @@ fn masters(cluster_nodes: &str) -> anyhow::Result<Vec<(String, u16)>> {
 mod tests {
     use super::*;
 
-    const NODES: &str = "\
-48d5 127.0.0.1:7101@17101 master - 0 1795437136098 2 connected 5461-10922
-259d 127.0.0.1:7103@17103 slave 48d5 0 1795437136099 2 connected
-a869 127.0.0.1:7100@17100 myself,master - 0 1795437135000 1 connected 0-5460
-7e43 127.0.0.1:7102@17102,node-c master - 0 1795437135998 3 connected 10923-16383
-";
+    fn node(endpoint: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(endpoint.as_bytes().to_vec()),
+            Value::Int(port),
+            Value::BulkString(b"4f2a".to_vec()),
+        ])
+    }
+
+    fn range(start: i64, end: i64, nodes: Vec<Value>) -> Value {
+        let mut items = vec![Value::Int(start), Value::Int(end)];
+        items.extend(nodes);
+        Value::Array(items)
+    }
 
     #[test]
-    fn masters_are_read_from_cluster_nodes() {
-        let found = masters(NODES).expect("a healthy cluster");
+    fn masters_are_the_first_node_of_each_slot_range_once() {
+        let slots = Value::Array(vec![
+            range(
+                0,
+                5460,
+                vec![node("127.0.0.1", 7100), node("127.0.0.1", 7105)],
+            ),
+            range(
+                5461,
+                10922,
+                vec![node("redis-2", 6379), node("redis-4", 6379)],
+            ),
+            range(10923, 12000, vec![node("127.0.0.1", 7100)]),
+        ]);
+
+        let found = masters(slots).expect("a healthy cluster");
+
         assert_eq!(
             found,
-            [
-                ("127.0.0.1".to_owned(), 7101),
-                ("127.0.0.1".to_owned(), 7100),
-                ("127.0.0.1".to_owned(), 7102)
-            ]
+            [("127.0.0.1".to_owned(), 7100), ("redis-2".to_owned(), 6379)]
         );
     }
 
     #[test]
-    fn a_failing_master_with_slots_is_an_error() {
-        let failing = NODES.replace("myself,master", "master,fail");
-        let error = masters(&failing).expect_err("slots 0-5460 are unreachable");
-        assert!(error.to_string().contains("7100"), "{error}");
+    fn a_cluster_without_slot_owners_is_an_error() {
+        assert!(masters(Value::Array(vec![])).is_err());
     }
 }
