@@ -57,11 +57,13 @@ pub struct Args {
     )]
     pub database_url: String,
 
-    /// Comma-separated Redis Cluster seed nodes, flushed of the service's keys after a replace.
+    /// Comma-separated Redis Cluster seed nodes, flushed of the service's keys after a replace
+    /// (secrets in them are never printed).
     #[arg(
         long,
         env = "REDIS_URLS",
         value_delimiter = ',',
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002"
     )]
     pub redis_urls: Vec<String>,

@@ -84,9 +84,9 @@ async fn tables_are_analyzed_when_the_load_commits() {
 
 #[tokio::test]
 async fn the_services_page_query_walks_the_page_index() {
-    // At this size a page deeper than about a fifth of the hottest user's posts is planned as a
-    // bitmap scan plus sort, which is cheaper here; at 2,000,000 posts every depth walks the
-    // index (docs/benchmarks.md).
+    // The pages the service serves most. Much deeper pages are planned as a scan plus sort once
+    // that is cheaper than walking the index: here past about a fifth of the hottest user's
+    // posts, at 2,000,000 posts past about 200,000 (docs/benchmarks.md).
     let db = TestDb::new().await;
     db.seed(&[]).await;
     let client = connect(&db.url).await;
