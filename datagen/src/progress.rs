@@ -4,7 +4,7 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// Time between two plain progress lines.
 const LINE_EVERY: Duration = Duration::from_secs(2);
@@ -46,6 +46,7 @@ impl Progress {
                         .expect("a valid template"),
                 );
                 bar.set_message(message.to_owned());
+                bar.reset_elapsed();
                 bar.enable_steady_tick(Duration::from_millis(120));
             }
             Self::Lines { .. } => line(format_args!("datagen: {message}")),
@@ -59,9 +60,15 @@ impl Progress {
             Self::Bar(bar) => {
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {human_pos}/{human_len} posts, {per_sec}, ETA {eta}",
+                        "{msg} [{bar:30}] {human_pos}/{human_len} posts, {rate}, ETA {eta}",
                     )
                     .expect("a valid template")
+                    .with_key(
+                        "rate",
+                        |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{} rows/s", HumanCount(state.per_sec() as u64));
+                        },
+                    )
                     .progress_chars("=> "),
                 );
                 bar.set_message("loading");
