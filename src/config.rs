@@ -4,6 +4,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// PostgreSQL of the local stack (`scripts/stack.sh up`).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hotfeed";
+/// Seed nodes of the local stack's Redis Cluster.
+pub const DEFAULT_REDIS_URLS: &str =
+    "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002";
+/// Prefix of every Redis key of a deployment, unless configured.
+pub const DEFAULT_KEY_PREFIX: &str = "hf";
+
 /// Top-level command line of the `hotfeed` binary.
 #[derive(Debug, Parser)]
 #[command(name = "hotfeed", version, about, long_about = None)]
@@ -50,7 +58,7 @@ pub struct DatabaseSettings {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/hotfeed",
+        default_value = DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -118,7 +126,7 @@ pub struct CacheSettings {
         long,
         env = "REDIS_URLS",
         value_delimiter = ',',
-        default_value = "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002"
+        default_value = DEFAULT_REDIS_URLS
     )]
     pub redis_urls: Vec<String>,
 
@@ -177,17 +185,6 @@ impl CacheSettings {
         if self.mode == CacheMode::On && self.redis_urls.iter().all(|u| u.trim().is_empty()) {
             return Err("REDIS_URLS must name at least one cluster node when CACHE=on".into());
         }
-        let key_prefix_ok = !self.key_prefix.is_empty()
-            && self
-                .key_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-        if !key_prefix_ok {
-            return Err(format!(
-                "CACHE_KEY_PREFIX {:?} must be non-empty and use only [A-Za-z0-9_.:-] (no hash-tag braces)",
-                self.key_prefix
-            ));
-        }
         Ok(())
     }
 
@@ -202,9 +199,58 @@ impl CacheSettings {
     }
 }
 
+/// Parses a `CACHE_KEY_PREFIX`: non-empty, `[A-Za-z0-9_.:-]` only, so it can neither carry a
+/// `{hash tag}` nor a glob character into `SCAN MATCH <prefix>:*`.
+///
+/// # Errors
+/// A one-line reason naming the accepted alphabet.
+pub fn parse_key_prefix(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "the key prefix {raw:?} must be non-empty and use only [A-Za-z0-9_.:-]"
+        ))
+    }
+}
+
 impl DatabaseSettings {
     /// How long a request waits for a pooled connection.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefixes_cannot_carry_hash_tags_or_globs() {
+        assert_eq!(parse_key_prefix("hf:v2"), Ok("hf:v2".to_owned()));
+        for bad in ["", "a{b}", "hf*", "h f", "a?"] {
+            assert!(parse_key_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_default_page_size_above_the_maximum_is_refused() {
+        let cli = Cli::try_parse_from([
+            "hotfeed",
+            "serve",
+            "--page-size-default",
+            "200",
+            "--page-size-max",
+            "100",
+        ])
+        .expect("each value is in range");
+        let Command::Serve(settings) = cli.command else {
+            unreachable!("parsed serve")
+        };
+        assert!(settings.validate().is_err());
     }
 }

@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, ValueEnum};
+use hotfeed::config::{
+    parse_key_prefix, DEFAULT_DATABASE_URL, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_URLS,
+};
 
 /// Most users one run creates: they are generated and kept in memory before the load.
 pub const MAX_USERS: u32 = 10_000_000;
@@ -52,7 +55,7 @@ pub struct Args {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/hotfeed",
+        default_value = DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -64,12 +67,12 @@ pub struct Args {
         env = "REDIS_URLS",
         value_delimiter = ',',
         hide_env_values = true,
-        default_value = "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002"
+        default_value = DEFAULT_REDIS_URLS
     )]
     pub redis_urls: Vec<String>,
 
     /// Prefix of the service's Redis keys: `<prefix>:*` is flushed after a replace.
-    #[arg(long, env = "CACHE_KEY_PREFIX", default_value = "hf", value_parser = parse_key_prefix)]
+    #[arg(long, env = "CACHE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX, value_parser = parse_key_prefix)]
     pub cache_key_prefix: String,
 
     /// Do not flush the cache after a replace (for a service running with CACHE=off).
@@ -137,19 +140,6 @@ fn parse_until(raw: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(raw.trim())
         .map(|t| t.to_utc())
         .map_err(|e| format!("expected an RFC 3339 timestamp such as 2026-01-31T00:00:00Z ({e})"))
-}
-
-/// The service's rule for `CACHE_KEY_PREFIX`; it also keeps glob characters out of `SCAN MATCH`.
-fn parse_key_prefix(raw: &str) -> Result<String, String> {
-    let valid = !raw.is_empty()
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-    if valid {
-        Ok(raw.to_owned())
-    } else {
-        Err("the key prefix must be non-empty and use only [A-Za-z0-9_.:-]".into())
-    }
 }
 
 #[cfg(test)]
