@@ -7,7 +7,7 @@ use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::Connection as _;
 
-use crate::helpers::{owners, spawn_app, test_settings};
+use crate::helpers::{owners, page_ids, spawn_app, test_settings};
 
 const PAGE: &str = "/api/v1/users/{}/posts";
 
@@ -53,8 +53,7 @@ async fn first_page_read_is_a_miss_and_the_second_a_hit_with_the_same_body() {
     let data = first_body["data"].as_array().expect("data array");
     assert_eq!(data.len(), 50, "default page size");
     let newest_first: Vec<i64> = ids.iter().rev().take(50).copied().collect();
-    let served: Vec<i64> = data.iter().map(|p| p["id"].as_i64().expect("id")).collect();
-    assert_eq!(served, newest_first);
+    assert_eq!(page_ids(&first_body), newest_first);
     assert_eq!(first_body["has_more"], true);
     assert_eq!(first_body["limit"], 50);
     assert_eq!(first_body["offset"], 0);
@@ -74,13 +73,7 @@ async fn pages_are_cached_per_limit_and_offset_and_the_last_page_has_no_more() {
             .get(&format!("{}?limit=5&offset=5", page_path(user)))
             .await;
         let body: Value = res.json().await.expect("JSON page");
-        let served: Vec<i64> = body["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|p| p["id"].as_i64().expect("id"))
-            .collect();
-        assert_eq!(served, vec![ids[1], ids[0]]);
+        assert_eq!(page_ids(&body), vec![ids[1], ids[0]]);
         assert_eq!(body["has_more"], false);
     }
 }
@@ -94,14 +87,9 @@ async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_p
     let miss = app.get(&page_path(user)).await;
     assert_eq!(header(&miss, "x-cache"), "MISS");
     let body: Value = miss.json().await.expect("JSON page");
-    let post_keys: Vec<String> = body["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|p| {
-            app.keys
-                .post(PostId::from_trusted(p["id"].as_i64().expect("id")))
-        })
+    let post_keys: Vec<String> = page_ids(&body)
+        .into_iter()
+        .map(|id| app.keys.post(PostId::from_trusted(id)))
         .collect();
     let mut redis = app.redis().await;
     let post_nodes = owners(&mut redis, &post_keys).await;
@@ -307,12 +295,6 @@ async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgre
     // Assert: PostgreSQL's truth, not the stale list.
     assert_eq!(header(&res, "x-cache"), "MISS");
     let body: Value = res.json().await.expect("JSON");
-    let served: Vec<i64> = body["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|p| p["id"].as_i64().expect("id"))
-        .collect();
     let expected: Vec<i64> = ids.iter().rev().copied().filter(|&id| id != gone).collect();
-    assert_eq!(served, expected);
+    assert_eq!(page_ids(&body), expected);
 }

@@ -234,6 +234,16 @@ pub async fn owners(redis: &mut ClusterConnection, keys: &[String]) -> Vec<Strin
         .collect()
 }
 
+/// The post ids of a page body, in order.
+pub fn page_ids(page: &Value) -> Vec<i64> {
+    page["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page has a data array: {page}"))
+        .iter()
+        .map(|post| post["id"].as_i64().expect("numeric post id"))
+        .collect()
+}
+
 /// The `{"error":{"code"}}` of an error response, checking its shape.
 pub async fn error_code(res: Response) -> String {
     let body: Value = res.json().await.expect("error bodies are JSON");
