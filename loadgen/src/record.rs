@@ -42,6 +42,9 @@ pub struct Outcome {
     pub cache: Option<String>,
     /// From the due time (open loop) or the send time (closed loop) to the end of the body.
     pub latency: Duration,
+    /// Open loop: from the due time to the moment the request was handed to the client (loadgen's
+    /// own lateness: timer granularity, CPU). Zero in a closed loop.
+    pub send_lag: Duration,
     pub body_bytes: u64,
 }
 
@@ -50,6 +53,8 @@ pub struct Outcome {
 pub struct Recorder {
     /// Latency of every request that got a response or timed out, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Open loop: send lag of every sent request, in microseconds.
+    pub send_lag_us: Histogram<u64>,
     pub statuses: BTreeMap<Status, u64>,
     pub cache: BTreeMap<String, u64>,
     pub users: HashMap<u64, u64>,
@@ -59,8 +64,8 @@ pub struct Recorder {
 impl Default for Recorder {
     fn default() -> Self {
         Self {
-            latency_us: Histogram::new_with_bounds(1, MAX_TRACKED.as_micros() as u64, 3)
-                .expect("1 us .. 120 s at 3 significant digits is a valid histogram"),
+            latency_us: histogram(),
+            send_lag_us: histogram(),
             statuses: BTreeMap::new(),
             cache: BTreeMap::new(),
             users: HashMap::new(),
@@ -69,15 +74,25 @@ impl Default for Recorder {
     }
 }
 
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED.as_micros() as u64, 3)
+        .expect("1 us .. 120 s at 3 significant digits is a valid histogram")
+}
+
+fn micros(duration: Duration) -> u64 {
+    (duration.as_micros() as u64).clamp(1, MAX_TRACKED.as_micros() as u64)
+}
+
 impl Recorder {
     /// Adds one request.
     pub fn record(&mut self, outcome: Outcome) {
         *self.statuses.entry(outcome.status).or_default() += 1;
         *self.users.entry(outcome.user).or_default() += 1;
         if matches!(outcome.status, Status::Http(_) | Status::Timeout) {
-            let micros =
-                (outcome.latency.as_micros() as u64).clamp(1, MAX_TRACKED.as_micros() as u64);
-            self.latency_us.saturating_record(micros);
+            self.latency_us.saturating_record(micros(outcome.latency));
+        }
+        if outcome.status != Status::NotSent && !outcome.send_lag.is_zero() {
+            self.send_lag_us.saturating_record(micros(outcome.send_lag));
         }
         if let Status::Http(_) = outcome.status {
             let cache = outcome.cache.unwrap_or_else(|| "none".into());
@@ -116,6 +131,7 @@ mod tests {
             status,
             cache: cache.map(str::to_owned),
             latency: Duration::from_millis(ms),
+            send_lag: Duration::from_micros(300),
             body_bytes: 100,
         }
     }
@@ -130,6 +146,11 @@ mod tests {
         recorder.record(outcome(3, Status::NotSent, None, 0));
 
         assert_eq!(recorder.latency_us.len(), 3);
+        assert_eq!(
+            recorder.send_lag_us.len(),
+            4,
+            "every sent request has a send lag"
+        );
         assert_eq!(recorder.responses(), 2);
         assert_eq!(recorder.total(), 5);
         assert_eq!(recorder.count(Status::NotSent), 1);

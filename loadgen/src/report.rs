@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{Load, Plan};
@@ -34,6 +35,9 @@ pub struct Report {
     /// Responses per second of `elapsed_secs`.
     pub requests_per_sec: f64,
     pub latency_ms: Latency,
+    /// Open loop: how late loadgen itself handed requests to the client after their due time
+    /// (tokio's timer fires on whole milliseconds; a starved CPU adds more). Part of `latency_ms`.
+    pub send_lag_ms: Option<Latency>,
     /// Requests by outcome: HTTP status code, `timeout`, `error`, `not_sent`.
     pub statuses: BTreeMap<String, u64>,
     /// Responses by `X-Cache` header (`none` without one).
@@ -60,6 +64,31 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// Percentiles of a histogram of microseconds, in milliseconds (all 0 when empty).
+    fn of(histogram: &Histogram<u64>) -> Self {
+        if histogram.is_empty() {
+            return Self {
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p999: 0.0,
+                max: 0.0,
+                mean: 0.0,
+            };
+        }
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Self {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+            mean: histogram.mean() / 1000.0,
+        }
+    }
+}
+
 /// One user's part of the load.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserShare {
@@ -76,27 +105,10 @@ impl Report {
         elapsed: Duration,
         service: Result<ServiceDelta, String>,
     ) -> Self {
-        let histogram = &recorder.latency_us;
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        let latency = if histogram.is_empty() {
-            Latency {
-                p50: 0.0,
-                p90: 0.0,
-                p99: 0.0,
-                p999: 0.0,
-                max: 0.0,
-                mean: 0.0,
-            }
-        } else {
-            Latency {
-                p50: ms(histogram.value_at_quantile(0.50)),
-                p90: ms(histogram.value_at_quantile(0.90)),
-                p99: ms(histogram.value_at_quantile(0.99)),
-                p999: ms(histogram.value_at_quantile(0.999)),
-                max: ms(histogram.max()),
-                mean: histogram.mean() / 1000.0,
-            }
-        };
+        let latency = Latency::of(&recorder.latency_us);
+        let send_lag_ms = (matches!(plan.load, Load::Open { .. })
+            && !recorder.send_lag_us.is_empty())
+        .then(|| Latency::of(&recorder.send_lag_us));
         let requests = recorder.total();
         let responses = recorder.responses();
         let mut users: Vec<(u64, u64)> = recorder.users.iter().map(|(&u, &n)| (u, n)).collect();
@@ -137,6 +149,7 @@ impl Report {
                 responses as f64 / elapsed.as_secs_f64()
             },
             latency_ms: latency,
+            send_lag_ms,
             statuses: recorder
                 .statuses
                 .iter()
@@ -190,6 +203,13 @@ impl Report {
             "latency   p50 {:.3} ms   p90 {:.3} ms   p99 {:.3} ms   p99.9 {:.3} ms   max {:.3} ms   mean {:.3} ms",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         );
+        if let Some(lag) = self.send_lag_ms {
+            let _ = writeln!(
+                out,
+                "send lag  p50 {:.3} ms   p99 {:.3} ms   max {:.3} ms   (due time to send, loadgen's own; included above)",
+                lag.p50, lag.p99, lag.max
+            );
+        }
         let statuses: Vec<String> = self
             .statuses
             .iter()

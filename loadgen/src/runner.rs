@@ -191,6 +191,7 @@ async fn open_loop(
                 status: Status::NotSent,
                 cache: None,
                 latency: Duration::ZERO,
+                send_lag: Duration::ZERO,
                 body_bytes: 0,
             });
             continue;
@@ -199,7 +200,9 @@ async fn open_loop(
         let client = client.clone();
         let shared = Arc::clone(shared);
         in_flight.spawn(async move {
-            let outcome = send(&client, url, user, due).await;
+            let send_lag = due.elapsed();
+            let mut outcome = send(&client, url, user, due).await;
+            outcome.send_lag = send_lag;
             drop(permit);
             shared.record(outcome);
         });
@@ -255,6 +258,7 @@ async fn send(client: &reqwest::Client, url: String, user: u64, since: Instant) 
         },
         cache: None,
         latency: since.elapsed(),
+        send_lag: Duration::ZERO,
         body_bytes: 0,
     };
     let response = match client.get(url).send().await {
@@ -273,6 +277,7 @@ async fn send(client: &reqwest::Client, url: String, user: u64, since: Instant) 
             status: Status::Http(status),
             cache,
             latency: since.elapsed(),
+            send_lag: Duration::ZERO,
             body_bytes: body.len() as u64,
         },
         Err(error) => failed(error),

@@ -23,7 +23,7 @@ impl Scrape {
     /// Reads `{base}/metrics`.
     ///
     /// # Errors
-    /// The endpoint did not answer 200 (a static server has none), or the body is not text.
+    /// The endpoint did not answer 200 (a static server has none), or holds no samples.
     pub async fn fetch(client: &reqwest::Client, base: &str) -> anyhow::Result<Self> {
         let url = format!("{}/metrics", base.trim_end_matches('/'));
         let response = client
@@ -37,7 +37,12 @@ impl Scrape {
             response.status()
         );
         let text = response.text().await.context("reading /metrics")?;
-        Ok(Self::parse(&text))
+        let scrape = Self::parse(&text);
+        ensure!(
+            !scrape.series.is_empty(),
+            "GET {url} holds no Prometheus samples"
+        );
+        Ok(scrape)
     }
 
     /// Parses the Prometheus text format; lines it cannot read are skipped.
