@@ -5,13 +5,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::cli::{Load, Plan};
 use crate::mix::{PageMix, UserSampler};
@@ -179,11 +178,11 @@ async fn open_loop(
     let count = schedule
         .count_within(phase.length)
         .min(phase.max_requests.unwrap_or(u64::MAX));
-    let mut ticker = schedule.ticker(count);
+    let mut paced = schedule.pace(count, max_in_flight);
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut rng = StdRng::seed_from_u64(phase.seed);
     let mut in_flight = JoinSet::new();
-    while let Some((_, due)) = ticker.tick().await {
+    while let Some((_, due)) = paced.recv().await {
         let (user, url) = requests.next(&mut rng);
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             shared.record(Outcome {
@@ -286,11 +285,11 @@ async fn send(client: &reqwest::Client, url: String, user: u64, since: Instant) 
 
 /// Prints one line a second on stderr while a phase runs.
 async fn progress_line(name: &'static str, length: Duration, start: Instant, shared: Arc<Shared>) {
-    let mut ticks =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let first = tokio::time::Instant::from_std(start + Duration::from_secs(1));
+    let mut ticks = tokio::time::interval_at(first, Duration::from_secs(1));
     let mut last_answered = 0;
     loop {
-        let now = ticks.tick().await;
+        let now = ticks.tick().await.into_std();
         let answered = shared.answered.load(Ordering::Relaxed);
         let sent = shared.sent.load(Ordering::Relaxed);
         let failed = shared.failed.load(Ordering::Relaxed);

@@ -1,13 +1,17 @@
-//! The open-loop schedule: when each request is due.
+//! The open-loop schedule: when each request is due, and a pacer that hands requests out on time.
 //!
 //! Request i is due at `start + i / rate`, computed from i alone. Nothing is accumulated, so rounding
-//! never adds up to drift, and a late dispatcher does not push later requests back: it sends what is
-//! overdue at once, and each request's latency still counts from its due time. That is what keeps a
-//! stall of the service visible in the percentiles (no coordinated omission).
+//! never adds up to drift, and a late consumer does not push later requests back: what is overdue is
+//! handed out at once, and each request's latency still counts from its due time. That is what keeps
+//! a stall of the service visible in the percentiles (no coordinated omission).
+//!
+//! The pacer runs on a thread of its own and sleeps with `std::thread::sleep`, which wakes within
+//! tens of microseconds here. Tokio's timer rounds every deadline up to the next whole millisecond,
+//! which added about 1 ms to every open-loop latency when the pacer was a tokio task.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
+use tokio::sync::mpsc;
 
 /// A fixed-rate schedule starting at `start`.
 #[derive(Debug, Clone, Copy)]
@@ -36,35 +40,28 @@ impl Schedule {
         (span.as_secs_f64() * self.rate).ceil() as u64
     }
 
-    /// A ticker over the first `count` requests.
-    pub fn ticker(self, count: u64) -> Ticker {
-        Ticker {
-            schedule: self,
-            next: 0,
-            count,
-        }
-    }
-}
-
-/// Yields each request's index and due time, waiting until it is due (not waiting when late).
-#[derive(Debug)]
-pub struct Ticker {
-    schedule: Schedule,
-    next: u64,
-    count: u64,
-}
-
-impl Ticker {
-    /// The next request, once it is due; `None` after the last one.
-    pub async fn tick(&mut self) -> Option<(u64, Instant)> {
-        if self.next >= self.count {
-            return None;
-        }
-        let i = self.next;
-        self.next += 1;
-        let due = self.schedule.due(i);
-        tokio::time::sleep_until(due).await;
-        Some((i, due))
+    /// Starts a pacer thread that sends `(i, due)` for the first `count` requests, each once it is
+    /// due. At most `backlog` wait in the channel; past that the pacer waits for the consumer (the
+    /// due times do not move). The thread ends after the last request or when the receiver is
+    /// dropped.
+    pub fn pace(self, count: u64, backlog: usize) -> mpsc::Receiver<(u64, Instant)> {
+        let (sender, receiver) = mpsc::channel(backlog.max(1));
+        std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || {
+                for i in 0..count {
+                    let due = self.due(i);
+                    let wait = due.saturating_duration_since(Instant::now());
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                    if sender.blocking_send((i, due)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("the OS can start one more thread");
+        receiver
     }
 }
 
@@ -90,39 +87,65 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn ticks_wait_for_their_due_time() {
+    #[tokio::test]
+    async fn requests_are_handed_out_when_due_and_never_early() {
+        // Arrange: 500 requests/s for 0.4 s.
         let start = Instant::now();
-        let mut ticker = Schedule::new(start, 100.0).ticker(5);
-        let mut seen = Vec::new();
-        while let Some((i, due)) = ticker.tick().await {
-            assert!(Instant::now() >= due, "tick {i} came early");
-            seen.push((i, (due - start).as_millis()));
+        let mut paced = Schedule::new(start, 500.0).pace(200, 1024);
+
+        // Act
+        let mut lags = Vec::new();
+        while let Some((i, due)) = paced.recv().await {
+            let now = Instant::now();
+            assert!(now >= due, "request {i} came {:?} early", due - now);
+            let expected = start + Duration::from_millis(2 * i);
+            assert!(due.max(expected) - due.min(expected) < Duration::from_micros(1));
+            lags.push(now - due);
         }
-        assert_eq!(seen, [(0, 0), (1, 10), (2, 20), (3, 30), (4, 40)]);
+
+        // Assert: all 200, most well under tokio's 1 ms timer step (generous: CI shares its CPU).
+        assert_eq!(lags.len(), 200);
+        lags.sort();
+        assert!(
+            lags[100] < Duration::from_micros(500),
+            "median lag {:?}",
+            lags[100]
+        );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_dispatcher_catches_up_without_moving_the_schedule() {
-        // Arrange: 1000 requests/s for 2 s, and a dispatcher that stalls 150 ms at request 500.
+    #[tokio::test]
+    async fn a_stalled_consumer_gets_the_overdue_requests_without_moving_the_schedule() {
+        // Arrange: 1000 requests/s for 0.5 s, and a consumer that stalls 150 ms at request 100.
         let start = Instant::now();
-        let mut ticker = Schedule::new(start, 1000.0).ticker(2000);
+        let mut paced = Schedule::new(start, 1000.0).pace(500, 1024);
         let mut late_by = Vec::new();
 
         // Act
-        while let Some((i, due)) = ticker.tick().await {
-            late_by.push(Instant::now() - due);
-            if i == 500 {
+        while let Some((i, due)) = paced.recv().await {
+            late_by.push((Instant::now() - due, due - start));
+            if i == 100 {
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         }
 
-        // Assert: the requests due during the stall go out at once, still carrying their due time
-        // (so their latency includes the stall); after it the schedule is exactly where it was.
-        assert_eq!(late_by.len(), 2000);
-        assert_eq!(late_by[501], Duration::from_millis(149));
-        assert_eq!(late_by[650], Duration::ZERO);
-        assert!(late_by[700..].iter().all(|late| late.is_zero()));
-        assert_eq!(Instant::now() - start, Duration::from_millis(1999));
+        // Assert: the requests due during the stall come out at once, late by the stall (so their
+        // latency includes it); later ones are on time again, at the same due times.
+        assert_eq!(late_by.len(), 500);
+        assert!(late_by[101].0 >= Duration::from_millis(140), "{late_by:?}");
+        let on = |at: Duration, ms: u64| {
+            at.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(1)
+        };
+        assert!(on(late_by[101].1, 101), "due times are unchanged");
+        let recovered: Vec<Duration> = late_by[400..].iter().map(|(late, _)| *late).collect();
+        let median = {
+            let mut sorted = recovered.clone();
+            sorted.sort();
+            sorted[sorted.len() / 2]
+        };
+        assert!(
+            median < Duration::from_millis(2),
+            "back on schedule after the stall: {median:?}"
+        );
+        assert!(on(late_by[499].1, 499));
     }
 }
