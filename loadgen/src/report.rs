@@ -279,12 +279,11 @@ fn render_service(out: &mut String, service: &ServiceDelta) {
         let _ = writeln!(out, "redis     no commands (cache off or idle)");
         return;
     }
-    let hottest = service
-        .redis_nodes
-        .iter()
-        .map(|n| n.commands)
-        .max()
-        .unwrap_or(0);
+    let most = |key: fn(&crate::scrape::NodeLoad) -> u64| {
+        service.redis_nodes.iter().map(key).max().unwrap_or(0)
+    };
+    let most_commands = most(|n| n.commands);
+    let most_round_trips = most(|n| n.round_trips);
     let pages = service.total_pages().max(1) as f64;
     let _ = writeln!(
         out,
@@ -301,12 +300,24 @@ fn render_service(out: &mut String, service: &ServiceDelta) {
             node.round_trips,
             node.commands as f64 / pages,
             node.errors,
-            if node.commands == hottest && service.redis_nodes.len() > 1 {
-                "  <- hottest"
-            } else {
-                ""
-            }
+            hottest_marks(
+                service.redis_nodes.len() > 1,
+                node.commands == most_commands,
+                node.round_trips == most_round_trips
+            )
         );
+    }
+}
+
+/// Marks the node that got the most commands and the one that got the most round trips: post
+/// objects spread evenly, so a hot user's page key shows in round trips first.
+fn hottest_marks(several: bool, most_commands: bool, most_round_trips: bool) -> &'static str {
+    match (several, most_commands, most_round_trips) {
+        (false, _, _) => "",
+        (true, true, true) => "  <- most commands and round trips",
+        (true, true, false) => "  <- most commands",
+        (true, false, true) => "  <- most round trips (hot page keys)",
+        (true, false, false) => "",
     }
 }
 
