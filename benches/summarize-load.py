@@ -22,8 +22,14 @@ def load(directory):
     runs = defaultdict(lambda: defaultdict(list))
     for path in sorted(pathlib.Path(directory).glob("*.json")):
         match = NAME.match(path.name)
-        if match:
-            runs[match["group"]][match["side"]].append(json.loads(path.read_text()))
+        if not match:
+            continue
+        try:
+            report = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"(skipped {path.name}: not a finished report)", file=sys.stderr)
+            continue
+        runs[match["group"]][match["side"]].append(report)
     return runs
 
 
