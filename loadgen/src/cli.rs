@@ -20,7 +20,7 @@ pub const MAX_PHASE: Duration = Duration::from_secs(3600);
 /// load down. Closed loop (`--concurrency N`, the default with N = 16): N workers, each sending
 /// its next request when the previous one answered, as fast as the service allows.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadgen", version, about, long_about = None)]
+#[command(name = "loadgen", version)]
 pub struct Args {
     /// Base URL of the service; only loopback hosts are accepted.
     #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
