@@ -216,15 +216,15 @@ impl ClusterCache {
             .metrics
             .cache_nodes_per_op
             .observe(groups.len() as f64);
+        let command = &command;
         let batches = groups.into_iter().map(|(target, indexes)| {
-            let per_key: Vec<redis::Cmd> = indexes.iter().map(|&i| command(i)).collect();
-            let mut pipe = redis::pipe();
-            for cmd in &per_key {
-                pipe.add_command(cmd.clone());
+            let connection = connection.clone();
+            async move {
+                let result = self
+                    .node_batch(connection, target, keys, &indexes, command)
+                    .await;
+                (indexes, result)
             }
-            let route = route_for(&keys[indexes[0]]);
-            let call = self.node_batch(connection.clone(), target, pipe, per_key, route);
-            async move { (indexes, call.await) }
         });
         join_all(batches).await
     }
@@ -307,17 +307,22 @@ impl ClusterCache {
         &self,
         mut connection: ClusterConnection,
         target: Target,
-        pipe: redis::Pipeline,
-        per_key: Vec<redis::Cmd>,
-        route: SingleNodeRoutingInfo,
+        keys: &[String],
+        indexes: &[usize],
+        command: &dyn Fn(usize) -> redis::Cmd,
     ) -> Result<Vec<Value>, CacheError> {
         let label = target.label();
-        let count = per_key.len();
+        let count = indexes.len();
         self.count_round_trip(&label, count);
         self.inner
             .metrics
             .cache_keys_per_batch
             .observe(count as f64);
+        let mut pipe = redis::pipe();
+        for &i in indexes {
+            pipe.add_command(command(i));
+        }
+        let route = route_for(&keys[indexes[0]]);
         let call = async {
             match connection.route_pipeline(pipe, 0, count, route).await {
                 Err(error) if is_redirect(&error) => {
@@ -327,8 +332,9 @@ impl ClusterCache {
                         .cache_errors
                         .with_label_values(&["moved"])
                         .inc();
-                    let singles = per_key.into_iter().map(|cmd| {
+                    let singles = indexes.iter().map(|&i| {
                         let mut connection = connection.clone();
+                        let cmd = command(i);
                         async move { connection.req_packed_command(&cmd).await }
                     });
                     join_all(singles).await.into_iter().collect()
