@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::cache::{Cache, CachedPage};
+use crate::cache::{Cache, CachedPage, Keys};
 use crate::domain::{NewPost, NewUser, Page, PageRequest, Post, PostId, User, UserId};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -153,8 +153,7 @@ impl Feed {
     /// PostgreSQL errors only.
     #[tracing::instrument(skip(self))]
     pub async fn post(&self, id: PostId) -> Result<Served<Option<Post>>, sqlx::Error> {
-        let key = self.cache.as_ref().map(|cache| cache.keys().post(id));
-        self.read_through(key, "posts_by_ids", async {
+        self.read_through(|keys| keys.post(id), "posts_by_ids", async {
             Ok(self.store.posts_by_ids(&[id]).await?.pop())
         })
         .await
@@ -166,9 +165,12 @@ impl Feed {
     /// PostgreSQL errors only.
     #[tracing::instrument(skip(self))]
     pub async fn user(&self, id: UserId) -> Result<Served<Option<User>>, sqlx::Error> {
-        let key = self.cache.as_ref().map(|cache| cache.keys().user(id));
-        self.read_through(key, "user_by_id", self.store.user_by_id(id))
-            .await
+        self.read_through(
+            |keys| keys.user(id),
+            "user_by_id",
+            self.store.user_by_id(id),
+        )
+        .await
     }
 
     /// Creates a user.
@@ -282,7 +284,7 @@ impl Feed {
     /// Single-object read-through: cache, else PostgreSQL and write back.
     async fn read_through<T, F>(
         &self,
-        key: Option<String>,
+        key: impl FnOnce(&Keys) -> String,
         query: &'static str,
         load: F,
     ) -> Result<Served<Option<T>>, sqlx::Error>
@@ -291,7 +293,7 @@ impl Feed {
         F: Future<Output = Result<Option<T>, sqlx::Error>>,
     {
         let mut timings = Timings::default();
-        let (Some(cache), Some(key)) = (&self.cache, key) else {
+        let Some(cache) = &self.cache else {
             self.count_query(query);
             let value = timed(&mut timings.db, load).await?;
             return Ok(Served {
@@ -300,7 +302,7 @@ impl Feed {
                 timings,
             });
         };
-        let keys = [key];
+        let keys = [key(cache.keys())];
         let cached = timed(&mut timings.redis, cache.get_objects::<T>(&keys)).await;
         if let Some(value) = cached.into_iter().next().flatten() {
             return Ok(Served {
