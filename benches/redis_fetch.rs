@@ -14,13 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use hotfeed::cache::keys::slot;
-use hotfeed::cache::{Cache, CachedPage};
-use hotfeed::config::{Cli, Command, Settings};
-use hotfeed::domain::{PageRequest, PostId, UserId};
+use hotfeed::cache::{Cache, CachedPage, Keys, ListingKey};
+use hotfeed::config::Settings;
+use hotfeed::domain::{PageRequest, Post, PostId, UserId};
 use hotfeed::metrics::Metrics;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -34,9 +33,11 @@ const CONCURRENT_PAGES: usize = 64;
 /// The cluster, filled with one cached page of 50 posts.
 struct Fixture {
     cache: Cache,
+    keys: Keys,
     raw: ClusterConnection,
-    user: UserId,
+    listing: ListingKey,
     page: PageRequest,
+    ids: Vec<PostId>,
     post_keys: Vec<String>,
 }
 
@@ -44,10 +45,10 @@ impl Fixture {
     async fn new() -> Self {
         let settings = settings();
         let metrics = Arc::new(Metrics::new(10));
-        let cluster = hotfeed::cache::ClusterCache::connect(&settings.cache, metrics)
+        let cache = Cache::connect(&settings.cache, metrics)
             .await
             .expect("valid REDIS_URLS");
-        let cache = Cache::new(cluster, &settings.cache);
+        let keys = Keys::new(settings.cache.key_prefix.clone());
         let raw = ClusterClient::new(settings.cache.redis_urls.clone())
             .expect("valid REDIS_URLS")
             .get_async_connection()
@@ -55,26 +56,33 @@ impl Fixture {
             .expect("the Redis Cluster answers (scripts/stack.sh up)");
 
         let user = UserId::from_trusted(1);
+        let listing = ListingKey::UserPosts(user);
         let page = PageRequest::new(PAGE as u32, 0);
         let ids: Vec<PostId> = (1..=PAGE as i64)
             .rev()
             .map(|id| PostId::from_trusted(1_999_950 + id))
             .collect();
-        let post_keys = cache.post_keys(&ids);
-        let posts: Vec<serde_json::Value> = ids.iter().map(|&id| post_json(id, user)).collect();
-        let objects: Vec<(String, &serde_json::Value)> =
-            post_keys.iter().cloned().zip(&posts).collect();
-        cache.put_objects(&objects).await;
+        let post_keys: Vec<String> = ids.iter().map(|&id| keys.post(id)).collect();
+        let posts: Vec<Post> = ids.iter().map(|&id| post(id, user)).collect();
+        let objects: Vec<&Post> = posts.iter().collect();
+        cache.fill(&objects).await;
         let cached = CachedPage {
-            ids,
+            ids: ids.clone(),
             has_more: true,
         };
-        cache.store_page(user, page, "", &cached).await;
+        let generation = cache
+            .lookup_page(listing, page)
+            .await
+            .generation
+            .expect("the cluster answers");
+        cache.store_page(listing, page, &generation, &cached).await;
         let fixture = Self {
             cache,
+            keys,
             raw,
-            user,
+            listing,
             page,
+            ids,
             post_keys,
         };
         assert!(
@@ -98,17 +106,16 @@ impl Fixture {
     /// A service hit's Redis work: the page look-up, then the posts grouped by node. True when
     /// everything was found.
     async fn page_redis_work(&self) -> bool {
-        let lookup = self.cache.lookup_page(self.user, self.page).await;
+        let lookup = self.cache.lookup_page(self.listing, self.page).await;
         let Some(page) = lookup.page else {
             return false;
         };
-        let keys = self.cache.post_keys(&page.ids);
-        let values = self.cache.cluster().get_many(&keys).await;
+        let values = self.cache.objects::<Post>(&page.ids).await;
         values.iter().all(Option::is_some)
     }
 
     async fn node_pipelines(&self) -> usize {
-        let values = self.cache.cluster().get_many(&self.post_keys).await;
+        let values = self.cache.objects::<Post>(&self.ids).await;
         values.iter().flatten().count()
     }
 
@@ -119,7 +126,11 @@ impl Fixture {
             .query_async(&mut raw)
             .await
             .expect("MGET on a healthy cluster");
-        values.iter().flatten().count()
+        values
+            .iter()
+            .flatten()
+            .filter_map(|raw| decode(raw))
+            .count()
     }
 
     async fn get_per_key(&self) -> usize {
@@ -131,13 +142,19 @@ impl Fixture {
                     .expect("GET on a healthy cluster")
             }
         });
-        join_all(gets).await.iter().flatten().count()
+        join_all(gets)
+            .await
+            .iter()
+            .flatten()
+            .filter_map(|raw| decode(raw))
+            .count()
     }
 
     async fn clean_up(&self) {
         let mut raw = self.raw.clone();
         let mut keys = self.post_keys.clone();
-        keys.push(self.cache.keys().user_pages(self.user));
+        keys.push(self.keys.pages(self.listing));
+        keys.push(self.keys.generation(self.listing));
         let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut raw).await;
     }
 }
@@ -145,16 +162,21 @@ impl Fixture {
 /// The service's settings from the environment (`.env`, `REDIS_URLS`), with a prefix of our own.
 fn settings() -> Settings {
     let _ = dotenvy::dotenv();
-    let cli = Cli::try_parse_from(["hotfeed", "serve"]).expect("default settings parse");
-    let Command::Serve(settings) = cli.command else {
-        unreachable!("parsed the serve subcommand")
-    };
-    let mut settings = *settings;
+    let mut settings = Settings::from_env().expect("the environment holds valid settings");
     settings.cache.key_prefix = format!("bench{}", std::process::id());
     settings
 }
 
+/// Decodes a cached post, as the service does on every hit (all three strategies pay it).
+fn decode(raw: &[u8]) -> Option<Post> {
+    serde_json::from_slice(raw).ok()
+}
+
 /// A post shaped like datagen's, about the same size.
+fn post(id: PostId, user: UserId) -> Post {
+    serde_json::from_value(post_json(id, user)).expect("the fixture is a post")
+}
+
 fn post_json(id: PostId, user: UserId) -> serde_json::Value {
     serde_json::json!({
         "id": id,

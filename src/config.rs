@@ -154,12 +154,26 @@ pub struct CacheSettings {
     #[arg(
         long = "cache-key-prefix",
         env = "CACHE_KEY_PREFIX",
-        default_value = "hf"
+        default_value = DEFAULT_KEY_PREFIX,
+        value_parser = parse_key_prefix
     )]
     pub key_prefix: String,
 }
 
 impl Settings {
+    /// The settings `hotfeed serve` would run with here: flags none, then the environment, then
+    /// the defaults. Tests and benchmarks start from these.
+    ///
+    /// # Errors
+    /// An environment variable holds a value the option refuses.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        let cli = Cli::try_parse_from(["hotfeed", "serve"])?;
+        match cli.command {
+            Command::Serve(settings) => Ok(*settings),
+            Command::Migrate(_) => unreachable!("parsed the serve subcommand"),
+        }
+    }
+
     /// Checks the relations between options that clap cannot express.
     ///
     /// # Errors
@@ -235,6 +249,13 @@ mod tests {
         for bad in ["", "a{b}", "hf*", "h f", "a?"] {
             assert!(parse_key_prefix(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_service_refuses_a_key_prefix_with_a_hash_tag() {
+        let parsed = Cli::try_parse_from(["hotfeed", "serve", "--cache-key-prefix", "a{b}"]);
+        let error = parsed.expect_err("a{b} would put every key in one slot");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -12,11 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::domain::InvalidInput;
-
-/// Constraint that makes a duplicate username a 409.
-const USERNAME_UNIQUE: &str = "users_username_key";
-/// Constraint that makes a post for an unknown user a 422.
-const POST_AUTHOR_FK: &str = "posts_user_id_fkey";
+use crate::feed::{Conflict, FeedError, Reference};
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +35,12 @@ pub enum ApiError {
     /// The request body is not JSON (415).
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
-    /// PostgreSQL cannot be reached right now (503).
+    /// PostgreSQL cannot serve the request right now (503).
     #[error("the database is unavailable, try again later")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    Unavailable(#[source] FeedError),
     /// Anything else (500); the cause is logged, never returned.
     #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    Internal(#[source] FeedError),
 }
 
 impl ApiError {
@@ -57,26 +53,20 @@ impl ApiError {
             Self::UnknownAuthor => "unknown_user",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::DatabaseUnavailable(_) => "unavailable",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &error {
-            match db.constraint() {
-                Some(USERNAME_UNIQUE) => return Self::UsernameTaken,
-                Some(POST_AUTHOR_FK) => return Self::UnknownAuthor,
-                _ => {}
-            }
-        }
+impl From<FeedError> for ApiError {
+    fn from(error: FeedError) -> Self {
         match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::DatabaseUnavailable(error)
-            }
-            other => Self::Internal(other.into()),
+            FeedError::NotFound(resource) => Self::NotFound(format!("{resource} does not exist")),
+            FeedError::Conflict(Conflict::UsernameTaken) => Self::UsernameTaken,
+            FeedError::InvalidReference(Reference::Author) => Self::UnknownAuthor,
+            FeedError::Unavailable(_) => Self::Unavailable(error),
+            FeedError::Internal(_) => Self::Internal(error),
         }
     }
 }
@@ -90,7 +80,7 @@ impl ResponseError for ApiError {
             Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,14 +89,25 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         if status.is_server_error() {
             let cause = match self {
-                Self::DatabaseUnavailable(e) => format!("{e}"),
-                Self::Internal(e) => format!("{e:#}"),
+                Self::Unavailable(e) | Self::Internal(e) => error_chain(e),
                 _ => String::new(),
             };
             tracing::error!(code = self.code(), cause, "request failed");
         }
         error_body(status, self.code(), &self.to_string())
     }
+}
+
+/// `error: cause: cause ...`, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 #[derive(Serialize)]

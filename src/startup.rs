@@ -8,8 +8,8 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::cache::{Cache, ClusterCache};
-use crate::config::{CacheMode, Settings};
+use crate::cache::Cache;
+use crate::config::Settings;
 use crate::domain::PageLimits;
 use crate::error::{ensure_json_error, json_error, query_error};
 use crate::feed::Feed;
@@ -31,7 +31,7 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
-    store: Store,
+    feed: Feed,
 }
 
 impl Application {
@@ -46,19 +46,15 @@ impl Application {
             let applied = store::migrate(&settings.database.database_url).await?;
             tracing::info!(applied, "migrations up to date");
         }
-        let store = Store::connect_lazy(&settings.database).context("invalid DATABASE_URL")?;
         let metrics = Arc::new(Metrics::new(settings.metrics_user_label_limit));
-        let cache = match settings.cache.mode {
-            CacheMode::On => {
-                let cluster = ClusterCache::connect(&settings.cache, Arc::clone(&metrics))
-                    .await
-                    .context("invalid REDIS_URLS")?;
-                Some(Cache::new(cluster, &settings.cache))
-            }
-            CacheMode::Off => None,
-        };
+        let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics))
+            .context("invalid DATABASE_URL")?;
+        let cache = Cache::connect(&settings.cache, Arc::clone(&metrics))
+            .await
+            .context("invalid REDIS_URLS")?;
+        let feed = Feed::new(store, cache, Arc::clone(&metrics));
         let state = web::Data::new(AppState {
-            feed: Feed::new(store.clone(), cache, Arc::clone(&metrics)),
+            feed: feed.clone(),
             metrics,
             page_limits: PageLimits {
                 default: settings.page_size_default,
@@ -96,7 +92,7 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
-            store,
+            feed,
         })
     }
 
@@ -111,7 +107,7 @@ impl Application {
     /// The server failed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let outcome = self.server.await;
-        self.store.pool().close().await;
+        self.feed.close().await;
         tracing::info!("hotfeed stopped");
         outcome
     }

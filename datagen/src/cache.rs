@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hotfeed::cache::topology::SlotMap;
 use hotfeed::cache::Keys;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::Value;
 
 /// Time allowed to reach a node.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,14 +49,7 @@ pub async fn flush(redis_urls: &[String], keys: &Keys) -> anyhow::Result<Flushed
         .get_async_connection()
         .await
         .context("connecting to the Redis Cluster")?;
-    let slots = connection
-        .route_command(
-            redis::cmd("CLUSTER").arg("SLOTS").clone(),
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-        )
-        .await
-        .context("reading the cluster's slot map")?;
-    let masters = masters(slots).context("reading CLUSTER SLOTS")?;
+    let masters = SlotMap::read(&mut connection).await?.masters();
     let pattern = keys.pattern();
     let mut flushed = 0;
     for (host, port) in &masters {
@@ -108,77 +101,5 @@ async fn flush_node(
             return Ok(unlinked);
         }
         cursor = next;
-    }
-}
-
-/// The masters that own slots, from `CLUSTER SLOTS`: each slot range lists its master first, by
-/// the endpoint clients use (an IP or a hostname), which is how the client names its connections.
-fn masters(slots: Value) -> anyhow::Result<Vec<(String, u16)>> {
-    let mut masters: Vec<(String, u16)> = Vec::new();
-    for range in redis::from_redis_value::<Vec<Vec<Value>>>(slots)? {
-        let Some(master) = range.into_iter().nth(2) else {
-            anyhow::bail!("a slot range without a master");
-        };
-        let mut fields = redis::from_redis_value::<Vec<Value>>(master)?.into_iter();
-        let (Some(endpoint), Some(port)) = (fields.next(), fields.next()) else {
-            anyhow::bail!("a master without an address");
-        };
-        let address = (
-            redis::from_redis_value::<String>(endpoint)?,
-            redis::from_redis_value::<u16>(port)?,
-        );
-        if !masters.contains(&address) {
-            masters.push(address);
-        }
-    }
-    anyhow::ensure!(!masters.is_empty(), "the cluster reports no slot owner");
-    Ok(masters)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(endpoint: &str, port: i64) -> Value {
-        Value::Array(vec![
-            Value::BulkString(endpoint.as_bytes().to_vec()),
-            Value::Int(port),
-            Value::BulkString(b"4f2a".to_vec()),
-        ])
-    }
-
-    fn range(start: i64, end: i64, nodes: Vec<Value>) -> Value {
-        let mut items = vec![Value::Int(start), Value::Int(end)];
-        items.extend(nodes);
-        Value::Array(items)
-    }
-
-    #[test]
-    fn masters_are_the_first_node_of_each_slot_range_once() {
-        let slots = Value::Array(vec![
-            range(
-                0,
-                5460,
-                vec![node("127.0.0.1", 7100), node("127.0.0.1", 7105)],
-            ),
-            range(
-                5461,
-                10922,
-                vec![node("redis-2", 6379), node("redis-4", 6379)],
-            ),
-            range(10923, 12000, vec![node("127.0.0.1", 7100)]),
-        ]);
-
-        let found = masters(slots).expect("a healthy cluster");
-
-        assert_eq!(
-            found,
-            [("127.0.0.1".to_owned(), 7100), ("redis-2".to_owned(), 6379)]
-        );
-    }
-
-    #[test]
-    fn a_cluster_without_slot_owners_is_an_error() {
-        assert!(masters(Value::Array(vec![])).is_err());
     }
 }

@@ -71,6 +71,21 @@ impl Scrape {
         out
     }
 
+    /// Sum of `name` over the series whose labels include every `(label, value)` of `matching`;
+    /// `None` when no series matches (the metric or that label set was never recorded).
+    pub fn get(&self, name: &str, matching: &[(&str, &str)]) -> Option<f64> {
+        let mut found = None;
+        for (labels, value) in self.series.get(name).into_iter().flatten() {
+            let selected = matching
+                .iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v));
+            if selected {
+                *found.get_or_insert(0.0) += value;
+            }
+        }
+        found
+    }
+
     /// Sum of `name` over the series whose labels include every `(label, value)` of `matching`.
     pub fn sum(&self, name: &str, matching: &[(&str, &str)]) -> f64 {
         self.series

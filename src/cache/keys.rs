@@ -2,14 +2,63 @@
 //!
 //! Layout (prefix `hf` by default):
 //! - `hf:post:<id>`, `hf:user:<id>`: one object per key, no hash tag, so objects spread over all
-//!   shards on purpose and a page's posts are fetched from several nodes at once.
-//! - `hf:{user:<id>}:pages`: a hash holding every cached page of one user's posts, field
-//!   `<limit>:<offset>`. One `DEL` drops them all, whatever their number.
-//! - `hf:{user:<id>}:gen`: the user's page generation, bumped on every write, so a page read from
-//!   PostgreSQL before a write cannot be cached after it. The `{user:<id>}` hash tag keeps it in the
-//!   same slot as the pages hash: one atomic pipeline or script touches both.
+//!   shards on purpose and a page's posts are fetched from several nodes at once. Which Rust type a
+//!   key holds is fixed by [`CachedObject`]: a post key can only be read as a [`Post`].
+//! - `hf:{user:<id>}:pages`: a hash holding every cached page of one user's posts (the listing
+//!   [`ListingKey::UserPosts`]), field `<limit>:<offset>`. One `DEL` drops them all, whatever their
+//!   number.
+//! - `hf:{user:<id>}:gen`: that listing's generation, bumped on every write to it, so a page read
+//!   from PostgreSQL before a write cannot be cached after it. The `{user:<id>}` hash tag keeps it
+//!   in the same slot as the pages hash: one atomic pipeline or script touches both.
 
-use crate::domain::{PageRequest, PostId, UserId};
+use std::fmt::Display;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::domain::{PageRequest, Post, PostId, User, UserId};
+
+/// A value cached under a key of its own; the key's kind names the type it holds.
+pub trait CachedObject: Serialize + DeserializeOwned + Send + Sync {
+    /// The identifier in the key.
+    type Id: Copy + Display + Send + Sync;
+    /// The key segment naming this kind of object.
+    const KIND: &'static str;
+    /// This object's identifier.
+    fn id(&self) -> Self::Id;
+    /// Its version: `updated_at` in microseconds, which every change moves forward. A fill never
+    /// replaces a cached version with an older one.
+    fn version(&self) -> i64;
+}
+
+impl CachedObject for Post {
+    type Id = PostId;
+    const KIND: &'static str = "post";
+    fn id(&self) -> PostId {
+        self.id
+    }
+    fn version(&self) -> i64 {
+        self.updated_at.timestamp_micros()
+    }
+}
+
+impl CachedObject for User {
+    type Id = UserId;
+    const KIND: &'static str = "user";
+    fn id(&self) -> UserId {
+        self.id
+    }
+    fn version(&self) -> i64 {
+        self.updated_at.timestamp_micros()
+    }
+}
+
+/// A listing as the cache knows it: which pages hash and generation it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListingKey {
+    /// One author's posts, newest first.
+    UserPosts(UserId),
+}
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
@@ -28,27 +77,46 @@ impl Keys {
         }
     }
 
+    /// The key of one cached object.
+    pub fn object<T: CachedObject>(&self, id: T::Id) -> String {
+        format!("{}:{}:{id}", self.prefix, T::KIND)
+    }
+
     /// The cached JSON of one post.
     pub fn post(&self, id: PostId) -> String {
-        format!("{}:post:{id}", self.prefix)
+        self.object::<Post>(id)
     }
 
     /// The cached JSON of one user.
     pub fn user(&self, id: UserId) -> String {
-        format!("{}:user:{id}", self.prefix)
+        self.object::<User>(id)
     }
 
-    /// The hash of a user's cached pages of post ids.
+    /// The hash of a listing's cached pages of post ids.
+    pub fn pages(&self, listing: ListingKey) -> String {
+        match listing {
+            ListingKey::UserPosts(id) => format!("{}:{{user:{id}}}:pages", self.prefix),
+        }
+    }
+
+    /// The generation counter of a listing's pages; same slot as [`Keys::pages`].
+    pub fn generation(&self, listing: ListingKey) -> String {
+        match listing {
+            ListingKey::UserPosts(id) => format!("{}:{{user:{id}}}:gen", self.prefix),
+        }
+    }
+
+    /// The hash of a user's cached pages of their own posts.
     pub fn user_pages(&self, id: UserId) -> String {
-        format!("{}:{{user:{id}}}:pages", self.prefix)
+        self.pages(ListingKey::UserPosts(id))
     }
 
-    /// The generation counter of a user's pages.
+    /// The generation counter of a user's pages of their own posts.
     pub fn user_generation(&self, id: UserId) -> String {
-        format!("{}:{{user:{id}}}:gen", self.prefix)
+        self.generation(ListingKey::UserPosts(id))
     }
 
-    /// The field of one page inside [`Keys::user_pages`].
+    /// The field of one page inside [`Keys::pages`].
     pub fn page_field(page: PageRequest) -> String {
         format!("{}:{}", page.limit(), page.offset())
     }

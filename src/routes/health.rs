@@ -1,12 +1,11 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use crate::cache::CacheHealth;
+use crate::feed::{Overall, PostgresHealth, RedisStatus};
 use crate::startup::AppState;
-
-/// Longest a readiness probe waits on PostgreSQL.
-const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /ping`: liveness; the process answers HTTP.
 pub async fn ping() -> HttpResponse {
@@ -14,11 +13,11 @@ pub async fn ping() -> HttpResponse {
 }
 
 #[derive(Serialize)]
-struct Health {
+struct Body {
     /// `ok`, `degraded` (Redis impaired: still serving, from PostgreSQL) or `down` (no PostgreSQL).
     status: &'static str,
     postgres: Component,
-    redis: RedisHealth,
+    redis: RedisBody,
 }
 
 #[derive(Serialize)]
@@ -31,110 +30,79 @@ struct Component {
 }
 
 #[derive(Serialize)]
-struct RedisHealth {
+struct RedisBody {
     /// `up`, `degraded` (some masters do not answer), `down` or `disabled`.
     status: &'static str,
-    masters: Vec<NodeHealth>,
+    masters: Vec<NodeBody>,
 }
 
 #[derive(Serialize)]
-struct NodeHealth {
+struct NodeBody {
     node: String,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    latency_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    #[serde(flatten)]
+    component: Component,
 }
 
 /// `GET /health`: readiness. 200 while PostgreSQL answers (Redis only speeds reads up, so a Redis
 /// problem is `degraded`, not unready); 503 when PostgreSQL does not.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.feed.store();
-    let db_probe = async {
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            DB_PROBE_TIMEOUT,
-            sqlx::query("SELECT 1").execute(store.pool()),
-        )
-        .await;
-        match outcome {
-            Ok(Ok(_)) => Component {
-                status: "up",
-                latency_ms: Some(millis(started.elapsed())),
-                error: None,
-            },
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "health: PostgreSQL probe failed");
-                Component {
-                    status: "down",
-                    latency_ms: None,
-                    error: Some("query failed".into()),
-                }
-            }
-            Err(_) => Component {
-                status: "down",
-                latency_ms: None,
-                error: Some("timed out".into()),
-            },
-        }
+    let health = state.feed.health().await;
+    let overall = health.overall();
+    let postgres = match health.postgres {
+        PostgresHealth::Up(latency) => Component::up(latency),
+        PostgresHealth::Down(reason) => Component::down(reason.to_owned()),
     };
-    let redis_probe = async {
-        let Some(cache) = state.feed.cache() else {
-            return RedisHealth {
-                status: "disabled",
-                masters: Vec::new(),
-            };
-        };
-        let Ok(pings) = cache.cluster().ping_primaries().await else {
-            return RedisHealth {
-                status: "down",
-                masters: Vec::new(),
-            };
-        };
-        let masters: Vec<NodeHealth> = pings
+    let redis_status = health.redis_status();
+    let masters = match health.redis {
+        CacheHealth::Masters(masters) => masters
             .into_iter()
-            .map(|(node, result)| match result {
-                Ok(latency) => NodeHealth {
-                    node,
-                    status: "up",
-                    latency_ms: Some(millis(latency)),
-                    error: None,
-                },
-                Err(error) => NodeHealth {
-                    node,
-                    status: "down",
-                    latency_ms: None,
-                    error: Some(error),
+            .map(|master| NodeBody {
+                node: master.node,
+                component: match master.outcome {
+                    Ok(latency) => Component::up(latency),
+                    Err(error) => Component::down(error),
                 },
             })
-            .collect();
-        let up = masters.iter().filter(|m| m.status == "up").count();
-        let status = match up {
-            0 => "down",
-            n if n == masters.len() => "up",
-            _ => "degraded",
-        };
-        RedisHealth { status, masters }
+            .collect(),
+        CacheHealth::Disabled | CacheHealth::Unreachable => Vec::new(),
     };
-    let (postgres, redis) = futures::join!(db_probe, redis_probe);
-    let status = match (postgres.status, redis.status) {
-        ("down", _) => "down",
-        (_, "up" | "disabled") => "ok",
-        _ => "degraded",
-    };
-    let body = Health {
-        status,
+    let body = Body {
+        status: match overall {
+            Overall::Ok => "ok",
+            Overall::Degraded => "degraded",
+            Overall::Down => "down",
+        },
         postgres,
-        redis,
+        redis: RedisBody {
+            status: match redis_status {
+                RedisStatus::Up => "up",
+                RedisStatus::Degraded => "degraded",
+                RedisStatus::Down => "down",
+                RedisStatus::Disabled => "disabled",
+            },
+            masters,
+        },
     };
-    if status == "down" {
-        HttpResponse::ServiceUnavailable().json(body)
-    } else {
-        HttpResponse::Ok().json(body)
+    match overall {
+        Overall::Down => HttpResponse::ServiceUnavailable().json(body),
+        Overall::Ok | Overall::Degraded => HttpResponse::Ok().json(body),
     }
 }
 
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e5).round() / 100.0
+impl Component {
+    fn up(latency: Duration) -> Self {
+        Self {
+            status: "up",
+            latency_ms: Some((latency.as_secs_f64() * 1e5).round() / 100.0),
+            error: None,
+        }
+    }
+
+    fn down(error: String) -> Self {
+        Self {
+            status: "down",
+            latency_ms: None,
+            error: Some(error),
+        }
+    }
 }

@@ -36,9 +36,5 @@ pub async fn get_post(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = PostId::parse(&id)?;
-    let served = state.feed.post(id).await?;
-    match &served.value {
-        Some(_) => Ok(served_json(&served)),
-        None => Err(ApiError::NotFound(format!("post {id} does not exist"))),
-    }
+    Ok(served_json(&state.feed.post(id).await?))
 }

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use super::served_json;
 use crate::domain::{NewUser, PageRequest, UserId};
 use crate::error::ApiError;
+use crate::feed::Listing;
 use crate::startup::AppState;
 
 /// Body of `POST /api/v1/users`.
@@ -42,11 +43,7 @@ pub async fn get_user(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id)?;
-    let served = state.feed.user(id).await?;
-    match &served.value {
-        Some(_) => Ok(served_json(&served)),
-        None => Err(ApiError::NotFound(format!("user {id} does not exist"))),
-    }
+    Ok(served_json(&state.feed.user(id).await?))
 }
 
 /// `GET /api/v1/users/{id}/posts?limit=50&offset=0`: newest first.
@@ -62,8 +59,7 @@ pub async fn list_user_posts(
         query.offset.as_deref(),
         state.page_limits,
     )?;
-    match state.feed.user_posts(id, page).await? {
-        Some(served) => Ok(served_json(&served)),
-        None => Err(ApiError::NotFound(format!("user {id} does not exist"))),
-    }
+    Ok(served_json(
+        &state.feed.page(Listing::user_posts(id), page).await?,
+    ))
 }

@@ -1,19 +1,56 @@
-//! PostgreSQL access. The SQL lives in `db/queries/`, one statement a file.
+//! PostgreSQL access: the source of truth. The SQL lives in `db/queries/`, one statement a file;
+//! errors leave this module decoded as [`StoreError`], and every query is counted by [`Query`].
 
-use std::time::Duration;
+mod error;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub use error::{Constraint, StoreError};
+
 use crate::config::DatabaseSettings;
 use crate::domain::{NewPost, NewUser, PageRequest, Post, PostId, User, UserId};
+use crate::metrics::Metrics;
 
 // Generates `mod migrations` with the files of `migrations/` compiled in.
 refinery::embed_migrations!("migrations");
 
-/// The PostgreSQL side of the service: the source of truth.
+/// Every statement the service sends; the `query` label of `db_queries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    InsertUser,
+    UserById,
+    UserExists,
+    InsertPost,
+    PostsByIds,
+    UserPostsPage,
+}
+
+impl Query {
+    /// The label value, named like the file in `db/queries/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InsertUser => "insert_user",
+            Self::UserById => "user_by_id",
+            Self::UserExists => "user_exists",
+            Self::InsertPost => "insert_post",
+            Self::PostsByIds => "posts_by_ids",
+            Self::UserPostsPage => "user_posts_page",
+        }
+    }
+}
+
+/// The PostgreSQL side of the service; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// One connection of its own for readiness probes, so a pool busy with requests is not
+    /// mistaken for a database that is down.
+    probe: PgPool,
+    metrics: Arc<Metrics>,
 }
 
 /// One page of posts read from PostgreSQL.
@@ -24,48 +61,76 @@ pub struct PostsPage {
 }
 
 impl Store {
-    /// Creates a lazily connecting pool: the service starts even while PostgreSQL is still booting.
+    /// Creates lazily connecting pools: the service starts even while PostgreSQL is still booting.
     ///
     /// # Errors
     /// The URL cannot be parsed.
-    pub fn connect_lazy(settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
+    pub fn connect_lazy(
+        settings: &DatabaseSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let options: PgConnectOptions = settings.database_url.parse()?;
+        let options = options.application_name("hotfeed");
         let pool = PgPoolOptions::new()
             .max_connections(settings.db_max_connections)
             .acquire_timeout(settings.acquire_timeout())
             .idle_timeout(Some(Duration::from_secs(300)))
-            .connect_lazy_with(options.application_name("hotfeed"));
-        Ok(Self { pool })
+            .connect_lazy_with(options.clone());
+        let probe = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            probe,
+            metrics,
+        })
     }
 
-    /// The underlying pool, for health checks and shutdown.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Round trip of a trivial statement on the probe connection.
+    ///
+    /// # Errors
+    /// PostgreSQL does not answer.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        sqlx::query("SELECT 1").execute(&self.probe).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Closes both pools, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        futures::join!(self.pool.close(), self.probe.close());
     }
 
     /// Inserts a user.
     ///
     /// # Errors
-    /// A unique violation on `users_username_key` when the username is taken.
+    /// [`StoreError::Unique`] with [`Constraint::UsernameUnique`] when the username is taken.
     #[tracing::instrument(skip_all, fields(username = %user.username))]
-    pub async fn insert_user(&self, user: &NewUser) -> Result<User, sqlx::Error> {
-        sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
-            .bind(&user.username)
-            .bind(&user.display_name)
-            .fetch_one(&self.pool)
-            .await
+    pub async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError> {
+        self.run(
+            Query::InsertUser,
+            sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
+                .bind(&user.username)
+                .bind(&user.display_name)
+                .fetch_one(&self.pool),
+        )
+        .await
     }
 
-    /// Reads one user.
+    /// Reads one user; an unknown id is `Ok(None)`.
     ///
     /// # Errors
-    /// Database errors only; an unknown id is `Ok(None)`.
+    /// Database errors only.
     #[tracing::instrument(skip(self))]
-    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, sqlx::Error> {
-        sqlx::query_as(include_str!("../../db/queries/user_by_id.sql"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.run(
+            Query::UserById,
+            sqlx::query_as(include_str!("../../db/queries/user_by_id.sql"))
+                .bind(id)
+                .fetch_optional(&self.pool),
+        )
+        .await
     }
 
     /// Whether a user exists.
@@ -73,24 +138,30 @@ impl Store {
     /// # Errors
     /// Database errors only.
     #[tracing::instrument(skip(self))]
-    pub async fn user_exists(&self, id: UserId) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(include_str!("../../db/queries/user_exists.sql"))
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await
+    pub async fn user_exists(&self, id: UserId) -> Result<bool, StoreError> {
+        self.run(
+            Query::UserExists,
+            sqlx::query_scalar(include_str!("../../db/queries/user_exists.sql"))
+                .bind(id)
+                .fetch_one(&self.pool),
+        )
+        .await
     }
 
     /// Inserts a post.
     ///
     /// # Errors
-    /// A foreign key violation on `posts_user_id_fkey` when the author does not exist.
+    /// [`StoreError::ForeignKey`] with [`Constraint::PostAuthor`] when the author does not exist.
     #[tracing::instrument(skip_all, fields(user_id = %post.user_id))]
-    pub async fn insert_post(&self, post: &NewPost) -> Result<Post, sqlx::Error> {
-        sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
-            .bind(post.user_id)
-            .bind(&post.content)
-            .fetch_one(&self.pool)
-            .await
+    pub async fn insert_post(&self, post: &NewPost) -> Result<Post, StoreError> {
+        self.run(
+            Query::InsertPost,
+            sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
+                .bind(post.user_id)
+                .bind(&post.content)
+                .fetch_one(&self.pool),
+        )
+        .await
     }
 
     /// Reads posts by id, in no particular order; unknown ids are absent from the result.
@@ -98,12 +169,15 @@ impl Store {
     /// # Errors
     /// Database errors only.
     #[tracing::instrument(skip_all, fields(count = ids.len()))]
-    pub async fn posts_by_ids(&self, ids: &[PostId]) -> Result<Vec<Post>, sqlx::Error> {
+    pub async fn posts_by_ids(&self, ids: &[PostId]) -> Result<Vec<Post>, StoreError> {
         let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        sqlx::query_as(include_str!("../../db/queries/posts_by_ids.sql"))
-            .bind(raw)
-            .fetch_all(&self.pool)
-            .await
+        self.run(
+            Query::PostsByIds,
+            sqlx::query_as(include_str!("../../db/queries/posts_by_ids.sql"))
+                .bind(raw)
+                .fetch_all(&self.pool),
+        )
+        .await
     }
 
     /// Reads one newest-first page of a user's posts.
@@ -115,17 +189,40 @@ impl Store {
         &self,
         user_id: UserId,
         page: PageRequest,
-    ) -> Result<PostsPage, sqlx::Error> {
-        let mut posts: Vec<Post> =
-            sqlx::query_as(include_str!("../../db/queries/user_posts_page.sql"))
-                .bind(user_id)
-                .bind(i64::from(page.limit()) + 1)
-                .bind(i64::from(page.offset()))
-                .fetch_all(&self.pool)
-                .await?;
-        let has_more = posts.len() > page.limit() as usize;
-        posts.truncate(page.limit() as usize);
-        Ok(PostsPage { posts, has_more })
+    ) -> Result<PostsPage, StoreError> {
+        let rows: Vec<Post> = self
+            .run(
+                Query::UserPostsPage,
+                sqlx::query_as(include_str!("../../db/queries/user_posts_page.sql"))
+                    .bind(user_id)
+                    .bind(i64::from(page.limit()) + 1)
+                    .bind(i64::from(page.offset()))
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(PostsPage::from_rows(rows, page.limit()))
+    }
+
+    /// Counts `query` and decodes its error.
+    async fn run<T>(
+        &self,
+        query: Query,
+        call: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        self.metrics
+            .db_queries
+            .with_label_values(&[query.name()])
+            .inc();
+        call.await.map_err(StoreError::from)
+    }
+}
+
+impl PostsPage {
+    /// A page from rows fetched with `LIMIT limit + 1`: the extra row only says that more exist.
+    fn from_rows(mut posts: Vec<Post>, limit: u32) -> Self {
+        let has_more = posts.len() > limit as usize;
+        posts.truncate(limit as usize);
+        Self { posts, has_more }
     }
 }
 

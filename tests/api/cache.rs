@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
-use hotfeed::cache::{Cache, CachedPage, ClusterCache};
+use hotfeed::cache::{Cache, CachedPage, ListingKey};
 use hotfeed::domain::{PageRequest, PostId, UserId};
 use hotfeed::metrics::Metrics;
 use redis::AsyncCommands as _;
@@ -117,26 +117,18 @@ async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_p
     for node in distinct {
         *expected.entry(node.clone()).or_default() += 1.0;
     }
-    let delta = |series: &str| {
-        after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
-    };
-    let mut seen: BTreeMap<String, f64> = BTreeMap::new();
-    for series in after
-        .keys()
-        .filter(|s| s.starts_with("redis_round_trips_total{"))
-    {
-        let node = series.split('"').nth(1).expect("node label").to_owned();
-        let trips = delta(series);
-        if trips > 0.0 {
-            seen.insert(node, trips);
-        }
-    }
+    let trips_before = before.by_label("redis_round_trips_total", "node");
+    let seen: BTreeMap<String, f64> = after
+        .by_label("redis_round_trips_total", "node")
+        .into_iter()
+        .map(|(node, trips)| {
+            let delta = trips - trips_before.get(&node).copied().unwrap_or(0.0);
+            (node, delta)
+        })
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect();
     assert_eq!(seen, expected, "round trips per node for one cached page");
-    let commands: f64 = after
-        .keys()
-        .filter(|s| s.starts_with("redis_commands_total{"))
-        .map(|s| delta(s))
-        .sum();
+    let commands = after.sum("redis_commands_total", &[]) - before.sum("redis_commands_total", &[]);
     assert_eq!(
         commands, 52.0,
         "HGET + GET generation + 50 GETs, nothing retried"
@@ -216,32 +208,31 @@ async fn a_page_read_before_a_write_is_not_cached_after_it() {
     // invalidates, then the reader caches its now-stale page. The generation check refuses it.
     let (settings, _, _) = test_settings();
     let metrics = std::sync::Arc::new(Metrics::new(10));
-    let cluster = ClusterCache::connect(&settings.cache, metrics)
+    let cache = Cache::connect(&settings.cache, metrics)
         .await
         .expect("valid settings");
-    let cache = Cache::new(cluster, &settings.cache);
-    let user = UserId::from_trusted(7);
+    let listing = ListingKey::UserPosts(UserId::from_trusted(7));
     let page = PageRequest::new(50, 0);
     let stale = CachedPage {
         ids: vec![PostId::from_trusted(1)],
         has_more: false,
     };
 
-    let lookup = cache.lookup_page(user, page).await;
+    let lookup = cache.lookup_page(listing, page).await;
     let generation = lookup.generation.expect("the cluster answered");
-    cache.invalidate_user_pages(user).await.expect("invalidate");
-    cache.store_page(user, page, &generation, &stale).await;
+    cache.invalidate_listing(listing).await.expect("invalidate");
+    cache.store_page(listing, page, &generation, &stale).await;
     assert!(
-        cache.lookup_page(user, page).await.page.is_none(),
+        cache.lookup_page(listing, page).await.page.is_none(),
         "stale page refused"
     );
 
-    let fresh = cache.lookup_page(user, page).await;
+    let fresh = cache.lookup_page(listing, page).await;
     cache
-        .store_page(user, page, &fresh.generation.expect("answered"), &stale)
+        .store_page(listing, page, &fresh.generation.expect("answered"), &stale)
         .await;
     assert_eq!(
-        cache.lookup_page(user, page).await.page,
+        cache.lookup_page(listing, page).await.page,
         Some(stale),
         "current generation accepted"
     );

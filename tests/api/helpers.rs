@@ -1,11 +1,10 @@
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Once;
 
-use clap::Parser as _;
-use hotfeed::cache::keys::slot;
+use hotfeed::cache::topology::SlotMap;
 use hotfeed::cache::Keys;
-use hotfeed::config::{Cli, Command, Settings};
+use hotfeed::config::Settings;
 use hotfeed::startup::Application;
+use loadgen::scrape::Scrape;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use reqwest::Response;
@@ -32,11 +31,7 @@ pub fn test_settings() -> (Settings, String, String) {
             hotfeed::telemetry::init(hotfeed::config::LogFormat::Text);
         }
     });
-    let cli = Cli::try_parse_from(["hotfeed", "serve"]).expect("default settings parse");
-    let Command::Serve(settings) = cli.command else {
-        unreachable!("parsed the serve subcommand")
-    };
-    let mut settings = *settings;
+    let mut settings = Settings::from_env().expect("the environment holds valid settings");
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let admin_url = settings.database.database_url.clone();
     let database = format!("hotfeed_test_{suffix}");
@@ -165,15 +160,18 @@ impl TestApp {
         ids
     }
 
-    /// The service's `/metrics` parsed to `series -> value` (series as printed, labels included).
-    pub async fn metrics(&self) -> HashMap<String, f64> {
-        let text = self
-            .get("/metrics")
+    /// The service's `/metrics`, parsed as loadgen parses it.
+    pub async fn metrics(&self) -> Scrape {
+        Scrape::parse(&self.metrics_text().await)
+    }
+
+    /// The service's `/metrics` as served.
+    pub async fn metrics_text(&self) -> String {
+        self.get("/metrics")
             .await
             .text()
             .await
-            .expect("metrics text");
-        parse_metrics(&text)
+            .expect("metrics text")
     }
 
     /// A direct connection to the cluster, to look at or disturb what the service cached.
@@ -186,51 +184,11 @@ impl TestApp {
     }
 }
 
-/// Parses the Prometheus text format into `series -> value`.
-pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Reads the cluster's slot map (`CLUSTER SLOTS`) and returns, for each key, the primary that owns it.
+/// For each key, the primary that owns it, from the cluster's `CLUSTER SLOTS`.
 pub async fn owners(redis: &mut ClusterConnection, keys: &[String]) -> Vec<String> {
-    let reply: redis::Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(redis)
-        .await
-        .expect("CLUSTER SLOTS");
-    let mut ranges: BTreeMap<u16, (u16, String)> = BTreeMap::new();
-    let redis::Value::Array(entries) = reply else {
-        panic!("CLUSTER SLOTS returned {reply:?}")
-    };
-    for entry in entries {
-        let redis::Value::Array(fields) = entry else {
-            continue;
-        };
-        let start: u16 = redis::from_redis_value_ref(&fields[0]).expect("slot start");
-        let end: u16 = redis::from_redis_value_ref(&fields[1]).expect("slot end");
-        let redis::Value::Array(primary) = &fields[2] else {
-            continue;
-        };
-        let host: String = redis::from_redis_value_ref(&primary[0]).expect("host");
-        let port: u16 = redis::from_redis_value_ref(&primary[1]).expect("port");
-        ranges.insert(start, (end, format!("{host}:{port}")));
-    }
+    let map = SlotMap::read(redis).await.expect("CLUSTER SLOTS");
     keys.iter()
-        .map(|key| {
-            let slot = slot(key.as_bytes());
-            let (_, (end, node)) = ranges
-                .range(..=slot)
-                .next_back()
-                .expect("every slot is assigned");
-            assert!(slot <= *end, "slot {slot} is covered");
-            node.clone()
-        })
+        .map(|key| map.owner(key.as_bytes()).expect("every slot is assigned"))
         .collect()
 }
 

@@ -1,0 +1,168 @@
+//! The Redis Cluster tier: the cache's operations as Redis commands, keys from `keys.rs`, transport
+//! from `cluster.rs`.
+
+use std::sync::Arc;
+
+use rand::Rng as _;
+use serde::de::DeserializeOwned;
+
+use super::cluster::{CacheError, ClusterCache};
+use super::keys::{CachedObject, Keys, ListingKey};
+use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
+use crate::config::CacheSettings;
+use crate::domain::PageRequest;
+use crate::metrics::Metrics;
+
+/// Caches a page only if no write bumped the listing's generation since the page's look-up.
+/// KEYS: pages hash, generation. ARGV: generation seen ('' for none), field, page, ttl seconds.
+/// The hash's TTL is set when it is created and never extended, so every page in it is at most
+/// `ttl` old: that bounds how long a lost invalidation (failover) can serve a stale page.
+const STORE_PAGE_LUA: &str = r"
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return 1
+";
+
+/// The Redis Cluster tier; cheap to clone.
+#[derive(Clone)]
+pub struct RedisCache {
+    cluster: ClusterCache,
+    keys: Keys,
+    list_ttl_secs: u64,
+    object_ttl_secs: u64,
+    store_page: Arc<redis::Script>,
+}
+
+impl RedisCache {
+    /// Connects to the cluster (see [`ClusterCache::connect`]) with the deployment's key prefix
+    /// and lifetimes.
+    ///
+    /// # Errors
+    /// A seed URL in `REDIS_URLS` cannot be parsed.
+    pub async fn connect(
+        settings: &CacheSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CacheError> {
+        let cluster = ClusterCache::connect(settings, metrics).await?;
+        Ok(Self {
+            cluster,
+            keys: Keys::new(settings.key_prefix.clone()),
+            list_ttl_secs: settings.list_ttl_secs,
+            object_ttl_secs: settings.object_ttl_secs,
+            store_page: Arc::new(redis::Script::new(STORE_PAGE_LUA)),
+        })
+    }
+
+    pub(super) async fn objects<T: CachedObject>(&self, ids: &[T::Id]) -> Vec<Option<T>> {
+        let keys: Vec<String> = ids.iter().map(|&id| self.keys.object::<T>(id)).collect();
+        self.cluster
+            .get_many(&keys)
+            .await
+            .into_iter()
+            .map(|raw| raw.and_then(|raw| decode(&raw)))
+            .collect()
+    }
+
+    pub(super) async fn fill<T: CachedObject>(&self, objects: &[&T]) {
+        if objects.is_empty() {
+            return;
+        }
+        let entries: Vec<(String, Vec<u8>, u64)> = {
+            let mut rng = rand::rng();
+            objects
+                .iter()
+                .map(|object| {
+                    let jitter = self.object_ttl_secs / 10;
+                    let ttl = self.object_ttl_secs - jitter + rng.random_range(0..=2 * jitter);
+                    let value = serde_json::to_vec(object).expect("domain objects serialize");
+                    (self.keys.object::<T>(object.id()), value, ttl.max(1))
+                })
+                .collect()
+        };
+        self.cluster.set_many(&entries).await;
+    }
+
+    pub(super) async fn lookup_page(&self, listing: ListingKey, page: PageRequest) -> PageLookup {
+        let pages_key = self.keys.pages(listing);
+        let mut pipe = redis::pipe();
+        pipe.hget(&pages_key, Keys::page_field(page))
+            .get(self.keys.generation(listing));
+        let replies: Result<(Option<Vec<u8>>, Option<String>), CacheError> =
+            self.cluster.single_slot(&pages_key, &pipe).await;
+        match replies {
+            Ok((raw, generation)) => PageLookup {
+                page: raw.and_then(|raw| decode(&raw)),
+                generation: Some(Generation(generation.unwrap_or_default())),
+            },
+            Err(_) => PageLookup {
+                page: None,
+                generation: None,
+            },
+        }
+    }
+
+    pub(super) async fn store_page(
+        &self,
+        listing: ListingKey,
+        page: PageRequest,
+        generation: &Generation,
+        cached: &CachedPage,
+    ) {
+        let pages_key = self.keys.pages(listing);
+        let value = serde_json::to_vec(cached).expect("a page of ids always serializes");
+        let mut invocation = self.store_page.prepare_invoke();
+        invocation
+            .key(&pages_key)
+            .key(self.keys.generation(listing))
+            .arg(&generation.0)
+            .arg(Keys::page_field(page))
+            .arg(value)
+            .arg(self.list_ttl_secs);
+        let stored: Result<i64, CacheError> = self.cluster.script(&pages_key, invocation).await;
+        if matches!(stored, Ok(0)) {
+            tracing::debug!(
+                ?listing,
+                "page not cached: the listing changed since it was read"
+            );
+        }
+    }
+
+    pub(super) async fn invalidate_listing(&self, listing: ListingKey) -> Result<(), CacheError> {
+        let pages_key = self.keys.pages(listing);
+        let generation_key = self.keys.generation(listing);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(&generation_key, 1)
+            .ignore()
+            .expire(&generation_key, (self.list_ttl_secs + 60) as i64)
+            .ignore()
+            .del(&pages_key)
+            .ignore();
+        self.cluster.single_slot::<()>(&pages_key, &pipe).await
+    }
+
+    pub(super) async fn health(&self) -> CacheHealth {
+        match self.cluster.ping_primaries().await {
+            Err(_) => CacheHealth::Unreachable,
+            Ok(pings) => CacheHealth::Masters(
+                pings
+                    .into_iter()
+                    .map(|(node, outcome)| NodeHealth { node, outcome })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Decodes a cached JSON value; an undecodable one (another version wrote it) is a miss.
+fn decode<T: DeserializeOwned>(raw: &[u8]) -> Option<T> {
+    match serde_json::from_slice(raw) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(%error, "undecodable cached value; treating it as a miss");
+            None
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The listings the feed serves, one file each, and the one enum that dispatches to them.
+//!
+//! A listing is a newest-first sequence of posts that the page pipeline (`pipeline.rs`) serves:
+//! it names its cache key (pages hash and generation), reads a page from PostgreSQL, and says
+//! which writes change it. Adding a listing is a new file with these methods and a variant here.
+
+use super::user_posts::UserPosts;
+use crate::cache::ListingKey;
+use crate::domain::{PageRequest, Post, UserId};
+use crate::store::{PostsPage, Store, StoreError};
+
+/// A write, as the listings need to hear of it.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// A post was created.
+    PostCreated(&'a Post),
+}
+
+/// Every listing the feed serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// One author's posts.
+    UserPosts(UserPosts),
+}
+
+impl Listing {
+    /// A user's own posts.
+    pub fn user_posts(user: UserId) -> Self {
+        Self::UserPosts(UserPosts::new(user))
+    }
+
+    /// Where its pages are cached.
+    pub(super) fn key(&self) -> ListingKey {
+        match self {
+            Self::UserPosts(listing) => listing.key(),
+        }
+    }
+
+    /// The user whose `user_id` label its cache metrics carry.
+    pub(super) fn owner(&self) -> UserId {
+        match self {
+            Self::UserPosts(listing) => listing.owner(),
+        }
+    }
+
+    /// One page from PostgreSQL; `None` when the listing's owner does not exist.
+    pub(super) async fn load(
+        &self,
+        store: &Store,
+        page: PageRequest,
+    ) -> Result<Option<PostsPage>, StoreError> {
+        match self {
+            Self::UserPosts(listing) => listing.load(store, page).await,
+        }
+    }
+
+    /// The listings whose cached pages `change` makes wrong.
+    pub(super) fn affected_by(change: Change<'_>) -> Vec<Self> {
+        UserPosts::affected_by(change)
+            .into_iter()
+            .map(Self::UserPosts)
+            .collect()
+    }
+}

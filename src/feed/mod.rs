@@ -1,0 +1,152 @@
+//! The feed service: the one place that decides between cache and database.
+//!
+//! Reads go through the cache and fall back to PostgreSQL; writes go to PostgreSQL first, then
+//! invalidate what they changed. Listings share one page pipeline (`pipeline.rs`); each listing
+//! is a file of its own, dispatched by [`Listing`] (`listing.rs`).
+
+mod error;
+mod health;
+mod listing;
+mod pipeline;
+mod served;
+mod user_posts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{Conflict, FeedError, Reference, Resource};
+pub use health::{Health, Overall, PostgresHealth, RedisStatus};
+pub use listing::{Change, Listing};
+use served::timed;
+pub use served::{CacheOutcome, Served, Timings};
+
+use crate::cache::{Cache, CachedObject};
+use crate::domain::{NewPost, NewUser, Post, PostId, User, UserId};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Longest a readiness probe waits on PostgreSQL.
+const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The feed service; cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    store: Store,
+    cache: Cache,
+    metrics: Arc<Metrics>,
+}
+
+impl Feed {
+    /// A feed over `store`, cached by `cache` (which may be [`Cache::None`]).
+    pub fn new(store: Store, cache: Cache, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            cache,
+            metrics,
+        }
+    }
+
+    /// Probes both backends at once.
+    pub async fn health(&self) -> Health {
+        let postgres = async {
+            match tokio::time::timeout(DB_PROBE_TIMEOUT, self.store.ping()).await {
+                Ok(Ok(latency)) => PostgresHealth::Up(latency),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "health: PostgreSQL probe failed");
+                    PostgresHealth::Down("query failed")
+                }
+                Err(_) => PostgresHealth::Down("timed out"),
+            }
+        };
+        let (postgres, redis) = futures::join!(postgres, self.cache.health());
+        Health { postgres, redis }
+    }
+
+    /// Closes the database pools (at shutdown).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// Reads one post through the object cache.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    #[tracing::instrument(skip(self))]
+    pub async fn post(&self, id: PostId) -> Result<Served<Post>, FeedError> {
+        self.read_through(id, Resource::Post(id), async {
+            Ok(self.store.posts_by_ids(&[id]).await?.pop())
+        })
+        .await
+    }
+
+    /// Reads one user through the object cache.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    #[tracing::instrument(skip(self))]
+    pub async fn user(&self, id: UserId) -> Result<Served<User>, FeedError> {
+        self.read_through(id, Resource::User(id), self.store.user_by_id(id))
+            .await
+    }
+
+    /// Creates a user.
+    ///
+    /// # Errors
+    /// [`FeedError::Conflict`] when the username is taken; PostgreSQL failures.
+    pub async fn create_user(&self, user: &NewUser) -> Result<User, FeedError> {
+        Ok(self.store.insert_user(user).await?)
+    }
+
+    /// Creates a post, then invalidates the listings that show it before answering, so the next
+    /// read of them shows it. The post is committed whatever happens to the invalidation.
+    ///
+    /// # Errors
+    /// [`FeedError::InvalidReference`] when the author does not exist; PostgreSQL failures.
+    pub async fn create_post(&self, post: &NewPost) -> Result<Post, FeedError> {
+        let created = self.store.insert_post(post).await?;
+        self.invalidate(Change::PostCreated(&created)).await;
+        Ok(created)
+    }
+
+    /// Drops the cached pages of every listing `change` affects.
+    async fn invalidate(&self, change: Change<'_>) {
+        for listing in Listing::affected_by(change) {
+            if let Err(error) = self.cache.invalidate_listing(listing.key()).await {
+                tracing::error!(%error, ?listing, "write saved but a listing's cached pages could not be invalidated; they expire within the list TTL");
+            }
+        }
+    }
+
+    /// Single-object read-through: cache, else PostgreSQL and fill.
+    async fn read_through<T: CachedObject>(
+        &self,
+        id: T::Id,
+        resource: Resource,
+        load: impl std::future::Future<Output = Result<Option<T>, StoreError>>,
+    ) -> Result<Served<T>, FeedError> {
+        let mut timings = Timings::default();
+        if self.cache.is_enabled() {
+            if let Some(value) = timed(&mut timings.redis, self.cache.object::<T>(id)).await {
+                return Ok(Served {
+                    value,
+                    cache: CacheOutcome::Hit,
+                    timings,
+                });
+            }
+        }
+        let value = timed(&mut timings.db, load)
+            .await?
+            .ok_or(FeedError::NotFound(resource))?;
+        let cache = if self.cache.is_enabled() {
+            timed(&mut timings.redis, self.cache.fill(&[&value])).await;
+            CacheOutcome::Miss
+        } else {
+            CacheOutcome::Bypass
+        };
+        Ok(Served {
+            value,
+            cache,
+            timings,
+        })
+    }
+}

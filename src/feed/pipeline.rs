@@ -1,0 +1,147 @@
+//! The page pipeline every listing shares: look the page of ids up, fetch the post objects from
+//! every node that holds some (one pipeline per node, all at once), read what is missing from
+//! PostgreSQL, and write it back.
+
+use std::collections::HashMap;
+
+use super::listing::Listing;
+use super::served::{timed, CacheOutcome, Served, Timings};
+use super::{Feed, FeedError, Resource};
+use crate::cache::CachedPage;
+use crate::domain::{Page, PageRequest, Post, PostId};
+use crate::store::PostsPage;
+
+impl Feed {
+    /// One newest-first page of `listing`.
+    ///
+    /// A full hit costs two sequential cache round trips: the page of ids (and the generation)
+    /// from the listing's node, then the objects from every node that holds some, in parallel.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`] when the listing's owner does not exist; PostgreSQL failures. A
+    /// cache failure is a miss, never an error.
+    #[tracing::instrument(skip(self), fields(cache))]
+    pub async fn page(
+        &self,
+        listing: Listing,
+        page: PageRequest,
+    ) -> Result<Served<Page<Post>>, FeedError> {
+        let mut timings = Timings::default();
+        if !self.cache.is_enabled() {
+            let loaded = self.load_page(listing, page, &mut timings).await?;
+            return Ok(self.finish(page, loaded, CacheOutcome::Bypass, timings));
+        }
+
+        let lookup = timed(
+            &mut timings.redis,
+            self.cache.lookup_page(listing.key(), page),
+        )
+        .await;
+        let user_label = self.metrics.user_label(listing.owner());
+        if let Some(cached) = lookup.page {
+            self.metrics
+                .list_hits
+                .with_label_values(&[&user_label])
+                .inc();
+            if let Some((posts, outcome)) = self.posts_for_ids(&cached.ids, &mut timings).await? {
+                let loaded = PostsPage {
+                    posts,
+                    has_more: cached.has_more,
+                };
+                return Ok(self.finish(page, loaded, outcome, timings));
+            }
+            // A listed post is gone from PostgreSQL: the cached page is stale, rebuild it.
+        } else {
+            self.metrics
+                .list_misses
+                .with_label_values(&[&user_label])
+                .inc();
+        }
+
+        let loaded = self.load_page(listing, page, &mut timings).await?;
+        if let Some(generation) = &lookup.generation {
+            let cached = CachedPage {
+                ids: loaded.posts.iter().map(|post| post.id).collect(),
+                has_more: loaded.has_more,
+            };
+            let objects: Vec<&Post> = loaded.posts.iter().collect();
+            timed(
+                &mut timings.redis,
+                futures::future::join(
+                    self.cache.fill(&objects),
+                    self.cache
+                        .store_page(listing.key(), page, generation, &cached),
+                ),
+            )
+            .await;
+        }
+        Ok(self.finish(page, loaded, CacheOutcome::Miss, timings))
+    }
+
+    /// Objects for a cached page of ids, missing ones read from PostgreSQL and written back.
+    /// `None` when an id no longer exists in PostgreSQL (the page is stale).
+    async fn posts_for_ids(
+        &self,
+        ids: &[PostId],
+        timings: &mut Timings,
+    ) -> Result<Option<(Vec<Post>, CacheOutcome)>, FeedError> {
+        let found: Vec<Option<Post>> = timed(&mut timings.redis, self.cache.objects(ids)).await;
+        let missing: Vec<PostId> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, post)| post.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        self.metrics
+            .object_hits
+            .inc_by((ids.len() - missing.len()) as u64);
+        self.metrics.object_misses.inc_by(missing.len() as u64);
+        if missing.is_empty() {
+            let posts = found.into_iter().flatten().collect();
+            return Ok(Some((posts, CacheOutcome::Hit)));
+        }
+
+        let loaded = timed(&mut timings.db, self.store.posts_by_ids(&missing)).await?;
+        let backfill: Vec<&Post> = loaded.iter().collect();
+        timed(&mut timings.redis, self.cache.fill(&backfill)).await;
+        let loaded: HashMap<PostId, &Post> = loaded.iter().map(|post| (post.id, post)).collect();
+        let posts: Option<Vec<Post>> = ids
+            .iter()
+            .zip(found)
+            .map(|(id, cached)| cached.or_else(|| loaded.get(id).map(|&post| post.clone())))
+            .collect();
+        Ok(posts.map(|posts| (posts, CacheOutcome::Partial)))
+    }
+
+    async fn load_page(
+        &self,
+        listing: Listing,
+        page: PageRequest,
+        timings: &mut Timings,
+    ) -> Result<PostsPage, FeedError> {
+        timed(&mut timings.db, listing.load(&self.store, page))
+            .await?
+            .ok_or(FeedError::NotFound(Resource::User(listing.owner())))
+    }
+
+    fn finish(
+        &self,
+        page: PageRequest,
+        loaded: PostsPage,
+        cache: CacheOutcome,
+        timings: Timings,
+    ) -> Served<Page<Post>> {
+        tracing::Span::current().record("cache", cache.as_str());
+        self.metrics.pages.with_label_values(&[cache.label()]).inc();
+        Served {
+            value: Page {
+                data: loaded.posts,
+                has_more: loaded.has_more,
+                limit: page.limit(),
+                offset: page.offset(),
+            },
+            cache,
+            timings,
+        }
+    }
+}

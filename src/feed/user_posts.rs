@@ -1,0 +1,46 @@
+//! The listing of one author's posts, newest first: `GET /api/v1/users/{id}/posts`.
+
+use super::listing::Change;
+use crate::cache::ListingKey;
+use crate::domain::{PageRequest, UserId};
+use crate::store::{PostsPage, Store, StoreError};
+
+/// One author's posts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserPosts {
+    author: UserId,
+}
+
+impl UserPosts {
+    pub(super) fn new(author: UserId) -> Self {
+        Self { author }
+    }
+
+    pub(super) fn key(&self) -> ListingKey {
+        ListingKey::UserPosts(self.author)
+    }
+
+    pub(super) fn owner(&self) -> UserId {
+        self.author
+    }
+
+    pub(super) async fn load(
+        &self,
+        store: &Store,
+        page: PageRequest,
+    ) -> Result<Option<PostsPage>, StoreError> {
+        let rows = store.user_posts_page(self.author, page).await?;
+        // An empty page is either the end of the listing or an author who does not exist.
+        if rows.posts.is_empty() && !store.user_exists(self.author).await? {
+            return Ok(None);
+        }
+        Ok(Some(rows))
+    }
+
+    /// A new post changes its author's listing.
+    pub(super) fn affected_by(change: Change<'_>) -> Option<Self> {
+        match change {
+            Change::PostCreated(post) => Some(Self::new(post.user_id)),
+        }
+    }
+}
