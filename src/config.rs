@@ -70,6 +70,11 @@ pub struct DatabaseSettings {
     /// How long a request waits for a pooled PostgreSQL connection, in milliseconds.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
     pub db_acquire_timeout_ms: u64,
+
+    /// Longest any PostgreSQL statement may run, in milliseconds (`statement_timeout` on every
+    /// connection); past it the request answers 503 `unavailable` and the connection is freed.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub db_statement_timeout_ms: u64,
 }
 
 /// Everything `hotfeed serve` needs.
@@ -108,6 +113,11 @@ pub struct Settings {
     /// Largest page size a client may ask for.
     #[arg(long, env = "PAGE_SIZE_MAX", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size_max: u32,
+
+    /// Deepest `offset` accepted; deeper pages are a 400 `offset_too_deep` pointing to `cursor`,
+    /// which reads any depth at the cost of the first page.
+    #[arg(long, env = "PAGE_OFFSET_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub page_offset_max: u32,
 
     /// Distinct `user_id` label values kept in the per-user cache metrics; the rest are counted as "other".
     #[arg(long, env = "METRICS_USER_LABEL_LIMIT", default_value_t = 1000)]
@@ -236,6 +246,11 @@ impl DatabaseSettings {
     /// How long a request waits for a pooled connection.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+
+    /// Longest a statement may run.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms)
     }
 }
 

@@ -59,6 +59,7 @@ impl Application {
             page_limits: PageLimits {
                 default: settings.page_size_default,
                 max: settings.page_size_max,
+                offset_max: settings.page_offset_max,
             },
         });
 

@@ -188,17 +188,10 @@ impl ClusterCache {
         values
     }
 
-    /// Writes many keys spread over the cluster with `SET key value EX ttl`, one pipeline per owning
-    /// primary. Best effort: a failed node leaves its keys uncached, which the next read repairs.
-    pub async fn set_many(&self, entries: &[(String, Vec<u8>, u64)]) {
-        let keys: Vec<String> = entries.iter().map(|(key, _, _)| key.clone()).collect();
-        self.scatter(&keys, |i| {
-            let (key, value, ttl) = &entries[i];
-            let mut set = redis::cmd("SET");
-            set.arg(key).arg(value).arg("EX").arg(*ttl);
-            set
-        })
-        .await;
+    /// Sends `command(i)` for every key `i` (a write), one pipeline per owning primary. Best
+    /// effort: a failed node leaves its keys unwritten, which the next read repairs.
+    pub async fn send_many(&self, keys: &[String], command: impl Fn(usize) -> redis::Cmd) {
+        self.scatter(keys, command).await;
     }
 
     /// Sends `command(i)` for every key `i`, grouped into one pipeline per owning primary, all nodes

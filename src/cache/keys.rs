@@ -5,7 +5,7 @@
 //!   shards on purpose and a page's posts are fetched from several nodes at once. Which Rust type a
 //!   key holds is fixed by [`CachedObject`]: a post key can only be read as a [`Post`].
 //! - `hf:{user:<id>}:pages`: a hash holding every cached page of one user's posts (the listing
-//!   [`ListingKey::UserPosts`]), field `<limit>:<offset>`. One `DEL` drops them all, whatever their
+//!   [`ListingKey::UserPosts`]), field `<limit>:<offset>` or `<limit>:c<micros>.<id>` (cursor). One `DEL` drops them all, whatever their
 //!   number.
 //! - `hf:{user:<id>}:gen`: that listing's generation, bumped on every write to it, so a page read
 //!   from PostgreSQL before a write cannot be cached after it. The `{user:<id>}` hash tag keeps it
@@ -16,7 +16,7 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::domain::{PageRequest, Post, PostId, User, UserId};
+use crate::domain::{PageRequest, Position, Post, PostId, User, UserId};
 
 /// A value cached under a key of its own; the key's kind names the type it holds.
 pub trait CachedObject: Serialize + DeserializeOwned + Send + Sync {
@@ -116,9 +116,18 @@ impl Keys {
         self.generation(ListingKey::UserPosts(id))
     }
 
-    /// The field of one page inside [`Keys::pages`].
+    /// The field of one page inside [`Keys::pages`]: `<limit>:<offset>` for an offset page,
+    /// `<limit>:c<created_at micros>.<id>` for a page after a cursor.
     pub fn page_field(page: PageRequest) -> String {
-        format!("{}:{}", page.limit(), page.offset())
+        match page.position() {
+            Position::Offset(offset) => format!("{}:{offset}", page.limit()),
+            Position::After(cursor) => format!(
+                "{}:c{}.{}",
+                page.limit(),
+                cursor.created_at().timestamp_micros(),
+                cursor.id()
+            ),
+        }
     }
 
     /// The pattern matching every key of this deployment, for `SCAN` in maintenance tools.

@@ -107,10 +107,34 @@ impl Cache {
         self.objects(&[id]).await.pop().flatten()
     }
 
-    /// Caches objects a reader loaded from PostgreSQL.
+    /// Caches objects a reader loaded from PostgreSQL, each unless a newer version is cached.
     pub async fn fill<T: CachedObject>(&self, objects: &[&T]) {
         if let Self::Redis(redis) = self {
             redis.fill(objects).await;
+        }
+    }
+
+    /// Writes an object a writer just committed, so the next read sees it and no reader holding
+    /// an older version can replace it.
+    ///
+    /// # Errors
+    /// The write did not reach Redis; an older cached version may be served until the object TTL.
+    pub async fn put<T: CachedObject>(&self, object: &T) -> Result<(), CacheError> {
+        match self {
+            Self::None => Ok(()),
+            Self::Redis(redis) => redis.put(object).await,
+        }
+    }
+
+    /// Replaces a deleted object with a tombstone newer than its last version: reads miss, and
+    /// no reader holding the deleted row can fill it back.
+    ///
+    /// # Errors
+    /// The tombstone did not reach Redis; the deleted object may be served until the object TTL.
+    pub async fn forget<T: CachedObject>(&self, deleted: &T) -> Result<(), CacheError> {
+        match self {
+            Self::None => Ok(()),
+            Self::Redis(redis) => redis.forget(deleted).await,
         }
     }
 

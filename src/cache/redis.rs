@@ -25,6 +25,20 @@ if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) en
 return 1
 ";
 
+/// Writes a versioned object unless its key already holds that version or a newer one, or the
+/// tombstone of a newer one: a reader that loaded a row before a write can never put it back after
+/// the write's own value. KEYS: object key. ARGV: version, value, ttl seconds. Values are
+/// `<version>|<json>`; a tombstone (deleted object) is `<version>|`.
+const PUT_VERSIONED_LUA: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local held = tonumber(string.match(current, '^(%-?%d+)|'))
+  if held and held >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
 /// The Redis Cluster tier; cheap to clone.
 #[derive(Clone)]
 pub struct RedisCache {
@@ -33,6 +47,7 @@ pub struct RedisCache {
     list_ttl_secs: u64,
     object_ttl_secs: u64,
     store_page: Arc<redis::Script>,
+    put_versioned: Arc<redis::Script>,
 }
 
 impl RedisCache {
@@ -52,6 +67,7 @@ impl RedisCache {
             list_ttl_secs: settings.list_ttl_secs,
             object_ttl_secs: settings.object_ttl_secs,
             store_page: Arc::new(redis::Script::new(STORE_PAGE_LUA)),
+            put_versioned: Arc::new(redis::Script::new(PUT_VERSIONED_LUA)),
         })
     }
 
@@ -61,27 +77,88 @@ impl RedisCache {
             .get_many(&keys)
             .await
             .into_iter()
-            .map(|raw| raw.and_then(|raw| decode(&raw)))
+            .map(|raw| raw.and_then(|raw| decode_versioned(&raw)))
             .collect()
     }
 
+    /// Fills many objects at once, one pipeline of versioned writes per node. The script is sent
+    /// with `EVAL` (the server caches it by digest), so a node that has never seen it, such as a
+    /// freshly promoted replica, needs no `SCRIPT LOAD` first.
     pub(super) async fn fill<T: CachedObject>(&self, objects: &[&T]) {
         if objects.is_empty() {
             return;
         }
-        let entries: Vec<(String, Vec<u8>, u64)> = {
-            let mut rng = rand::rng();
-            objects
-                .iter()
-                .map(|object| {
-                    let jitter = self.object_ttl_secs / 10;
-                    let ttl = self.object_ttl_secs - jitter + rng.random_range(0..=2 * jitter);
-                    let value = serde_json::to_vec(object).expect("domain objects serialize");
-                    (self.keys.object::<T>(object.id()), value, ttl.max(1))
-                })
-                .collect()
-        };
-        self.cluster.set_many(&entries).await;
+        let keys: Vec<String> = objects
+            .iter()
+            .map(|object| self.keys.object::<T>(object.id()))
+            .collect();
+        let entries: Vec<(i64, Vec<u8>, u64)> = objects
+            .iter()
+            .map(|object| {
+                (
+                    object.version(),
+                    encode_versioned(*object),
+                    self.object_ttl(),
+                )
+            })
+            .collect();
+        self.cluster
+            .send_many(&keys, |i| {
+                let (version, value, ttl) = &entries[i];
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(PUT_VERSIONED_LUA)
+                    .arg(1)
+                    .arg(&keys[i])
+                    .arg(*version)
+                    .arg(value)
+                    .arg(*ttl);
+                eval
+            })
+            .await;
+    }
+
+    pub(super) async fn put<T: CachedObject>(&self, object: &T) -> Result<(), CacheError> {
+        let value = encode_versioned(object);
+        self.put_versioned(
+            self.keys.object::<T>(object.id()),
+            object.version(),
+            value,
+            self.object_ttl(),
+        )
+        .await
+    }
+
+    pub(super) async fn forget<T: CachedObject>(&self, object: &T) -> Result<(), CacheError> {
+        // Newer than every version the row ever had, so no reader can fill over it.
+        let version = object.version() + 1;
+        let tombstone = format!("{version}|").into_bytes();
+        self.put_versioned(
+            self.keys.object::<T>(object.id()),
+            version,
+            tombstone,
+            self.object_ttl_secs,
+        )
+        .await
+    }
+
+    async fn put_versioned(
+        &self,
+        key: String,
+        version: i64,
+        value: Vec<u8>,
+        ttl: u64,
+    ) -> Result<(), CacheError> {
+        let mut invocation = self.put_versioned.prepare_invoke();
+        invocation.key(&key).arg(version).arg(value).arg(ttl);
+        let _written: i64 = self.cluster.script(&key, invocation).await?;
+        Ok(())
+    }
+
+    /// The object TTL with ±10% jitter, so a bulk fill does not expire all at once.
+    fn object_ttl(&self) -> u64 {
+        let jitter = self.object_ttl_secs / 10;
+        let ttl = self.object_ttl_secs - jitter + rand::rng().random_range(0..=2 * jitter);
+        ttl.max(1)
     }
 
     pub(super) async fn lookup_page(&self, listing: ListingKey, page: PageRequest) -> PageLookup {
@@ -154,6 +231,26 @@ impl RedisCache {
             ),
         }
     }
+}
+
+/// `<version>|<json>`, as [`PUT_VERSIONED_LUA`] reads it.
+fn encode_versioned<T: CachedObject>(object: &T) -> Vec<u8> {
+    let mut value = format!("{}|", object.version()).into_bytes();
+    serde_json::to_writer(&mut value, object).expect("domain objects serialize");
+    value
+}
+
+/// The object of a `<version>|<json>` value; a tombstone is `None` (a miss: PostgreSQL answers).
+fn decode_versioned<T: DeserializeOwned>(raw: &[u8]) -> Option<T> {
+    let Some(bar) = raw.iter().position(|&b| b == b'|') else {
+        tracing::warn!("cached object without a version; treating it as a miss");
+        return None;
+    };
+    let json = &raw[bar + 1..];
+    if json.is_empty() {
+        return None;
+    }
+    decode(json)
 }
 
 /// Decodes a cached JSON value; an undecodable one (another version wrote it) is a miss.

@@ -1,14 +1,17 @@
 //! Domain types: what the API accepts, parsed once at the edge.
 
+mod cursor;
 mod ids;
 mod models;
 mod page;
 
+pub use cursor::Cursor;
 pub use ids::{PostId, UserId};
 pub use models::{
-    NewPost, NewUser, Post, User, CONTENT_MAX_CHARS, DISPLAY_NAME_MAX_CHARS, USERNAME_MAX_CHARS,
+    NewPost, NewUser, Post, PostEdit, User, UserEdit, CONTENT_MAX_CHARS, DISPLAY_NAME_MAX_CHARS,
+    USERNAME_MAX_CHARS,
 };
-pub use page::{Page, PageLimits, PageRequest};
+pub use page::{Page, PageLimits, PageRequest, Position};
 
 /// Why a piece of client input was refused; becomes a 400 with this code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -58,19 +58,7 @@ impl NewUser {
         }
         let display_name = match display_name {
             None => username.clone(),
-            Some(name) => {
-                let name = name.trim().to_owned();
-                let len = name.chars().count();
-                if len == 0 || len > DISPLAY_NAME_MAX_CHARS || name.chars().any(char::is_control) {
-                    return Err(InvalidInput::new(
-                        "invalid_display_name",
-                        format!(
-                            "display_name must be 1 to {DISPLAY_NAME_MAX_CHARS} characters without control characters"
-                        ),
-                    ));
-                }
-                name
-            }
+            Some(name) => parse_display_name(name)?,
         };
         Ok(Self {
             username,
@@ -98,30 +86,87 @@ impl NewPost {
                 format!("user_id must be a positive integer, got {user_id}"),
             ));
         }
-        if content.trim().is_empty() {
-            return Err(InvalidInput::new(
-                "invalid_content",
-                "content must not be empty",
-            ));
-        }
-        let len = content.chars().count();
-        if len > CONTENT_MAX_CHARS {
-            return Err(InvalidInput::new(
-                "invalid_content",
-                format!("content must be at most {CONTENT_MAX_CHARS} characters, got {len}"),
-            ));
-        }
-        if content.contains('\0') {
-            return Err(InvalidInput::new(
-                "invalid_content",
-                "content must not contain NUL characters",
-            ));
-        }
+        let content = parse_content(content)?;
         Ok(Self {
             user_id: UserId::from_trusted(user_id),
             content,
         })
     }
+}
+
+/// A validated edit of a post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostEdit {
+    pub content: String,
+}
+
+impl PostEdit {
+    /// Validates the new content as for a new post.
+    ///
+    /// # Errors
+    /// `invalid_content`.
+    pub fn parse(content: String) -> Result<Self, InvalidInput> {
+        Ok(Self {
+            content: parse_content(content)?,
+        })
+    }
+}
+
+/// A validated edit of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEdit {
+    pub display_name: String,
+}
+
+impl UserEdit {
+    /// Validates the new display name as for a new user.
+    ///
+    /// # Errors
+    /// `invalid_display_name`.
+    pub fn parse(display_name: String) -> Result<Self, InvalidInput> {
+        Ok(Self {
+            display_name: parse_display_name(display_name)?,
+        })
+    }
+}
+
+/// Post content: not blank, at most [`CONTENT_MAX_CHARS`], no NUL (PostgreSQL refuses it).
+fn parse_content(content: String) -> Result<String, InvalidInput> {
+    if content.trim().is_empty() {
+        return Err(InvalidInput::new(
+            "invalid_content",
+            "content must not be empty",
+        ));
+    }
+    let len = content.chars().count();
+    if len > CONTENT_MAX_CHARS {
+        return Err(InvalidInput::new(
+            "invalid_content",
+            format!("content must be at most {CONTENT_MAX_CHARS} characters, got {len}"),
+        ));
+    }
+    if content.contains('\0') {
+        return Err(InvalidInput::new(
+            "invalid_content",
+            "content must not contain NUL characters",
+        ));
+    }
+    Ok(content)
+}
+
+/// A display name: trimmed, 1 to [`DISPLAY_NAME_MAX_CHARS`], no control characters.
+fn parse_display_name(name: String) -> Result<String, InvalidInput> {
+    let name = name.trim().to_owned();
+    let len = name.chars().count();
+    if len == 0 || len > DISPLAY_NAME_MAX_CHARS || name.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            "invalid_display_name",
+            format!(
+                "display_name must be 1 to {DISPLAY_NAME_MAX_CHARS} characters without control characters"
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use super::user_posts::UserPosts;
 use crate::cache::ListingKey;
-use crate::domain::{PageRequest, Post, UserId};
+use crate::domain::{PageRequest, Post, User, UserId};
 use crate::store::{PostsPage, Store, StoreError};
 
 /// A write, as the listings need to hear of it.
@@ -14,6 +14,12 @@ use crate::store::{PostsPage, Store, StoreError};
 pub enum Change<'a> {
     /// A post was created.
     PostCreated(&'a Post),
+    /// A post's content changed (its id and position did not).
+    PostEdited(&'a Post),
+    /// A post was deleted; this is how it was.
+    PostDeleted(&'a Post),
+    /// A user's profile changed.
+    UserEdited(&'a User),
 }
 
 /// Every listing the feed serves.

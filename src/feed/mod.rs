@@ -21,7 +21,7 @@ use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
 use crate::cache::{Cache, CachedObject};
-use crate::domain::{NewPost, NewUser, Post, PostId, User, UserId};
+use crate::domain::{NewPost, NewUser, Post, PostEdit, PostId, User, UserEdit, UserId};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -97,15 +97,73 @@ impl Feed {
         Ok(self.store.insert_user(user).await?)
     }
 
-    /// Creates a post, then invalidates the listings that show it before answering, so the next
-    /// read of them shows it. The post is committed whatever happens to the invalidation.
+    /// Creates a post, then caches it and invalidates the listings that show it before
+    /// answering, so the next read of them shows it. The post is committed whatever happens to the
+    /// cache.
     ///
     /// # Errors
     /// [`FeedError::InvalidReference`] when the author does not exist; PostgreSQL failures.
     pub async fn create_post(&self, post: &NewPost) -> Result<Post, FeedError> {
         let created = self.store.insert_post(post).await?;
+        self.publish(&created).await;
         self.invalidate(Change::PostCreated(&created)).await;
         Ok(created)
+    }
+
+    /// Replaces a post's content; the cached object is rewritten with the new version before
+    /// answering, so no later read, here or on another instance, sees the old content.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    pub async fn edit_post(&self, id: PostId, edit: &PostEdit) -> Result<Post, FeedError> {
+        let edited = self
+            .store
+            .update_post(id, edit)
+            .await?
+            .ok_or(FeedError::NotFound(Resource::Post(id)))?;
+        self.publish(&edited).await;
+        self.invalidate(Change::PostEdited(&edited)).await;
+        Ok(edited)
+    }
+
+    /// Deletes a post; its cached object becomes a tombstone and the listings that showed it are
+    /// invalidated before answering.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    pub async fn delete_post(&self, id: PostId) -> Result<(), FeedError> {
+        let deleted = self
+            .store
+            .delete_post(id)
+            .await?
+            .ok_or(FeedError::NotFound(Resource::Post(id)))?;
+        if let Err(error) = self.cache.forget(&deleted).await {
+            tracing::error!(%error, post_id = %id, "post deleted but its cached object could not be replaced; it may be served until the object TTL");
+        }
+        self.invalidate(Change::PostDeleted(&deleted)).await;
+        Ok(())
+    }
+
+    /// Replaces a user's display name; the cached object is rewritten before answering.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    pub async fn edit_user(&self, id: UserId, edit: &UserEdit) -> Result<User, FeedError> {
+        let edited = self
+            .store
+            .update_user(id, edit)
+            .await?
+            .ok_or(FeedError::NotFound(Resource::User(id)))?;
+        self.publish(&edited).await;
+        self.invalidate(Change::UserEdited(&edited)).await;
+        Ok(edited)
+    }
+
+    /// Writes a committed object's new version to the cache.
+    async fn publish<T: CachedObject>(&self, object: &T) {
+        if let Err(error) = self.cache.put(object).await {
+            tracing::error!(%error, "write saved but its cached object could not be rewritten; an older version may be served until the object TTL");
+        }
     }
 
     /// Drops the cached pages of every listing `change` affects.

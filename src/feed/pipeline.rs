@@ -8,7 +8,7 @@ use super::listing::Listing;
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::CachedPage;
-use crate::domain::{Page, PageRequest, Post, PostId};
+use crate::domain::{Cursor, Page, PageRequest, Post, PostId};
 use crate::store::PostsPage;
 
 impl Feed {
@@ -133,12 +133,18 @@ impl Feed {
     ) -> Served<Page<Post>> {
         tracing::Span::current().record("cache", cache.as_str());
         self.metrics.pages.with_label_values(&[cache.label()]).inc();
+        let next_cursor = loaded
+            .posts
+            .last()
+            .filter(|_| loaded.has_more)
+            .map(Cursor::after);
         Served {
             value: Page {
                 data: loaded.posts,
                 has_more: loaded.has_more,
                 limit: page.limit(),
                 offset: page.offset(),
+                next_cursor,
             },
             cache,
             timings,

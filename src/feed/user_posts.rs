@@ -37,10 +37,12 @@ impl UserPosts {
         Ok(Some(rows))
     }
 
-    /// A new post changes its author's listing.
+    /// A new or deleted post changes its author's listing. An edit does not: cached pages hold
+    /// ids, and the edit rewrites the post's own object.
     pub(super) fn affected_by(change: Change<'_>) -> Option<Self> {
         match change {
-            Change::PostCreated(post) => Some(Self::new(post.user_id)),
+            Change::PostCreated(post) | Change::PostDeleted(post) => Some(Self::new(post.user_id)),
+            Change::PostEdited(_) | Change::UserEdited(_) => None,
         }
     }
 }

@@ -1,14 +1,20 @@
 //! HTTP handlers, one file per resource. Handlers parse, call the feed, and shape the response.
+//!
+//! Writes are not authenticated yet: anyone may edit anything. When they are, the caller's
+//! identity is established here (an extractor) and checked in the handler, before the feed is
+//! called; the feed and below never see HTTP.
 
 mod health;
 mod metrics;
 mod posts;
 mod users;
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use crate::domain::{Page, Post};
 use crate::feed::Served;
 
 pub use health::{health, ping};
@@ -22,11 +28,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .service(web::resource("/users").post(users::create_user))
-                .service(web::resource("/users/{id}").get(users::get_user))
+                .service(
+                    web::resource("/users/{id}")
+                        .get(users::get_user)
+                        .patch(users::edit_user),
+                )
                 .service(web::resource("/users/{id}/posts").get(users::list_user_posts))
                 .service(web::resource("/posts").post(posts::create_post))
-                .service(web::resource("/posts/{id}").get(posts::get_post)),
+                .service(
+                    web::resource("/posts/{id}")
+                        .get(posts::get_post)
+                        .patch(posts::edit_post)
+                        .delete(posts::delete_post),
+                ),
         );
+}
+
+/// A page of posts as [`served_json`], plus `Link: <path?limit=..&cursor=..>; rel="next"` when
+/// older posts exist. `path` is the listing's own path, relative to this host.
+fn served_page(path: &str, served: &Served<Page<Post>>) -> HttpResponse {
+    let mut response = served_json(served);
+    if let Some(cursor) = &served.value.next_cursor {
+        let link = format!(
+            "<{path}?limit={}&cursor={}>; rel=\"next\"",
+            served.value.limit,
+            cursor.encode()
+        );
+        let value = HeaderValue::from_str(&link).expect("a path and base64url are header-safe");
+        response.headers_mut().insert(header::LINK, value);
+    }
+    response
 }
 
 /// A JSON response that says how it was served: `X-Cache` and `Server-Timing`.

@@ -1,8 +1,8 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::served_json;
-use crate::domain::{NewUser, PageRequest, UserId};
+use super::{served_json, served_page};
+use crate::domain::{NewUser, PageRequest, UserEdit, UserId};
 use crate::error::ApiError;
 use crate::feed::Listing;
 use crate::startup::AppState;
@@ -20,6 +20,14 @@ pub struct CreateUserBody {
 pub struct PageQuery {
     limit: Option<String>,
     offset: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Body of `PATCH /api/v1/users/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditUserBody {
+    display_name: String,
 }
 
 /// `POST /api/v1/users`: 201 with the user, 409 if the username is taken.
@@ -46,7 +54,20 @@ pub async fn get_user(
     Ok(served_json(&state.feed.user(id).await?))
 }
 
-/// `GET /api/v1/users/{id}/posts?limit=50&offset=0`: newest first.
+/// `PATCH /api/v1/users/{id}`: 200 with the edited user.
+// Authorization goes here when writes are authenticated: the caller must be this user.
+#[tracing::instrument(skip(state, body))]
+pub async fn edit_user(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<EditUserBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id)?;
+    let edit = UserEdit::parse(body.into_inner().display_name)?;
+    Ok(HttpResponse::Ok().json(state.feed.edit_user(id, &edit).await?))
+}
+
+/// `GET /api/v1/users/{id}/posts?limit=50&cursor=...` (or `&offset=N`): newest first.
 #[tracing::instrument(skip(state))]
 pub async fn list_user_posts(
     state: web::Data<AppState>,
@@ -57,9 +78,9 @@ pub async fn list_user_posts(
     let page = PageRequest::parse(
         query.limit.as_deref(),
         query.offset.as_deref(),
+        query.cursor.as_deref(),
         state.page_limits,
     )?;
-    Ok(served_json(
-        &state.feed.page(Listing::user_posts(id), page).await?,
-    ))
+    let served = state.feed.page(Listing::user_posts(id), page).await?;
+    Ok(served_page(&format!("/api/v1/users/{id}/posts"), &served))
 }

@@ -12,7 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use error::{Constraint, StoreError};
 
 use crate::config::DatabaseSettings;
-use crate::domain::{NewPost, NewUser, PageRequest, Post, PostId, User, UserId};
+use crate::domain::{
+    NewPost, NewUser, PageRequest, Position, Post, PostEdit, PostId, User, UserEdit, UserId,
+};
 use crate::metrics::Metrics;
 
 // Generates `mod migrations` with the files of `migrations/` compiled in.
@@ -27,6 +29,10 @@ pub enum Query {
     InsertPost,
     PostsByIds,
     UserPostsPage,
+    UserPostsAfter,
+    UpdatePost,
+    DeletePost,
+    UpdateUser,
 }
 
 impl Query {
@@ -39,6 +45,10 @@ impl Query {
             Self::InsertPost => "insert_post",
             Self::PostsByIds => "posts_by_ids",
             Self::UserPostsPage => "user_posts_page",
+            Self::UserPostsAfter => "user_posts_after",
+            Self::UpdatePost => "update_post",
+            Self::DeletePost => "delete_post",
+            Self::UpdateUser => "update_user",
         }
     }
 }
@@ -70,7 +80,10 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let options: PgConnectOptions = settings.database_url.parse()?;
-        let options = options.application_name("hotfeed");
+        let statement_timeout = settings.statement_timeout().as_millis().to_string();
+        let options = options
+            .application_name("hotfeed")
+            .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.db_max_connections)
             .acquire_timeout(settings.acquire_timeout())
@@ -164,6 +177,61 @@ impl Store {
         .await
     }
 
+    /// Replaces a post's content; `None` when no such post exists.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self, edit))]
+    pub async fn update_post(
+        &self,
+        id: PostId,
+        edit: &PostEdit,
+    ) -> Result<Option<Post>, StoreError> {
+        self.run(
+            Query::UpdatePost,
+            sqlx::query_as(include_str!("../../db/queries/update_post.sql"))
+                .bind(id)
+                .bind(&edit.content)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Deletes a post and returns it as it was; `None` when no such post exists.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_post(&self, id: PostId) -> Result<Option<Post>, StoreError> {
+        self.run(
+            Query::DeletePost,
+            sqlx::query_as(include_str!("../../db/queries/delete_post.sql"))
+                .bind(id)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Replaces a user's display name; `None` when no such user exists.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self, edit))]
+    pub async fn update_user(
+        &self,
+        id: UserId,
+        edit: &UserEdit,
+    ) -> Result<Option<User>, StoreError> {
+        self.run(
+            Query::UpdateUser,
+            sqlx::query_as(include_str!("../../db/queries/update_user.sql"))
+                .bind(id)
+                .bind(&edit.display_name)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
     /// Reads posts by id, in no particular order; unknown ids are absent from the result.
     ///
     /// # Errors
@@ -180,7 +248,7 @@ impl Store {
         .await
     }
 
-    /// Reads one newest-first page of a user's posts.
+    /// Reads one newest-first page of a user's posts, at an offset or after a cursor.
     ///
     /// # Errors
     /// Database errors only.
@@ -190,16 +258,32 @@ impl Store {
         user_id: UserId,
         page: PageRequest,
     ) -> Result<PostsPage, StoreError> {
-        let rows: Vec<Post> = self
-            .run(
-                Query::UserPostsPage,
-                sqlx::query_as(include_str!("../../db/queries/user_posts_page.sql"))
-                    .bind(user_id)
-                    .bind(i64::from(page.limit()) + 1)
-                    .bind(i64::from(page.offset()))
-                    .fetch_all(&self.pool),
-            )
-            .await?;
+        let fetch = i64::from(page.limit()) + 1;
+        let rows: Vec<Post> = match page.position() {
+            Position::Offset(offset) => {
+                self.run(
+                    Query::UserPostsPage,
+                    sqlx::query_as(include_str!("../../db/queries/user_posts_page.sql"))
+                        .bind(user_id)
+                        .bind(fetch)
+                        .bind(i64::from(offset))
+                        .fetch_all(&self.pool),
+                )
+                .await?
+            }
+            Position::After(cursor) => {
+                self.run(
+                    Query::UserPostsAfter,
+                    sqlx::query_as(include_str!("../../db/queries/user_posts_after.sql"))
+                        .bind(user_id)
+                        .bind(cursor.created_at())
+                        .bind(cursor.id())
+                        .bind(fetch)
+                        .fetch_all(&self.pool),
+                )
+                .await?
+            }
+        };
         Ok(PostsPage::from_rows(rows, page.limit()))
     }
 

@@ -44,6 +44,19 @@ fn post(
     }
 }
 
+fn patch(
+    what: &'static str,
+    path: &str,
+    body: impl Into<String>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        method: Method::PATCH,
+        ..post(what, path, body, status, code)
+    }
+}
+
 #[tokio::test]
 async fn bad_input_gets_the_documented_status_and_a_json_error_and_writes_nothing() {
     // Arrange
@@ -109,6 +122,36 @@ async fn bad_input_gets_the_documented_status_and_a_json_error_and_writes_nothin
             400,
             "invalid_offset",
         ),
+        get(
+            "offset past PAGE_OFFSET_MAX",
+            format!("{page}?offset=10001"),
+            400,
+            "offset_too_deep",
+        ),
+        get(
+            "offset far past any bound",
+            format!("{page}?offset=300000"),
+            400,
+            "offset_too_deep",
+        ),
+        get(
+            "garbage cursor",
+            format!("{page}?cursor=not-a-cursor"),
+            400,
+            "invalid_cursor",
+        ),
+        get(
+            "empty cursor",
+            format!("{page}?cursor="),
+            400,
+            "invalid_cursor",
+        ),
+        get(
+            "cursor and offset together",
+            format!("{page}?offset=0&cursor=AQ"),
+            400,
+            "invalid_query",
+        ),
         get("unknown user", "/api/v1/users/987654321", 404, "not_found"),
         get(
             "unknown user's posts",
@@ -119,7 +162,7 @@ async fn bad_input_gets_the_documented_status_and_a_json_error_and_writes_nothin
         get("unknown post", "/api/v1/posts/987654321", 404, "not_found"),
         get("unknown route", "/api/v1/nothing-here", 404, "not_found"),
         Case {
-            method: Method::DELETE,
+            method: Method::PUT,
             ..get(
                 "method not allowed",
                 "/api/v1/posts/1",
@@ -229,6 +272,90 @@ async fn bad_input_gets_the_documented_status_and_a_json_error_and_writes_nothin
             422,
             "unknown_user",
         ),
+        patch(
+            "edit of an unknown post",
+            "/api/v1/posts/987654321",
+            r#"{"content":"new"}"#,
+            404,
+            "not_found",
+        ),
+        patch(
+            "edit to blank content",
+            "/api/v1/posts/1",
+            r#"{"content":"  "}"#,
+            400,
+            "invalid_content",
+        ),
+        patch(
+            "edit of a field that cannot change",
+            "/api/v1/posts/1",
+            r#"{"content":"x","user_id":2}"#,
+            400,
+            "invalid_body",
+        ),
+        patch(
+            "edit with no content",
+            "/api/v1/posts/1",
+            "{}",
+            400,
+            "invalid_body",
+        ),
+        patch(
+            "edit of a non-numeric post id",
+            "/api/v1/posts/abc",
+            r#"{"content":"x"}"#,
+            400,
+            "invalid_id",
+        ),
+        Case {
+            content_type: Some("text/plain"),
+            ..patch(
+                "edit without JSON",
+                "/api/v1/posts/1",
+                r#"{"content":"x"}"#,
+                415,
+                "unsupported_media_type",
+            )
+        },
+        patch(
+            "display name edit of an unknown user",
+            "/api/v1/users/987654321",
+            r#"{"display_name":"Ada"}"#,
+            404,
+            "not_found",
+        ),
+        patch(
+            "blank display name edit",
+            &format!("/api/v1/users/{user}"),
+            r#"{"display_name":" "}"#,
+            400,
+            "invalid_display_name",
+        ),
+        patch(
+            "username edit",
+            &format!("/api/v1/users/{user}"),
+            r#"{"username":"renamed"}"#,
+            400,
+            "invalid_body",
+        ),
+        Case {
+            method: Method::DELETE,
+            ..get(
+                "delete of an unknown post",
+                "/api/v1/posts/987654321",
+                404,
+                "not_found",
+            )
+        },
+        Case {
+            method: Method::DELETE,
+            ..get(
+                "delete of a non-numeric post id",
+                "/api/v1/posts/x1",
+                400,
+                "invalid_id",
+            )
+        },
         post(
             "body over 64 KiB",
             posts,
@@ -256,6 +383,16 @@ async fn bad_input_gets_the_documented_status_and_a_json_error_and_writes_nothin
 
     let page: Value = app.get(&page).await.json().await.expect("JSON");
     assert_eq!(page["data"], json!([]), "no bad request wrote a post");
+    let user: Value = app
+        .get(&format!("/api/v1/users/{user}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        user["display_name"], "existing",
+        "no bad request edited the user"
+    );
 }
 
 #[tokio::test]
@@ -273,12 +410,7 @@ async fn boundary_values_are_accepted() {
         201,
         "5000 characters (10000 bytes) is the maximum, inclusive"
     );
-    for query in [
-        "limit=1",
-        "limit=100",
-        "offset=0",
-        "limit=100&offset=10000000",
-    ] {
+    for query in ["limit=1", "limit=100", "offset=0", "limit=100&offset=10000"] {
         let res = app
             .get(&format!("/api/v1/users/{user}/posts?{query}"))
             .await;

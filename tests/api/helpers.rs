@@ -21,6 +21,8 @@ pub struct TestApp {
     pub settings: Settings,
     admin_url: String,
     database: String,
+    /// Whether dropping this app drops its database (false for a sibling sharing it).
+    owns_database: bool,
 }
 
 /// Settings as the README's stack gives them (`.env`, environment), isolated for one test.
@@ -62,6 +64,15 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         .execute(format!(r#"CREATE DATABASE "{database}""#).as_str())
         .await
         .expect("create the test database");
+    start(settings, admin_url, database, true).await
+}
+
+async fn start(
+    settings: Settings,
+    admin_url: String,
+    database: String,
+    owns_database: bool,
+) -> TestApp {
     let app = Application::build(settings.clone())
         .await
         .expect("the app builds");
@@ -77,11 +88,15 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         admin_url,
         database,
+        owns_database,
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if !self.owns_database {
+            return;
+        }
         let admin_url = self.admin_url.clone();
         let database = self.database.clone();
         // Drop runs outside any async context we could borrow; use a private runtime on a thread.
@@ -108,6 +123,28 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// A second instance on the same database and key prefix, after `customize`; as a second
+    /// replica of the service would run. Drop it before `self`.
+    pub async fn sibling(&self, customize: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        settings.no_migrate = true;
+        customize(&mut settings);
+        start(
+            settings,
+            self.admin_url.clone(),
+            self.database.clone(),
+            false,
+        )
+        .await
+    }
+
+    /// A direct connection to this app's database.
+    pub async fn db(&self) -> PgConnection {
+        PgConnection::connect(&self.settings.database.database_url)
+            .await
+            .expect("the test database answers")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

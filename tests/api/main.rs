@@ -2,7 +2,10 @@
 //! real Redis Cluster (one fresh key prefix per test). `scripts/stack.sh up` provides both.
 
 mod cache;
+mod cursors;
 mod dashboard;
+mod deadlines;
+mod edits;
 mod errors;
 mod failover;
 mod health;

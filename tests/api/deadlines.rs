@@ -1,0 +1,109 @@
+//! No query without a deadline: a statement past `DB_STATEMENT_TIMEOUT_MS` answers 503, and a flood
+//! of slow misses neither takes readiness down nor slows cache hits.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use sqlx::Connection as _;
+
+use crate::helpers::{error_code, spawn_app_with};
+
+#[tokio::test]
+async fn a_statement_past_the_timeout_answers_503_and_the_next_one_succeeds() {
+    // Arrange: every read of posts must wait for a lock we hold.
+    let app = spawn_app_with(|settings| settings.database.db_statement_timeout_ms = 300).await;
+    let user = app.create_user("stalled").await;
+    app.create_posts(user, 2).await;
+    let mut locker = app.db().await;
+    let mut lock = locker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock posts");
+
+    // Act
+    let started = Instant::now();
+    let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
+    let waited = started.elapsed();
+
+    // Assert
+    assert_eq!(res.status(), 503);
+    assert_eq!(error_code(res).await, "unavailable");
+    assert!(
+        waited < Duration::from_secs(2),
+        "cancelled at the statement timeout, not left waiting: {waited:?}"
+    );
+    lock.rollback().await.expect("release");
+    let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the cancelled statement freed its connection"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
+    // Arrange: one user's page cached; another's pages will all wait on a lock.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_statement_timeout_ms = 500;
+        settings.database.db_max_connections = 4;
+    })
+    .await;
+    let cached = app.create_user("cached").await;
+    let flooded = app.create_user("flooded").await;
+    app.create_posts(cached, 3).await;
+    app.create_posts(flooded, 3).await;
+    let cached_page = format!("/api/v1/users/{cached}/posts");
+    app.get(&cached_page).await;
+    let mut locker = app.db().await;
+    let mut lock = locker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock posts");
+
+    // Act: 64 concurrent misses against a pool of 4, and meanwhile a readiness probe and a hit.
+    let flood = join_all((0..64).map(|n| {
+        let path = format!("/api/v1/users/{flooded}/posts?limit=2&offset={n}");
+        let app = &app;
+        async move { app.get(&path).await.status().as_u16() }
+    }));
+    let probes = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let health = app.get("/health").await.status().as_u16();
+        let health_took = started.elapsed();
+        let started = Instant::now();
+        let hit = app.get(&cached_page).await;
+        let hit_took = started.elapsed();
+        let x_cache = hit.headers()["x-cache"].to_str().expect("ASCII").to_owned();
+        (
+            health,
+            health_took,
+            hit.status().as_u16(),
+            x_cache,
+            hit_took,
+        )
+    };
+    let (statuses, (health, health_took, hit, x_cache, hit_took)) = tokio::join!(flood, probes);
+    lock.rollback().await.expect("release");
+
+    // Assert
+    assert_eq!(health, 200, "PostgreSQL is up, only busy: still ready");
+    assert!(
+        health_took < Duration::from_secs(1),
+        "the probe has its own connection: {health_took:?}"
+    );
+    assert_eq!((hit, x_cache.as_str()), (200, "HIT"));
+    assert!(
+        hit_took < Duration::from_secs(1),
+        "hits never wait on the pool: {hit_took:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 503),
+        "every flooded miss is a clean 503, none a 500 or a hang: {statuses:?}"
+    );
+    let res = app.get(&format!("/api/v1/users/{flooded}/posts")).await;
+    assert_eq!(res.status(), 200, "the service recovers with the lock gone");
+}
