@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # benches/run-load-benchmarks.sh — the load runs of docs/benchmarks.md (comparisons 1, 2, 3's HTTP
-# side, 4 and 6), end to end, on this machine.
+# side, 4, 6 and 7), end to end, on this machine.
 #
-#   benches/run-load-benchmarks.sh [all|seed|first-page|deep|ceiling|zipf]...   (default: all)
+#   benches/run-load-benchmarks.sh [all|seed|first-page|deep|keyset|ceiling|zipf]...   (default: all)
 #
 # 1. Builds the release binaries (hotfeed, loadgen, datagen).
 # 2. Seeds a scratch database with datagen (100 users, 2,000,000 Zipf posts, user 1 hottest), unless
@@ -52,6 +52,9 @@ BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-16}
 BENCH_RATE=${BENCH_RATE:-100}
 BENCH_DEEP_RATE=${BENCH_DEEP_RATE:-10}
 BENCH_OUT=${BENCH_OUT:-$ROOT/target/load-bench/$(date -u +%Y%m%dT%H%M%SZ)}
+# The benchmark instances accept offsets this deep (the service's default stops at 10,000), so
+# that the cost of OFFSET can still be measured against the keyset cursor that replaces it.
+BENCH_OFFSET_MAX=${BENCH_OFFSET_MAX:-300000}
 
 ADMIN_URL=$DATABASE_URL
 BENCH_URL="${DATABASE_URL%/*}/$BENCH_DATABASE"
@@ -119,7 +122,7 @@ start_hotfeed() {
   local mode=$1 port=$BENCH_PORT
   [[ $mode == on ]] || port=$((BENCH_PORT + 1))
   DATABASE_URL=$BENCH_URL REDIS_URLS=$REDIS_URLS CACHE=$mode CACHE_KEY_PREFIX=$PREFIX \
-    APP_HOST=127.0.0.1 APP_PORT=$port RUST_LOG=warn NO_MIGRATE=true \
+    APP_HOST=127.0.0.1 APP_PORT=$port RUST_LOG=warn NO_MIGRATE=true PAGE_OFFSET_MAX=$BENCH_OFFSET_MAX \
     "$BENCH_OUT/bin/hotfeed-lbench" serve >>"$BENCH_OUT/hotfeed-cache-$mode.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/ping"
@@ -238,6 +241,28 @@ deep() {
   done
 }
 
+# The cursor that starts a page of user 1 at `depth` posts deep, read once from the service.
+cursor_at() {
+  curl -fsS "$OFF_URL/api/v1/users/1/posts?limit=1&offset=$(($1 - 1))" | jq -er .next_cursor
+}
+
+# 7. Keyset pages vs OFFSET pages of the hottest user at depths 100,000 and 300,000, PostgreSQL
+# only, against the first page; then the cached cursor page against the cached first page.
+keyset() {
+  local rep depth cursor
+  for rep in $(seq "$BENCH_REPEAT"); do
+    closed "keyset-max__depth0-cache-off__r$rep" "$OFF_URL" --user 1 --offsets 0=1
+    for depth in 100000 300000; do
+      cursor=$(cursor_at "$depth")
+      closed "keyset-max__depth$depth-cursor-cache-off__r$rep" "$OFF_URL" --user 1 --cursor "$cursor"
+      closed "keyset-max__depth$depth-offset-cache-off__r$rep" "$OFF_URL" --user 1 --offsets "$depth=1"
+    done
+    cursor=$(cursor_at 100000)
+    closed "keyset-hit__depth0-offset-cache-on__r$rep" "$ON_URL" --user 1 --offsets 0=1
+    closed "keyset-hit__depth100000-cursor-cache-on__r$rep" "$ON_URL" --user 1 --cursor "$cursor"
+  done
+}
+
 # 4. The HTTP ceiling: nginx serving the same bytes vs the service's Redis hit, at the maximum and
 # at the fixed rate.
 ceiling() {
@@ -278,7 +303,7 @@ summarize() {
 
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=(all)
-[[ ${steps[0]} == all ]] && steps=(first-page deep ceiling zipf)
+[[ ${steps[0]} == all ]] && steps=(first-page deep keyset ceiling zipf)
 
 build
 seed
@@ -289,9 +314,10 @@ for step in "${steps[@]}"; do
     seed) ;;
     first-page) first_page ;;
     deep) deep ;;
+    keyset) keyset ;;
     ceiling) ceiling ;;
     zipf) zipf ;;
-    *) die "unknown step $step (all, seed, first-page, deep, ceiling, zipf)" ;;
+    *) die "unknown step $step (all, seed, first-page, deep, keyset, ceiling, zipf)" ;;
   esac
 done
 summarize

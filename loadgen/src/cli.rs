@@ -65,6 +65,11 @@ pub struct Args {
     #[arg(long, default_value = "0=80,50=10,500=5,10000=5")]
     pub offsets: PageMix,
 
+    /// Read the page after this keyset cursor (a `next_cursor` the service returned) instead of
+    /// drawing offsets: how a client pages deep without OFFSET.
+    #[arg(long, conflicts_with = "offsets")]
+    pub cursor: Option<String>,
+
     /// Posts per page (`limit`).
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
@@ -112,6 +117,7 @@ pub struct Plan {
     pub warmup: Duration,
     pub users: UserSampler,
     pub offsets: PageMix,
+    pub cursor: Option<String>,
     pub limit: u32,
     pub timeout: Duration,
     pub max_requests: Option<u64>,
@@ -174,6 +180,7 @@ impl TryFrom<Args> for Plan {
             warmup: args.warmup,
             users,
             offsets: args.offsets,
+            cursor: args.cursor,
             limit: args.limit,
             timeout: args.timeout,
             max_requests: args.max_requests,

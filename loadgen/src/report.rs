@@ -136,7 +136,10 @@ impl Report {
             target_rate,
             concurrency,
             users: plan.users.to_string(),
-            offsets: plan.offsets.to_string(),
+            offsets: match &plan.cursor {
+                Some(cursor) => format!("after cursor {cursor}"),
+                None => plan.offsets.to_string(),
+            },
             limit: plan.limit,
             warmup_secs: plan.warmup.as_secs_f64(),
             duration_secs: plan.duration.as_secs_f64(),

@@ -38,6 +38,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         base: base.clone(),
         users: plan.users.clone(),
         offsets: plan.offsets.clone(),
+        cursor: plan.cursor.clone(),
         limit: plan.limit,
     });
 
@@ -79,15 +80,19 @@ struct Requests {
     base: String,
     users: UserSampler,
     offsets: PageMix,
+    cursor: Option<String>,
     limit: u32,
 }
 
 impl Requests {
     fn next(&self, rng: &mut StdRng) -> (u64, String) {
         let user = self.users.sample(rng);
-        let offset = self.offsets.sample(rng);
+        let position = match &self.cursor {
+            Some(cursor) => format!("cursor={cursor}"),
+            None => format!("offset={}", self.offsets.sample(rng)),
+        };
         let url = format!(
-            "{}/api/v1/users/{user}/posts?limit={}&offset={offset}",
+            "{}/api/v1/users/{user}/posts?limit={}&{position}",
             self.base, self.limit
         );
         (user, url)
