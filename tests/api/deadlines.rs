@@ -4,9 +4,28 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use sqlx::Connection as _;
+use sqlx::{Executor as _, PgConnection};
 
-use crate::helpers::{error_code, spawn_app_with};
+use crate::helpers::{error_code, spawn_app_with, TestApp};
+
+/// An open transaction holding `ACCESS EXCLUSIVE` on `posts`: every statement that reads posts
+/// waits for it, as it would behind a migration or a long write.
+struct PostsLock(PgConnection);
+
+impl PostsLock {
+    async fn take(app: &TestApp) -> Self {
+        let mut connection = app.db().await;
+        connection
+            .execute("BEGIN; LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock posts");
+        Self(connection)
+    }
+
+    async fn release(mut self) {
+        self.0.execute("ROLLBACK").await.expect("release the lock");
+    }
+}
 
 #[tokio::test]
 async fn a_statement_past_the_timeout_answers_503_and_the_next_one_succeeds() {
@@ -14,12 +33,7 @@ async fn a_statement_past_the_timeout_answers_503_and_the_next_one_succeeds() {
     let app = spawn_app_with(|settings| settings.database.db_statement_timeout_ms = 300).await;
     let user = app.create_user("stalled").await;
     app.create_posts(user, 2).await;
-    let mut locker = app.db().await;
-    let mut lock = locker.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock posts");
+    let lock = PostsLock::take(&app).await;
 
     // Act
     let started = Instant::now();
@@ -33,7 +47,7 @@ async fn a_statement_past_the_timeout_answers_503_and_the_next_one_succeeds() {
         waited < Duration::from_secs(2),
         "cancelled at the statement timeout, not left waiting: {waited:?}"
     );
-    lock.rollback().await.expect("release");
+    lock.release().await;
     let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
     assert_eq!(
         res.status(),
@@ -56,12 +70,7 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
     app.create_posts(flooded, 3).await;
     let cached_page = format!("/api/v1/users/{cached}/posts");
     app.get(&cached_page).await;
-    let mut locker = app.db().await;
-    let mut lock = locker.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock posts");
+    let lock = PostsLock::take(&app).await;
 
     // Act: 64 concurrent misses against a pool of 4, and meanwhile a readiness probe and a hit.
     let flood = join_all((0..64).map(|n| {
@@ -87,7 +96,7 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
         )
     };
     let (statuses, (health, health_took, hit, x_cache, hit_took)) = tokio::join!(flood, probes);
-    lock.rollback().await.expect("release");
+    lock.release().await;
 
     // Assert
     assert_eq!(health, 200, "PostgreSQL is up, only busy: still ready");
