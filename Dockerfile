@@ -2,9 +2,11 @@
 #
 # hotfeed container image.
 #
-#   docker build -t hotfeed .                  the runtime image (last stage): hotfeed, datagen and
-#                                              loadgen, non-root, HEALTHCHECK
+#   docker build -t hotfeed:0.1.0 .            the runtime image (last stage): hotfeed, datagen and
+#                                              loadgen, non-root, HEALTHCHECK; tag = the version in
+#                                              Cargo.toml, the tag deploy/k8s/deployment.yaml runs
 #   docker build --target dev -t hotfeed:dev .  toolchain + cargo-watch + gdb, for compose.dev.yml
+# (compose builds the same stages as hotfeed:local and hotfeed:dev itself.)
 #
 # Dependencies are compiled in their own layer (cargo-chef): editing src/ rebuilds only the
 # workspace's crates, not the ~300 dependencies.
@@ -43,12 +45,21 @@ RUN apt-get update \
 RUN cargo install cargo-watch --locked --version 8.5.3
 # Build output lives in a volume, not in the bind-mounted checkout (different glibc, root-owned).
 ENV CARGO_TARGET_DIR=/target
+# The same entrypoint as the runtime image: it drops empty options, builds DATABASE_URL from the
+# PG* parts compose passes, handles SIGTERM while starting, then execs the command (cargo watch).
+COPY --chmod=0755 scripts/entrypoint.sh /usr/local/bin/entrypoint.sh
 EXPOSE 8080 2345
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 CMD ["cargo", "watch", "--why", "-w", "Cargo.toml", "-w", "Cargo.lock", "-w", "src", "-w", "migrations", "-w", "db", "-x", "run --bin hotfeed -- serve"]
 
 # ---- runtime: the binaries on a slim Debian (same glibc as the builder), as a non-root user ----
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 ARG APP_UID=10001
+# CA certificates for TLS to managed PostgreSQL / Redis (sslmode=verify-full, rediss://).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid "${APP_UID}" hotfeed \
     && useradd --system --uid "${APP_UID}" --gid hotfeed --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin hotfeed

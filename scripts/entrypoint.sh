@@ -14,13 +14,31 @@
 # Environment: hotfeed's own (DATABASE_URL, REDIS_URLS, CACHE, APP_HOST, APP_PORT, NO_MIGRATE, ...:
 # `hotfeed serve --help`), plus
 #   WAIT_TIMEOUT_SECS  how long to wait for PostgreSQL and for the cluster (default 60)
+#   PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE
+#                      used only when DATABASE_URL is unset: the URL is built from them, each part
+#                      percent-encoded (a password may hold @ : / # ? % and spaces); compose.yml
+#                      passes its PostgreSQL settings this way
+# An option set to the empty string (`CACHE=` in .env) counts as unset: the default applies.
+#
+# SIGTERM or SIGINT while waiting or migrating ends the entrypoint at once (exit 143 / 130), also as
+# PID 1 in a container, where a signal without a handler would be ignored.
 #
 # Needs bash and coreutils only (no curl, no redis-cli): it speaks TCP through bash's /dev/tcp.
 # The `bash -c` scripts below are single-quoted on purpose: they get host and port as $0 and $1.
 # shellcheck disable=SC2016
 set -euo pipefail
 
-WAIT_TIMEOUT_SECS=${WAIT_TIMEOUT_SECS:-60}
+# The options of hotfeed serve / migrate, datagen and loadgen, plus the entrypoint's own. Keep in
+# sync with src/config.rs, datagen/src and loadgen/src (scripts/check-static.sh compares them).
+SERVICE_OPTIONS=(
+  DATABASE_URL DB_MAX_CONNECTIONS DB_ACQUIRE_TIMEOUT_MS DB_STATEMENT_TIMEOUT_MS
+  APP_HOST APP_PORT APP_WORKERS SHUTDOWN_TIMEOUT_SECS NO_MIGRATE
+  PAGE_SIZE_DEFAULT PAGE_SIZE_MAX PAGE_OFFSET_MAX METRICS_USER_LABEL_LIMIT
+  CACHE REDIS_URLS REDIS_CA_CERT REDIS_TIMEOUT_MS REDIS_CONNECT_TIMEOUT_MS REDIS_REBUILD_AFTER_ERRORS
+  CACHE_LIST_TTL_SECS CACHE_OBJECT_TTL_SECS CACHE_KEY_PREFIX
+  LOG_FORMAT RUST_LOG LOADGEN_URL
+  WAIT_TIMEOUT_SECS PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE
+)
 
 log() { printf 'entrypoint: %s\n' "$*" >&2; }
 config_error() {
@@ -31,6 +49,74 @@ unavailable() {
   printf 'entrypoint: error: %s\n' "$*" >&2
   exit 69 # EX_UNAVAILABLE
 }
+
+# Unsets every SERVICE_OPTIONS variable that is set but empty: compose passes `CACHE=` from .env
+# as an empty value, and hotfeed would reject '' (exit 2) instead of applying its default.
+normalise_env() {
+  local name
+  for name in "${SERVICE_OPTIONS[@]}"; do
+    if [[ -v $name && -z ${!name} ]]; then unset "$name"; fi
+  done
+}
+
+# Percent-encodes $1 for a URL's userinfo, path or query: everything but A-Z a-z 0-9 - . _ ~,
+# byte by byte (UTF-8 stays UTF-8).
+urlencode() {
+  local LC_ALL=C string=$1 out="" char i
+  for ((i = 0; i < ${#string}; i++)); do
+    char=${string:i:1}
+    if [[ $char == [A-Za-z0-9._~-] ]]; then
+      out+=$char
+    else
+      printf -v char '%%%02X' "'$char"
+      out+=$char
+    fi
+  done
+  printf '%s' "$out"
+}
+
+# Builds DATABASE_URL from PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE when DATABASE_URL is
+# unset and PGHOST is set; exports it.
+database_url_from_parts() {
+  [[ -z ${DATABASE_URL:-} && -n ${PGHOST:-} ]] || return 0
+  local userinfo="" host=$PGHOST
+  if [[ -n ${PGUSER:-} ]]; then
+    userinfo=$(urlencode "$PGUSER")
+    [[ -n ${PGPASSWORD:-} ]] && userinfo+=":$(urlencode "$PGPASSWORD")"
+    userinfo+="@"
+  fi
+  [[ $host == *:* ]] && host="[$host]" # an IPv6 literal
+  DATABASE_URL="postgres://${userinfo}${host}:${PGPORT:-5432}/$(urlencode "${PGDATABASE:-${PGUSER:-postgres}}")"
+  export DATABASE_URL
+}
+
+# ---------------------------------------------------------------------------------------------
+# Signals. Bash runs a trap only once the foreground command has finished, so every wait below
+# runs its command in the background and `wait`s for it: a trapped signal interrupts `wait` at
+# once. The handler stops that command and exits.
+
+CHILD=""
+on_signal() {
+  local signal=$1 code=$2
+  log "received SIG$signal while starting: exiting"
+  if [[ -n $CHILD ]]; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+  fi
+  exit "$code"
+}
+trap 'on_signal TERM 143' TERM
+trap 'on_signal INT 130' INT
+
+# Runs "$@" in the background, waits for it, returns its status.
+interruptible() {
+  local status=0
+  "$@" &
+  CHILD=$!
+  wait "$CHILD" || status=$?
+  CHILD=""
+  return "$status"
+}
+nap() { interruptible sleep "$1"; }
 
 is_true() { [[ ${1,,} =~ ^(1|true|yes|on)$ ]]; }
 
@@ -58,12 +144,12 @@ parse_authority() {
 
 # Succeeds if a TCP connection to host $1 port $2 opens within 2 s.
 tcp_open() {
-  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+  interruptible timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
 }
 
 # Succeeds if the Redis node at host $1 port $2 reports cluster_state:ok (RESP over /dev/tcp).
 cluster_ok() {
-  timeout 2 bash -c '
+  interruptible timeout 2 bash -c '
     exec 3<>"/dev/tcp/$0/$1" || exit 1
     printf "*2\r\n\$7\r\nCLUSTER\r\n\$4\r\nINFO\r\n" >&3
     while IFS= read -r line <&3; do
@@ -125,7 +211,7 @@ wait_for_postgres() {
   until tcp_open "$PG_HOST" "$PG_PORT"; do
     ((SECONDS < deadline)) ||
       unavailable "PostgreSQL at $PG_HOST:$PG_PORT does not accept connections after ${WAIT_TIMEOUT_SECS}s (DATABASE_URL=$(mask_url "$DATABASE_URL"))"
-    sleep 1
+    nap 1
   done
 }
 
@@ -133,11 +219,11 @@ wait_for_postgres() {
 # logins) or while another replica holds the same migration.
 migrate() {
   local deadline=$((SECONDS + WAIT_TIMEOUT_SECS))
-  until hotfeed migrate; do
+  until interruptible hotfeed migrate; do
     ((SECONDS < deadline)) ||
       unavailable "migrations could not be applied within ${WAIT_TIMEOUT_SECS}s (see hotfeed's error above)"
     log "migration failed; retrying in 2s"
-    sleep 2
+    nap 2
   done
 }
 
@@ -161,7 +247,7 @@ wait_for_cluster() {
         "starting anyway: reads are served from PostgreSQL until the cluster answers"
       return 0
     fi
-    sleep 1
+    nap 1
   done
 }
 
@@ -176,6 +262,9 @@ healthcheck() {
 }
 
 main() {
+  normalise_env
+  WAIT_TIMEOUT_SECS=${WAIT_TIMEOUT_SECS:-60}
+  database_url_from_parts
   local command=${1:-serve}
   (($# > 0)) && shift
   case $command in
@@ -207,4 +296,7 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (scripts/check-static.sh tests the functions): define only.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi

@@ -24,7 +24,9 @@
 #   CLUSTER_WAIT_SECS  how long to wait for the nodes and for a healthy cluster (default 60)
 #   REDISCLI_AUTH      password of the nodes, if any (read by redis-cli itself)
 #
-# Needs bash, redis-cli and getent: the official redis image has all three.
+# Needs bash, redis-cli and getent: the official redis image has all three. Node names are
+# resolved to IPv4 addresses (getent ahostsv4), also on IPv6-enabled networks; the nodes listen
+# on both families (bind * -::* in deploy/redis/redis-cluster.conf).
 set -euo pipefail
 
 declare -A ID_OF
@@ -62,14 +64,18 @@ cli() {
 # The value of NAME in INFO-style "name:value" output on stdin.
 field() { tr -d '\r' | sed -n "s/^$1://p" | head -n1; }
 
-# The node's address as an IP (CLUSTER MEET and --cluster create want IPs, not names).
+# The node's IPv4 address (CLUSTER MEET and --cluster create want IPs, not names). IPv4 on purpose:
+# on an IPv6-enabled Docker network a name resolves to AAAA and A records, AAAA usually first, and
+# every node must meet the others over the same family. `getent ahostsv4` asks for A records only
+# (never `getent hosts`, which returns whichever family comes first; scripts/check-static.sh
+# fails on it).
 ip_of() {
   local host
   host=$(host_of "$1")
   if [[ $host =~ ^[0-9.]+$ ]]; then
     printf '%s' "$host"
   else
-    getent hosts "$host" | awk '{ print $1; exit }'
+    getent ahostsv4 "$host" | awk '{ print $1; exit }'
   fi
 }
 
@@ -370,4 +376,7 @@ main() {
   log "cluster ok: $MASTERS masters, $((${#NODES[@]} - MASTERS)) replicas in sync (${NODES[*]})"
 }
 
-main "$@"
+# Sourced (scripts/check-static.sh tests ip_of): define only.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi
