@@ -140,6 +140,11 @@ pub struct CacheSettings {
     )]
     pub redis_urls: Vec<String>,
 
+    /// PEM file of the certificate authority that signed the nodes' certificates, for `rediss://`
+    /// seeds with a private CA (default: the system's trust store).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
+
     /// Time budget of one Redis round trip, in milliseconds; past it the read is a miss served by PostgreSQL.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,

@@ -115,8 +115,11 @@ impl ClusterCache {
     /// is not an error: the service starts, serves from PostgreSQL and keeps reconnecting in the
     /// background. Must be called inside a Tokio runtime, which then drives the reconnections.
     ///
+    /// `rediss://` seeds connect with TLS (rustls), verifying the nodes against `REDIS_CA_CERT`
+    /// when set, else the system's trust store.
+    ///
     /// # Errors
-    /// A seed URL in `REDIS_URLS` cannot be parsed.
+    /// A seed URL in `REDIS_URLS` cannot be parsed, or `REDIS_CA_CERT` cannot be read.
     pub async fn connect(
         settings: &CacheSettings,
         metrics: Arc<Metrics>,
@@ -128,7 +131,21 @@ impl ClusterCache {
             .map(|url| url.trim())
             .filter(|url| !url.is_empty())
             .collect();
-        let client = ClusterClient::builder(seeds)
+        let mut builder = ClusterClient::builder(seeds);
+        if let Some(path) = &settings.redis_ca_cert {
+            let root_cert = std::fs::read(path).map_err(|error| {
+                RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "REDIS_CA_CERT cannot be read",
+                    format!("{}: {error}", path.display()),
+                ))
+            })?;
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            });
+        }
+        let client = builder
             .connection_timeout(settings.redis_connect_timeout())
             .response_timeout(settings.redis_timeout())
             .overall_response_timeout(Some(settings.redis_timeout()))

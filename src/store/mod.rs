@@ -2,6 +2,7 @@
 //! errors leave this module decoded as [`StoreError`], and every query is counted by [`Query`].
 
 mod error;
+mod migrate;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -313,19 +314,20 @@ impl PostsPage {
 /// Applies pending migrations from `migrations/` and returns how many were applied.
 ///
 /// # Errors
-/// PostgreSQL is unreachable or a migration fails (it is then rolled back).
+/// PostgreSQL is unreachable (or its TLS certificate is refused) or a migration fails (it is then
+/// rolled back).
 pub async fn migrate(database_url: &str) -> anyhow::Result<usize> {
     use anyhow::Context as _;
+    use sqlx::Connection as _;
 
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+    let connection = sqlx::PgConnection::connect(database_url)
         .await
         .context("connecting to PostgreSQL to migrate")?;
-    let driver = tokio::spawn(connection);
+    let mut migrator = migrate::Migrator(connection);
     let report = migrations::runner()
-        .run_async(&mut client)
+        .run_async(&mut migrator)
         .await
         .context("applying migrations")?;
-    drop(client);
-    let _ = driver.await;
+    migrator.0.close().await.ok();
     Ok(report.applied_migrations().len())
 }

@@ -13,3 +13,4 @@ mod helpers;
 mod loadgen;
 mod metrics;
 mod resilience;
+mod tls;

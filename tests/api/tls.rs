@@ -1,0 +1,406 @@
+//! TLS as managed services require it, on real servers started here with a self-signed CA: a
+//! PostgreSQL that accepts only TLS (`sslmode=verify-full`), and a TLS-only Redis Cluster
+//! (`rediss://` seeds, `REDIS_CA_CERT`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hotfeed::config::CacheMode;
+use hotfeed::startup::Application;
+use serde_json::{json, Value};
+use sqlx::{Connection as _, PgConnection};
+
+use crate::helpers::{spawn_app_with, test_settings};
+
+/// Port of the private TLS PostgreSQL (the stack's is 5432, a private stack's 5433).
+const TLS_PG_PORT: u16 = 5491;
+/// First port of the private TLS cluster (the stack uses 7000+, CI 7200+, the failover test 7400+).
+const TLS_REDIS_BASE_PORT: u16 = 7500;
+
+fn run(command: &mut Command) {
+    let status = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed");
+}
+
+/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, made with openssl. It serves
+/// as a client certificate too: Redis's cluster bus authenticates its peers with it.
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certs {
+    fn make(dir: &Path, name: &str) -> Self {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).expect("certs dir");
+        let path = |file: &str| dir.join(file);
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", &format!("/CN=hotfeed test CA {name}")])
+            .arg("-keyout")
+            .arg(path("ca.key"))
+            .arg("-out")
+            .arg(path("ca.pem")));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .arg("-keyout")
+            .arg(path("server.key"))
+            .arg("-out")
+            .arg(path("server.csr")));
+        std::fs::write(
+            path("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("extensions");
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(path("server.csr"))
+            .arg("-CA")
+            .arg(path("ca.pem"))
+            .arg("-CAkey")
+            .arg(path("ca.key"))
+            .arg("-extfile")
+            .arg(path("ext.cnf"))
+            .arg("-out")
+            .arg(path("server.pem")));
+        Self {
+            ca: path("ca.pem"),
+            cert: path("server.pem"),
+            key: path("server.key"),
+        }
+    }
+}
+
+fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hotfeed-tls-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A PostgreSQL server of its own whose pg_hba.conf accepts TCP clients over TLS only.
+struct TlsPostgres {
+    server: Child,
+    dir: PathBuf,
+    certs: Certs,
+}
+
+impl TlsPostgres {
+    fn start() -> Self {
+        let dir = scratch_dir("pg");
+        let certs = Certs::make(&dir, "ca");
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .max()
+            .expect("an initdb");
+        let data = dir.join("data");
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir));
+        run(Command::new("chmod").arg("600").arg(&certs.key));
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-U", "postgres", "--auth=trust", "-D"])
+            .arg(&data));
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        let server = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &TLS_PG_PORT.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "ssl=on",
+            ])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .arg("-c")
+            .arg(format!("ssl_cert_file={}", certs.cert.display()))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", certs.key.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        let pg = Self { server, dir, certs };
+        wait_until("the TLS PostgreSQL accepts connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", TLS_PG_PORT)).is_ok()
+        });
+        pg
+    }
+
+    fn url(&self, database: &str, ca: &Path) -> String {
+        format!(
+            "postgres://postgres@localhost:{TLS_PG_PORT}/{database}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        )
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        // postgres runs under runuser: a fast shutdown of the postmaster (its pid heads
+        // postmaster.pid), then reap runuser.
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_owned));
+        match pid {
+            Some(pid) => {
+                let _ = Command::new("kill").args(["-INT", &pid]).status();
+            }
+            None => {
+                let _ = self.server.kill();
+            }
+        }
+        let _ = self.server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn the_service_migrates_and_serves_over_verified_tls_and_refuses_a_foreign_ca() {
+    // Arrange: a server that refuses plain TCP, and a database on it.
+    let pg = tokio::task::spawn_blocking(TlsPostgres::start)
+        .await
+        .expect("start the TLS PostgreSQL");
+    let mut admin = connect_when_ready(&pg.url("postgres", &pg.certs.ca)).await;
+    sqlx::query("CREATE DATABASE hotfeed_tls")
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let plain = format!("postgres://postgres@127.0.0.1:{TLS_PG_PORT}/postgres?sslmode=disable");
+    assert!(
+        PgConnection::connect(&plain).await.is_err(),
+        "the server accepts TLS only, so what follows is TLS"
+    );
+    let (mut settings, _, _) = test_settings();
+    settings.database.database_url = pg.url("hotfeed_tls", &pg.certs.ca);
+    settings.cache.mode = CacheMode::Off;
+
+    // Act: migrate and serve over TLS, verified against the CA, hostname included.
+    let app = Application::build(settings.clone())
+        .await
+        .expect("migrations and the pool work over sslmode=verify-full");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{base}/api/v1/users"))
+        .json(&json!({"username": "tls_user"}))
+        .send()
+        .await
+        .expect("answer");
+
+    // Assert
+    assert_eq!(created.status(), 201);
+    let user: Value = created.json().await.expect("JSON");
+    let read = client
+        .get(format!("{base}/api/v1/users/{}", user["id"]))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(read.status(), 200);
+    let mut session = connect_when_ready(&pg.url("hotfeed_tls", &pg.certs.ca)).await;
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut session)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(encrypted);
+
+    // A certificate from another CA is refused before anything is sent.
+    let foreign = Certs::make(&pg.dir, "foreign");
+    settings.database.database_url = pg.url("hotfeed_tls", &foreign.ca);
+    let refused = match Application::build(settings).await {
+        Ok(_) => panic!("a server whose certificate the CA did not sign is trusted"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        refused.to_lowercase().contains("certificate"),
+        "refused for its certificate: {refused}"
+    );
+}
+
+async fn connect_when_ready(url: &str) -> PgConnection {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match PgConnection::connect(url).await {
+            Ok(connection) => return connection,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("{url}: {error}"),
+        }
+    }
+}
+
+/// Three TLS-only cluster masters (no plain port), cluster bus over TLS too.
+struct TlsCluster {
+    nodes: Vec<Child>,
+    dir: PathBuf,
+    certs: Certs,
+}
+
+impl TlsCluster {
+    fn start() -> Self {
+        let dir = scratch_dir("redis");
+        let certs = Certs::make(&dir, "ca");
+        let ports: Vec<u16> = (TLS_REDIS_BASE_PORT..TLS_REDIS_BASE_PORT + 3).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                let node_dir = dir.join(port.to_string());
+                std::fs::create_dir_all(&node_dir).expect("node dir");
+                Command::new("redis-server")
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--bind", "127.0.0.1", "--tls-cluster", "yes"])
+                    .args(["--tls-auth-clients", "no"])
+                    .arg("--tls-cert-file")
+                    .arg(&certs.cert)
+                    .arg("--tls-key-file")
+                    .arg(&certs.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&certs.ca)
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ])
+                    .args([
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .arg("--dir")
+                    .arg(&node_dir)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server is installed (scripts/stack.sh installs it)")
+            })
+            .collect();
+        let cluster = Self { nodes, dir, certs };
+        let cli = |args: &[&str]| {
+            // Bounded: `--cluster create` waits for ever for nodes that cannot meet.
+            let mut command = Command::new("timeout");
+            command
+                .args(["30", "redis-cli", "--tls", "--cacert"])
+                .arg(&cluster.certs.ca);
+            command.args(args);
+            command
+        };
+        for port in &ports {
+            wait_until("a TLS node answers", || {
+                cli(&["-p", &port.to_string(), "ping"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+            });
+        }
+        let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
+        create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(str::to_owned));
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        run(&mut cli(&create));
+        wait_until("the TLS cluster is ok", || {
+            ports.iter().all(|port| {
+                cli(&["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            })
+        });
+        cluster
+    }
+
+    fn urls(&self) -> Vec<String> {
+        (TLS_REDIS_BASE_PORT..TLS_REDIS_BASE_PORT + 3)
+            .map(|port| format!("rediss://127.0.0.1:{port}"))
+            .collect()
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn the_cache_works_over_a_tls_only_cluster() {
+    // Arrange
+    let cluster = tokio::task::spawn_blocking(TlsCluster::start)
+        .await
+        .expect("start the TLS cluster");
+    let urls = cluster.urls();
+    let ca = cluster.certs.ca.clone();
+    let app = spawn_app_with(move |settings| {
+        settings.cache.redis_urls = urls;
+        settings.cache.redis_ca_cert = Some(ca);
+        settings.cache.redis_timeout_ms = 1000;
+    })
+    .await;
+    let user = app.create_user("tls.reader").await;
+    app.create_posts(user, 3).await;
+    let path = format!("/api/v1/users/{user}/posts");
+
+    // Act
+    let first = app.get(&path).await;
+    let second = app.get(&path).await;
+    let health: Value = app.get("/health").await.json().await.expect("JSON");
+
+    // Assert
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    assert_eq!(
+        second.headers()["x-cache"],
+        "HIT",
+        "the page was cached over TLS"
+    );
+    assert_eq!(health["redis"]["status"], "up", "{health}");
+    assert_eq!(health["redis"]["masters"].as_array().map(Vec::len), Some(3));
+    drop(app);
+    drop(cluster);
+}
