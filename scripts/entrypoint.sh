@@ -197,7 +197,9 @@ check_serve_settings() {
     if ! parse_authority "$url" 6379 || [[ -z $URL_HOST ]]; then
       config_error "REDIS_URLS entry has a malformed host:port (got $(mask_url "$url"))"
     fi
-    REDIS_SEEDS+=("$URL_HOST $URL_PORT $URL_AUTH")
+    local tls=0
+    [[ $url == rediss://* ]] && tls=1
+    REDIS_SEEDS+=("$URL_HOST $URL_PORT $URL_AUTH $tls")
   done
   ((${#REDIS_SEEDS[@]} > 0)) || config_error "REDIS_URLS names no node"
 }
@@ -230,13 +232,14 @@ migrate() {
 # Waits until one seed node reports cluster_state:ok. Never fatal: the service runs without Redis.
 wait_for_cluster() {
   ((${#REDIS_SEEDS[@]} > 0)) || return 0
-  local deadline=$((SECONDS + WAIT_TIMEOUT_SECS)) seed host port auth
+  local deadline=$((SECONDS + WAIT_TIMEOUT_SECS)) seed host port auth tls
   log "waiting for the Redis Cluster (${#REDIS_SEEDS[@]} seed node(s), up to ${WAIT_TIMEOUT_SECS}s)"
   while :; do
     for seed in "${REDIS_SEEDS[@]}"; do
-      read -r host port auth <<<"$seed"
-      if ((auth == 1)); then
-        # With credentials, only reachability is checked (AUTH is left to hotfeed).
+      read -r host port auth tls <<<"$seed"
+      if ((auth == 1 || tls == 1)); then
+        # With credentials or TLS, only reachability is checked (AUTH and the TLS handshake are
+        # left to hotfeed; bash's /dev/tcp speaks neither).
         tcp_open "$host" "$port" && return 0
       else
         cluster_ok "$host" "$port" && return 0
