@@ -25,12 +25,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SETTINGS_SQL: &str =
     "SET LOCAL maintenance_work_mem = '512MB'; SET LOCAL lock_timeout = '10s'";
 
-/// Takes both tables for the whole transaction: the service's reads and writes wait for the
-/// commit, so none sees a half-loaded table and no insert takes an id the load is using.
-const LOCK_SQL: &str = "LOCK TABLE users, posts IN ACCESS EXCLUSIVE MODE";
+/// Takes the tables for the whole transaction: the service's reads and writes wait for the commit,
+/// so none sees a half-loaded table and no insert takes an id the load is using. `follows` too: it
+/// references users, and a replace empties it.
+const LOCK_SQL: &str = "LOCK TABLE users, posts, follows IN ACCESS EXCLUSIVE MODE";
 
-/// Empties both tables. `RESTART IDENTITY` is transactional: on rollback the sequences come back too.
-const TRUNCATE_SQL: &str = "TRUNCATE posts, users RESTART IDENTITY";
+/// Empties the tables (follows reference users, so they go too). `RESTART IDENTITY` is
+/// transactional: on rollback the sequences come back too.
+const TRUNCATE_SQL: &str = "TRUNCATE follows, posts, users RESTART IDENTITY";
 
 /// The constraints of `posts` that make a load slow: primary key, unique, exclusion, foreign keys.
 const CONSTRAINTS_SQL: &str = "
@@ -107,7 +109,7 @@ pub async fn lock(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     tx.batch_execute(LOCK_SQL).await
 }
 
-/// Deletes every user and post and restarts both sequences, all undone on rollback.
+/// Deletes every user, post and follow and restarts the sequences, all undone on rollback.
 ///
 /// # Errors
 /// Lock timeout, or another table references `users` or `posts`.

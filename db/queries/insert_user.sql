@@ -1,3 +1,3 @@
 INSERT INTO users (username, display_name)
 VALUES ($1, $2)
-RETURNING id, username, display_name, created_at, updated_at
+RETURNING id, username, display_name, followers_count, following_count, created_at, updated_at

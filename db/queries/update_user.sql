@@ -2,4 +2,4 @@
 UPDATE users
 SET display_name = $2, updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
 WHERE id = $1
-RETURNING id, username, display_name, created_at, updated_at
+RETURNING id, username, display_name, followers_count, following_count, created_at, updated_at

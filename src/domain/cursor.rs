@@ -10,27 +10,30 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-use super::{InvalidInput, Post, PostId};
+use super::{InvalidInput, Post};
 
 /// Format version of the token.
 const VERSION: u8 = 1;
 /// Payload bytes before the checksum.
 const PAYLOAD: usize = 1 + 8 + 8;
 
-/// A position in a newest-first listing: strictly older than `(created_at, id)`.
+/// A position in a newest-first listing: strictly older than `(created_at, id)`. In a listing of
+/// posts the id is a post's; in a follow list, the user's and the time of the follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cursor {
     created_at: DateTime<Utc>,
-    id: PostId,
+    id: i64,
 }
 
 impl Cursor {
+    /// The position right after the entry `(created_at, id)`.
+    pub fn new(created_at: DateTime<Utc>, id: i64) -> Self {
+        Self { created_at, id }
+    }
+
     /// The position right after `post`.
     pub fn after(post: &Post) -> Self {
-        Self {
-            created_at: post.created_at,
-            id: post.id,
-        }
+        Self::new(post.created_at, post.id.get())
     }
 
     /// `created_at` of the last post already seen.
@@ -38,8 +41,8 @@ impl Cursor {
         self.created_at
     }
 
-    /// Id of the last post already seen.
-    pub fn id(&self) -> PostId {
+    /// Id of the last entry already seen.
+    pub fn id(&self) -> i64 {
         self.id
     }
 
@@ -48,7 +51,7 @@ impl Cursor {
         let mut bytes = Vec::with_capacity(PAYLOAD + 2);
         bytes.push(VERSION);
         bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
-        bytes.extend_from_slice(&self.id.get().to_be_bytes());
+        bytes.extend_from_slice(&self.id.to_be_bytes());
         let checksum = crc16::State::<crc16::XMODEM>::calculate(&bytes);
         bytes.extend_from_slice(&checksum.to_be_bytes());
         URL_SAFE_NO_PAD.encode(bytes)
@@ -87,10 +90,7 @@ impl Cursor {
         if id <= 0 {
             return Err(invalid());
         }
-        Ok(Self {
-            created_at,
-            id: PostId::from_trusted(id),
-        })
+        Ok(Self { created_at, id })
     }
 }
 
@@ -107,7 +107,7 @@ mod tests {
     fn cursor(micros: i64, id: i64) -> Cursor {
         Cursor {
             created_at: DateTime::from_timestamp_micros(micros).expect("in range"),
-            id: PostId::from_trusted(id),
+            id,
         }
     }
 

@@ -8,8 +8,8 @@ mod page;
 pub use cursor::Cursor;
 pub use ids::{PostId, UserId};
 pub use models::{
-    NewPost, NewUser, Post, PostEdit, User, UserEdit, CONTENT_MAX_CHARS, DISPLAY_NAME_MAX_CHARS,
-    USERNAME_MAX_CHARS,
+    Follow, NewPost, NewUser, Post, PostEdit, User, UserEdit, CONTENT_MAX_CHARS,
+    DISPLAY_NAME_MAX_CHARS, USERNAME_MAX_CHARS,
 };
 pub use page::{Page, PageLimits, PageRequest, Position};
 

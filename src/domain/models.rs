@@ -16,6 +16,10 @@ pub struct User {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+    /// Users who follow this one.
+    pub followers_count: i64,
+    /// Users this one follows.
+    pub following_count: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -91,6 +95,29 @@ impl NewPost {
             user_id: UserId::from_trusted(user_id),
             content,
         })
+    }
+}
+
+/// A validated follow: who follows whom, two different users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Follow {
+    pub follower: UserId,
+    pub followee: UserId,
+}
+
+impl Follow {
+    /// Checks that nobody follows themselves.
+    ///
+    /// # Errors
+    /// `cannot_follow_self`.
+    pub fn parse(follower: UserId, followee: UserId) -> Result<Self, InvalidInput> {
+        if follower == followee {
+            return Err(InvalidInput::new(
+                "cannot_follow_self",
+                format!("user {follower} cannot follow themselves"),
+            ));
+        }
+        Ok(Self { follower, followee })
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::user_posts::UserPosts;
 use crate::cache::ListingKey;
-use crate::domain::{PageRequest, Post, User, UserId};
+use crate::domain::{Follow, PageRequest, Post, User, UserId};
 use crate::store::{PostsPage, Store, StoreError};
 
 /// A write, as the listings need to hear of it.
@@ -20,6 +20,8 @@ pub enum Change<'a> {
     PostDeleted(&'a Post),
     /// A user's profile changed.
     UserEdited(&'a User),
+    /// Someone started or stopped following someone.
+    Follows(Follow),
 }
 
 /// Every listing the feed serves.

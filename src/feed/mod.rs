@@ -21,9 +21,11 @@ use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
 use crate::cache::{Cache, CachedObject};
-use crate::domain::{NewPost, NewUser, Post, PostEdit, PostId, User, UserEdit, UserId};
+use crate::domain::{
+    Follow, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User, UserEdit, UserId,
+};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{FollowList, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -157,6 +159,71 @@ impl Feed {
         self.publish(&edited).await;
         self.invalidate(Change::UserEdited(&edited)).await;
         Ok(edited)
+    }
+
+    /// Makes `follow.follower` follow `follow.followee`; following again changes nothing.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`] naming the user that does not exist; PostgreSQL failures.
+    pub async fn follow(&self, follow: Follow) -> Result<(), FeedError> {
+        let changed = self.store.follow(follow).await?;
+        self.after_follows(follow, changed).await
+    }
+
+    /// Ends a follow; unfollowing again changes nothing.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`] naming the user that does not exist; PostgreSQL failures.
+    pub async fn unfollow(&self, follow: Follow) -> Result<(), FeedError> {
+        let changed = self.store.unfollow(follow).await?;
+        self.after_follows(follow, changed).await
+    }
+
+    /// One page of a user's follow list, most recent follow first.
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`] when the user does not exist; PostgreSQL failures.
+    pub async fn follows(
+        &self,
+        user: UserId,
+        list: FollowList,
+        page: PageRequest,
+    ) -> Result<Page<User>, FeedError> {
+        let rows = self.store.follows_page(user, list, page).await?;
+        if rows.users.is_empty() && !self.store.user_exists(user).await? {
+            return Err(FeedError::NotFound(Resource::User(user)));
+        }
+        Ok(Page {
+            data: rows.users,
+            has_more: rows.has_more,
+            limit: page.limit(),
+            offset: None,
+            next_cursor: rows.next,
+        })
+    }
+
+    /// After a follow or unfollow: which user was missing, or the new counts published.
+    async fn after_follows(&self, follow: Follow, changed: Option<bool>) -> Result<(), FeedError> {
+        match changed {
+            None => {
+                let missing = if self.store.user_exists(follow.follower).await? {
+                    follow.followee
+                } else {
+                    follow.follower
+                };
+                Err(FeedError::NotFound(Resource::User(missing)))
+            }
+            Some(false) => Ok(()),
+            Some(true) => {
+                for id in [follow.follower, follow.followee] {
+                    if let Some(user) = self.store.user_by_id(id).await? {
+                        self.publish(&user).await;
+                    }
+                }
+                self.invalidate(Change::Follows(follow)).await;
+                Ok(())
+            }
+        }
     }
 
     /// Writes a committed object's new version to the cache.

@@ -42,7 +42,7 @@ impl UserPosts {
     pub(super) fn affected_by(change: Change<'_>) -> Option<Self> {
         match change {
             Change::PostCreated(post) | Change::PostDeleted(post) => Some(Self::new(post.user_id)),
-            Change::PostEdited(_) | Change::UserEdited(_) => None,
+            Change::PostEdited(_) | Change::UserEdited(_) | Change::Follows(_) => None,
         }
     }
 }

@@ -34,6 +34,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .patch(users::edit_user),
                 )
                 .service(web::resource("/users/{id}/posts").get(users::list_user_posts))
+                .service(
+                    web::resource("/users/{id}/following/{target}")
+                        .put(users::follow)
+                        .delete(users::unfollow),
+                )
+                .service(web::resource("/users/{id}/following").get(users::list_following))
+                .service(web::resource("/users/{id}/followers").get(users::list_followers))
                 .service(web::resource("/posts").post(posts::create_post))
                 .service(
                     web::resource("/posts/{id}")
@@ -44,20 +51,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// A page of posts as [`served_json`], plus `Link: <path?limit=..&cursor=..>; rel="next"` when
-/// older posts exist. `path` is the listing's own path, relative to this host.
+/// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].
 fn served_page(path: &str, served: &Served<Page<Post>>) -> HttpResponse {
     let mut response = served_json(served);
-    if let Some(cursor) = &served.value.next_cursor {
-        let link = format!(
-            "<{path}?limit={}&cursor={}>; rel=\"next\"",
-            served.value.limit,
-            cursor.encode()
-        );
-        let value = HeaderValue::from_str(&link).expect("a path and base64url are header-safe");
-        response.headers_mut().insert(header::LINK, value);
+    if let Some(link) = next_link(path, &served.value) {
+        response.headers_mut().insert(header::LINK, link);
     }
     response
+}
+
+/// A page as JSON, with `Link: <path?limit=..&cursor=..>; rel="next"` when more entries exist.
+/// `path` is the listing's own path, relative to this host.
+fn paged_json<T: Serialize>(path: &str, page: &Page<T>) -> HttpResponse {
+    let mut response = HttpResponse::Ok().json(page);
+    if let Some(link) = next_link(path, page) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
+}
+
+fn next_link<T>(path: &str, page: &Page<T>) -> Option<HeaderValue> {
+    let cursor = page.next_cursor.as_ref()?;
+    let link = format!(
+        "<{path}?limit={}&cursor={}>; rel=\"next\"",
+        page.limit,
+        cursor.encode()
+    );
+    Some(HeaderValue::from_str(&link).expect("a path and base64url are header-safe"))
 }
 
 /// A JSON response that says how it was served: `X-Cache` and `Server-Timing`.

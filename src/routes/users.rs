@@ -1,11 +1,12 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{served_json, served_page};
-use crate::domain::{NewUser, PageRequest, UserEdit, UserId};
+use super::{paged_json, served_json, served_page};
+use crate::domain::{Follow, InvalidInput, NewUser, PageRequest, UserEdit, UserId};
 use crate::error::ApiError;
 use crate::feed::Listing;
 use crate::startup::AppState;
+use crate::store::FollowList;
 
 /// Body of `POST /api/v1/users`.
 #[derive(Debug, Deserialize)]
@@ -83,4 +84,76 @@ pub async fn list_user_posts(
     )?;
     let served = state.feed.page(Listing::user_posts(id), page).await?;
     Ok(served_page(&format!("/api/v1/users/{id}/posts"), &served))
+}
+
+/// `PUT /api/v1/users/{id}/following/{target}`: 204 once `id` follows `target` (idempotent).
+// Authorization goes here when writes are authenticated: the caller must be `id`.
+#[tracing::instrument(skip(state))]
+pub async fn follow(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    state.feed.follow(parse_follow(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `DELETE /api/v1/users/{id}/following/{target}`: 204 once `id` does not follow `target`
+/// (idempotent).
+// Authorization goes here when writes are authenticated: the caller must be `id`.
+#[tracing::instrument(skip(state))]
+pub async fn unfollow(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    state.feed.unfollow(parse_follow(&path)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/v1/users/{id}/following?limit=&cursor=`: whom the user follows, newest follow first.
+#[tracing::instrument(skip(state))]
+pub async fn list_following(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list_follows(&state, &id, &query, FollowList::Following, "following").await
+}
+
+/// `GET /api/v1/users/{id}/followers?limit=&cursor=`: who follows the user, newest follow first.
+#[tracing::instrument(skip(state))]
+pub async fn list_followers(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list_follows(&state, &id, &query, FollowList::Followers, "followers").await
+}
+
+async fn list_follows(
+    state: &AppState,
+    id: &str,
+    query: &PageQuery,
+    list: FollowList,
+    segment: &str,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(id)?;
+    if query.offset.is_some() {
+        return Err(InvalidInput::new(
+            "invalid_query",
+            "follow lists page by cursor only: pass next_cursor as cursor",
+        )
+        .into());
+    }
+    let page = PageRequest::parse(
+        query.limit.as_deref(),
+        None,
+        query.cursor.as_deref(),
+        state.page_limits,
+    )?;
+    let page = state.feed.follows(id, list, page).await?;
+    Ok(paged_json(&format!("/api/v1/users/{id}/{segment}"), &page))
+}
+
+fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
+    Follow::parse(UserId::parse(&path.0)?, UserId::parse(&path.1)?)
 }

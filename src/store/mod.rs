@@ -14,7 +14,8 @@ pub use error::{Constraint, StoreError};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{
-    NewPost, NewUser, PageRequest, Position, Post, PostEdit, PostId, User, UserEdit, UserId,
+    Cursor, Follow, NewPost, NewUser, PageRequest, Position, Post, PostEdit, PostId, User,
+    UserEdit, UserId,
 };
 use crate::metrics::Metrics;
 
@@ -34,6 +35,10 @@ pub enum Query {
     UpdatePost,
     DeletePost,
     UpdateUser,
+    Follow,
+    Unfollow,
+    FollowingPage,
+    FollowersPage,
 }
 
 impl Query {
@@ -50,6 +55,10 @@ impl Query {
             Self::UpdatePost => "update_post",
             Self::DeletePost => "delete_post",
             Self::UpdateUser => "update_user",
+            Self::Follow => "follow",
+            Self::Unfollow => "unfollow",
+            Self::FollowingPage => "following_page",
+            Self::FollowersPage => "followers_page",
         }
     }
 }
@@ -62,6 +71,31 @@ pub struct Store {
     /// mistaken for a database that is down.
     probe: PgPool,
     metrics: Arc<Metrics>,
+}
+
+/// Which side of the follows a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowList {
+    /// The users someone follows.
+    Following,
+    /// The users who follow someone.
+    Followers,
+}
+
+/// One page of a follow list, most recent follow first.
+#[derive(Debug)]
+pub struct FollowsPage {
+    pub users: Vec<User>,
+    pub has_more: bool,
+    /// Where the next page starts, when `has_more`.
+    pub next: Option<Cursor>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FollowRow {
+    #[sqlx(flatten)]
+    user: User,
+    followed_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One page of posts read from PostgreSQL.
@@ -231,6 +265,91 @@ impl Store {
                 .fetch_optional(&self.pool),
         )
         .await
+    }
+
+    /// Follows, idempotently: `Some(true)` when the follow is new, `Some(false)` when it existed,
+    /// `None` when either user does not exist. Both users' counts and `updated_at` move with a new
+    /// follow, in the same statement.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn follow(&self, follow: Follow) -> Result<Option<bool>, StoreError> {
+        self.run(
+            Query::Follow,
+            sqlx::query_scalar(include_str!("../../db/queries/follow.sql"))
+                .bind(follow.follower)
+                .bind(follow.followee)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Unfollows, idempotently: `Some(true)` when a follow was removed, `Some(false)` when there was
+    /// none, `None` when either user does not exist.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn unfollow(&self, follow: Follow) -> Result<Option<bool>, StoreError> {
+        self.run(
+            Query::Unfollow,
+            sqlx::query_scalar(include_str!("../../db/queries/unfollow.sql"))
+                .bind(follow.follower)
+                .bind(follow.followee)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// One page of a follow list, after `page`'s cursor (offsets are refused before this).
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn follows_page(
+        &self,
+        user: UserId,
+        list: FollowList,
+        page: PageRequest,
+    ) -> Result<FollowsPage, StoreError> {
+        let (query, sql) = match list {
+            FollowList::Following => (
+                Query::FollowingPage,
+                include_str!("../../db/queries/following_page.sql"),
+            ),
+            FollowList::Followers => (
+                Query::FollowersPage,
+                include_str!("../../db/queries/followers_page.sql"),
+            ),
+        };
+        let after = match page.position() {
+            Position::After(cursor) => cursor,
+            // The newest possible position: before every follow.
+            Position::Offset(_) => Cursor::new(chrono::DateTime::<chrono::Utc>::MAX_UTC, i64::MAX),
+        };
+        let mut rows: Vec<FollowRow> = self
+            .run(
+                query,
+                sqlx::query_as(sql)
+                    .bind(user)
+                    .bind(after.created_at())
+                    .bind(after.id())
+                    .bind(i64::from(page.limit()) + 1)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        let has_more = rows.len() > page.limit() as usize;
+        rows.truncate(page.limit() as usize);
+        let next = rows
+            .last()
+            .filter(|_| has_more)
+            .map(|row| Cursor::new(row.followed_at, row.user.id.get()));
+        Ok(FollowsPage {
+            users: rows.into_iter().map(|row| row.user).collect(),
+            has_more,
+            next,
+        })
     }
 
     /// Reads posts by id, in no particular order; unknown ids are absent from the result.

@@ -219,6 +219,8 @@ async fn a_reader_that_raced_a_rename_cannot_put_the_old_user_back() {
         id: UserId::from_trusted(9),
         username: "racer".into(),
         display_name: name.into(),
+        followers_count: 0,
+        following_count: 0,
         created_at: now,
         updated_at: chrono::DateTime::from_timestamp_micros(now.timestamp_micros() + micros)
             .expect("in range"),

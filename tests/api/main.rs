@@ -8,6 +8,7 @@ mod deadlines;
 mod edits;
 mod errors;
 mod failover;
+mod follows;
 mod health;
 mod helpers;
 mod loadgen;
