@@ -4,6 +4,7 @@
 //! it names its cache key (pages hash and generation), reads a page from PostgreSQL, and says
 //! which writes change it. Adding a listing is a new file with these methods and a variant here.
 
+use super::home_feed::HomeFeed;
 use super::user_posts::UserPosts;
 use crate::cache::ListingKey;
 use crate::domain::{Follow, PageRequest, Post, User, UserId};
@@ -29,6 +30,8 @@ pub enum Change<'a> {
 pub enum Listing {
     /// One author's posts.
     UserPosts(UserPosts),
+    /// One reader's home feed.
+    HomeFeed(HomeFeed),
 }
 
 impl Listing {
@@ -37,10 +40,17 @@ impl Listing {
         Self::UserPosts(UserPosts::new(user))
     }
 
-    /// Where its pages are cached.
-    pub(super) fn key(&self) -> ListingKey {
+    /// A user's home feed.
+    pub fn home_feed(reader: UserId) -> Self {
+        Self::HomeFeed(HomeFeed::new(reader))
+    }
+
+    /// Where its pages are cached; `None` for a listing whose pages are not cached (its posts
+    /// still are).
+    pub(super) fn key(&self) -> Option<ListingKey> {
         match self {
-            Self::UserPosts(listing) => listing.key(),
+            Self::UserPosts(listing) => Some(listing.key()),
+            Self::HomeFeed(_) => None,
         }
     }
 
@@ -48,6 +58,7 @@ impl Listing {
     pub(super) fn owner(&self) -> UserId {
         match self {
             Self::UserPosts(listing) => listing.owner(),
+            Self::HomeFeed(listing) => listing.owner(),
         }
     }
 
@@ -59,14 +70,14 @@ impl Listing {
     ) -> Result<Option<PostsPage>, StoreError> {
         match self {
             Self::UserPosts(listing) => listing.load(store, page).await,
+            Self::HomeFeed(listing) => listing.load(store, page).await,
         }
     }
 
     /// The listings whose cached pages `change` makes wrong.
     pub(super) fn affected_by(change: Change<'_>) -> Vec<Self> {
-        UserPosts::affected_by(change)
-            .into_iter()
-            .map(Self::UserPosts)
-            .collect()
+        let user_posts = UserPosts::affected_by(change).map(Self::UserPosts);
+        let home_feed = HomeFeed::affected_by(change).map(Self::HomeFeed);
+        user_posts.into_iter().chain(home_feed).collect()
     }
 }

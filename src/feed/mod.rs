@@ -6,6 +6,7 @@
 
 mod error;
 mod health;
+mod home_feed;
 mod listing;
 mod pipeline;
 mod served;
@@ -236,7 +237,8 @@ impl Feed {
     /// Drops the cached pages of every listing `change` affects.
     async fn invalidate(&self, change: Change<'_>) {
         for listing in Listing::affected_by(change) {
-            if let Err(error) = self.cache.invalidate_listing(listing.key()).await {
+            let Some(key) = listing.key() else { continue };
+            if let Err(error) = self.cache.invalidate_listing(key).await {
                 tracing::error!(%error, ?listing, "write saved but a listing's cached pages could not be invalidated; they expire within the list TTL");
             }
         }

@@ -31,12 +31,15 @@ impl Feed {
             let loaded = self.load_page(listing, page, &mut timings).await?;
             return Ok(self.finish(page, loaded, CacheOutcome::Bypass, timings));
         }
+        let Some(key) = listing.key() else {
+            // Pages not cached: PostgreSQL lists the page, and its posts fill the object cache.
+            let loaded = self.load_page(listing, page, &mut timings).await?;
+            let objects: Vec<&Post> = loaded.posts.iter().collect();
+            timed(&mut timings.redis, self.cache.fill(&objects)).await;
+            return Ok(self.finish(page, loaded, CacheOutcome::Miss, timings));
+        };
 
-        let lookup = timed(
-            &mut timings.redis,
-            self.cache.lookup_page(listing.key(), page),
-        )
-        .await;
+        let lookup = timed(&mut timings.redis, self.cache.lookup_page(key, page)).await;
         let user_label = self.metrics.user_label(listing.owner());
         if let Some(cached) = lookup.page {
             self.metrics
@@ -69,8 +72,7 @@ impl Feed {
                 &mut timings.redis,
                 futures::future::join(
                     self.cache.fill(&objects),
-                    self.cache
-                        .store_page(listing.key(), page, generation, &cached),
+                    self.cache.store_page(key, page, generation, &cached),
                 ),
             )
             .await;

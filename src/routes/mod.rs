@@ -41,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(web::resource("/users/{id}/following").get(users::list_following))
                 .service(web::resource("/users/{id}/followers").get(users::list_followers))
+                .service(web::resource("/users/{id}/feed").get(users::home_feed))
                 .service(web::resource("/posts").post(posts::create_post))
                 .service(
                     web::resource("/posts/{id}")

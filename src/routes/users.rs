@@ -137,23 +137,45 @@ async fn list_follows(
     segment: &str,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(id)?;
-    if query.offset.is_some() {
-        return Err(InvalidInput::new(
-            "invalid_query",
-            "follow lists page by cursor only: pass next_cursor as cursor",
-        )
-        .into());
-    }
-    let page = PageRequest::parse(
-        query.limit.as_deref(),
-        None,
-        query.cursor.as_deref(),
-        state.page_limits,
-    )?;
+    let page = cursor_page(query, state, "a follow list")?;
     let page = state.feed.follows(id, list, page).await?;
     Ok(paged_json(&format!("/api/v1/users/{id}/{segment}"), &page))
 }
 
 fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
     Follow::parse(UserId::parse(&path.0)?, UserId::parse(&path.1)?)
+}
+
+/// `GET /api/v1/users/{id}/feed?limit=&cursor=`: the user's own posts and those of everyone they
+/// follow, newest first. Paged by cursor only.
+#[tracing::instrument(skip(state))]
+pub async fn home_feed(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = UserId::parse(&id)?;
+    let page = cursor_page(&query, &state, "the feed")?;
+    let served = state.feed.page(Listing::home_feed(id), page).await?;
+    Ok(served_page(&format!("/api/v1/users/{id}/feed"), &served))
+}
+
+/// A cursor-only page request: `offset` is refused with a pointer to `cursor`.
+fn cursor_page(
+    query: &PageQuery,
+    state: &AppState,
+    what: &str,
+) -> Result<PageRequest, InvalidInput> {
+    if query.offset.is_some() {
+        return Err(InvalidInput::new(
+            "invalid_query",
+            format!("{what} pages by cursor only: pass next_cursor as cursor"),
+        ));
+    }
+    PageRequest::parse(
+        query.limit.as_deref(),
+        None,
+        query.cursor.as_deref(),
+        state.page_limits,
+    )
 }

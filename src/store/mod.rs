@@ -39,6 +39,7 @@ pub enum Query {
     Unfollow,
     FollowingPage,
     FollowersPage,
+    HomeFeedPage,
 }
 
 impl Query {
@@ -59,6 +60,7 @@ impl Query {
             Self::Unfollow => "unfollow",
             Self::FollowingPage => "following_page",
             Self::FollowersPage => "followers_page",
+            Self::HomeFeedPage => "home_feed_page",
         }
     }
 }
@@ -323,11 +325,7 @@ impl Store {
                 include_str!("../../db/queries/followers_page.sql"),
             ),
         };
-        let after = match page.position() {
-            Position::After(cursor) => cursor,
-            // The newest possible position: before every follow.
-            Position::Offset(_) => Cursor::new(chrono::DateTime::<chrono::Utc>::MAX_UTC, i64::MAX),
-        };
+        let after = start(page);
         let mut rows: Vec<FollowRow> = self
             .run(
                 query,
@@ -407,6 +405,32 @@ impl Store {
         Ok(PostsPage::from_rows(rows, page.limit()))
     }
 
+    /// Reads one page of a user's home feed (their posts and their followees'), after `page`'s
+    /// cursor; the first page when it has none (offsets are refused before this).
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn home_feed_page(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<PostsPage, StoreError> {
+        let after = start(page);
+        let rows: Vec<Post> = self
+            .run(
+                Query::HomeFeedPage,
+                sqlx::query_as(include_str!("../../db/queries/home_feed_page.sql"))
+                    .bind(user_id)
+                    .bind(after.created_at())
+                    .bind(after.id())
+                    .bind(i64::from(page.limit()) + 1)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(PostsPage::from_rows(rows, page.limit()))
+    }
+
     /// Counts `query` and decodes its error.
     async fn run<T>(
         &self,
@@ -418,6 +442,14 @@ impl Store {
             .with_label_values(&[query.name()])
             .inc();
         call.await.map_err(StoreError::from)
+    }
+}
+
+/// Where a cursor-only listing starts: after the cursor, or before everything on a first page.
+fn start(page: PageRequest) -> Cursor {
+    match page.position() {
+        Position::After(cursor) => cursor,
+        Position::Offset(_) => Cursor::new(chrono::DateTime::<chrono::Utc>::MAX_UTC, i64::MAX),
     }
 }
 

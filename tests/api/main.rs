@@ -11,6 +11,7 @@ mod failover;
 mod follows;
 mod health;
 mod helpers;
+mod home_feed;
 mod loadgen;
 mod metrics;
 mod resilience;
