@@ -8,12 +8,12 @@
 //! - multi-key reads and writes are grouped by the primary that owns each key, one pipeline per node,
 //!   all nodes at once; a group that meets `MOVED`/`ASK` (stale slot map) falls back to per-key
 //!   commands, which also refreshes the map;
-//! - after a run of consecutive failures the connection is rebuilt in the background, which reloads
+//! - after a run of consecutive failures on one node the connection is rebuilt in the background, which reloads
 //!   the topology (failover behind a hung master); while none exists, calls fail at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,9 @@ struct Inner {
     timeout: Duration,
     connect_timeout: Duration,
     rebuild_after: u32,
-    consecutive_failures: AtomicU32,
+    /// Consecutive failed calls per node. Per node, so that a hung master is noticed even while
+    /// the healthy ones keep answering the same pages' other keys.
+    failure_streaks: Mutex<HashMap<String, u32>>,
     rebuilding: AtomicBool,
     last_rebuild: Mutex<Option<Instant>>,
     runtime: tokio::runtime::Handle,
@@ -164,7 +166,7 @@ impl ClusterCache {
                 timeout: settings.redis_timeout(),
                 connect_timeout: settings.redis_connect_timeout(),
                 rebuild_after: settings.redis_rebuild_after_errors,
-                consecutive_failures: AtomicU32::new(0),
+                failure_streaks: Mutex::new(HashMap::new()),
                 rebuilding: AtomicBool::new(false),
                 last_rebuild: Mutex::new(None),
                 runtime: tokio::runtime::Handle::current(),
@@ -207,8 +209,29 @@ impl ClusterCache {
 
     /// Sends `command(i)` for every key `i` (a write), one pipeline per owning primary. Best
     /// effort: a failed node leaves its keys unwritten, which the next read repairs.
-    pub async fn send_many(&self, keys: &[String], command: impl Fn(usize) -> redis::Cmd) {
+    pub async fn send_many(&self, keys: &[String], command: impl Fn(usize) -> redis::Cmd + Sync) {
         self.scatter(keys, command).await;
+    }
+
+    /// Sends `command(i)` for every key `i`, one pipeline per owning primary, and returns each
+    /// reply, or `Err` for a key whose node failed or timed out (so a caller can tell a failed
+    /// write from a refused one).
+    pub async fn query_many(
+        &self,
+        keys: &[String],
+        command: impl Fn(usize) -> redis::Cmd + Sync,
+    ) -> Vec<Result<Value, ()>> {
+        let mut replies: Vec<Result<Value, ()>> = vec![Err(()); keys.len()];
+        if keys.is_empty() {
+            return replies;
+        }
+        for (indexes, result) in self.scatter(keys, command).await {
+            let Ok(values) = result else { continue };
+            for (i, value) in indexes.into_iter().zip(values) {
+                replies[i] = Ok(value);
+            }
+        }
+        replies
     }
 
     /// Sends `command(i)` for every key `i`, grouped into one pipeline per owning primary, all nodes
@@ -216,7 +239,7 @@ impl ClusterCache {
     async fn scatter(
         &self,
         keys: &[String],
-        command: impl Fn(usize) -> redis::Cmd,
+        command: impl Fn(usize) -> redis::Cmd + Sync,
     ) -> Vec<(Vec<usize>, Result<Vec<Value>, CacheError>)> {
         let Some(connection) = self.connection_or_record() else {
             return Vec::new();
@@ -319,7 +342,7 @@ impl ClusterCache {
         target: Target,
         keys: &[String],
         indexes: &[usize],
-        command: &dyn Fn(usize) -> redis::Cmd,
+        command: &(dyn Fn(usize) -> redis::Cmd + Sync),
     ) -> Result<Vec<Value>, CacheError> {
         let label = target.label();
         let count = indexes.len();
@@ -366,7 +389,9 @@ impl ClusterCache {
             Err(_) => Err(CacheError::Timeout),
         };
         match &outcome {
-            Ok(_) => self.inner.consecutive_failures.store(0, Ordering::Relaxed),
+            Ok(_) => {
+                lock(&self.inner.failure_streaks).remove(node);
+            }
             Err(error) => {
                 self.inner
                     .metrics
@@ -374,6 +399,15 @@ impl ClusterCache {
                     .with_label_values(&[node])
                     .inc();
                 self.record_failure(error);
+                let streak = {
+                    let mut streaks = lock(&self.inner.failure_streaks);
+                    let streak = streaks.entry(node.to_owned()).or_insert(0);
+                    *streak += 1;
+                    *streak
+                };
+                if streak >= self.inner.rebuild_after {
+                    self.spawn_rebuild();
+                }
             }
         }
         outcome
@@ -387,17 +421,6 @@ impl ClusterCache {
             .with_label_values(&[kind])
             .inc();
         tracing::warn!(kind, %error, "cache call failed; serving from PostgreSQL");
-        if matches!(error, CacheError::Decode(_)) {
-            return;
-        }
-        let failures = self
-            .inner
-            .consecutive_failures
-            .fetch_add(1, Ordering::Relaxed)
-            + 1;
-        if failures >= self.inner.rebuild_after {
-            self.spawn_rebuild();
-        }
     }
 
     fn connection(&self) -> Option<ClusterConnection> {
@@ -501,7 +524,7 @@ impl Inner {
             .connection
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection);
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        lock(&self.failure_streaks).clear();
     }
 }
 
