@@ -119,6 +119,11 @@ pub struct Settings {
     #[arg(long, env = "PAGE_OFFSET_MAX", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub page_offset_max: u32,
 
+    /// Followers from which an author is a celebrity: their posts are not fanned out to inboxes
+    /// but merged from their outbox by each reader, so one post costs one write, not millions.
+    #[arg(long, env = "FEED_CELEBRITY_FOLLOWERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub feed_celebrity_followers: u32,
+
     /// Distinct `user_id` label values kept in the per-user cache metrics; the rest are counted as "other".
     #[arg(long, env = "METRICS_USER_LABEL_LIMIT", default_value_t = 1000)]
     pub metrics_user_label_limit: usize,
@@ -164,6 +169,17 @@ pub struct CacheSettings {
     /// Lifetime of a cached post or user object, in seconds.
     #[arg(long = "cache-object-ttl-secs", env = "CACHE_OBJECT_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub object_ttl_secs: u64,
+
+    /// Entries kept in each home-feed inbox and author outbox; deeper pages are read from
+    /// PostgreSQL. At most 127, so a box never leaves Redis's compact listpack encoding (128
+    /// entries by default), even with the one entry an append adds before trimming.
+    #[arg(long, env = "FEED_BOX_CAP", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub feed_box_cap: u32,
+
+    /// Lifetime of an inbox or outbox from its build, in seconds (never extended): bounds how long
+    /// a fan-out lost to a failover or a failed node can be missing from a feed.
+    #[arg(long, env = "FEED_BOX_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_box_ttl_secs: u64,
 
     /// Prefix of every Redis key this service writes, so several deployments can share a cluster.
     #[arg(

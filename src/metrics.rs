@@ -47,6 +47,18 @@ pub struct Metrics {
     pub cache_keys_per_batch: Histogram,
     /// PostgreSQL queries by kind.
     pub db_queries: IntCounterVec,
+    /// Boxes (inboxes and the author's outbox) one new or deleted post was written to.
+    pub feed_fanout_size: Histogram,
+    /// Time from a post's commit to the end of its fan-out.
+    pub feed_fanout_lag: Histogram,
+    /// Home-feed pages by where their ids came from: inbox, pulled (celebrity outboxes), database.
+    pub feed_sources: IntCounterVec,
+    /// Celebrity outboxes read by home-feed pages.
+    pub feed_celebrity_pulls: IntCounter,
+    /// Boxes rebuilt from PostgreSQL, by kind (inbox, outbox).
+    pub feed_rebuilds: IntCounterVec,
+    /// Boxes dropped because a fan-out to them failed (they are rebuilt on their next read).
+    pub feed_fanout_repairs: IntCounter,
 }
 
 impl Metrics {
@@ -160,6 +172,36 @@ impl Metrics {
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0],
             ),
             db_queries: counter_vec("db_queries_total", "PostgreSQL queries by kind", &["query"]),
+            feed_fanout_size: histogram(
+                "feed_fanout_size",
+                "Boxes one new or deleted post was written to (inboxes and the author's outbox)",
+                vec![1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0],
+            ),
+            feed_fanout_lag: histogram(
+                "feed_fanout_lag_seconds",
+                "Time from a post's commit until its fan-out to followers' inboxes ended",
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ],
+            ),
+            feed_sources: counter_vec(
+                "feed_sources_total",
+                "Home-feed pages by where their ids came from",
+                &["source"],
+            ),
+            feed_celebrity_pulls: counter(
+                "feed_celebrity_pulls_total",
+                "Celebrity outboxes read by home-feed pages",
+            ),
+            feed_rebuilds: counter_vec(
+                "feed_rebuilds_total",
+                "Inboxes and outboxes rebuilt from PostgreSQL",
+                &["box"],
+            ),
+            feed_fanout_repairs: counter(
+                "feed_fanout_repairs_total",
+                "Boxes dropped after a failed fan-out, to be rebuilt on their next read",
+            ),
             registry,
         }
     }

@@ -52,7 +52,12 @@ impl Application {
         let cache = Cache::connect(&settings.cache, Arc::clone(&metrics))
             .await
             .context("invalid REDIS_URLS")?;
-        let feed = Feed::new(store, cache, Arc::clone(&metrics));
+        let feed = Feed::new(
+            store,
+            cache,
+            Arc::clone(&metrics),
+            settings.feed_celebrity_followers,
+        );
         let state = web::Data::new(AppState {
             feed: feed.clone(),
             metrics,

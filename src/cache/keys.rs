@@ -10,6 +10,12 @@
 //! - `hf:{user:<id>}:gen`: that listing's generation, bumped on every write to it, so a page read
 //!   from PostgreSQL before a write cannot be cached after it. The `{user:<id>}` hash tag keeps it
 //!   in the same slot as the pages hash: one atomic pipeline or script touches both.
+//! - `hf:{user:<id>}:inbox` (+ `:meta`, `:building`): a reader's home-feed inbox, a sorted set of
+//!   [`FeedEntry`] members, all of score 0 so that lexicographic order is feed order; its meta hash
+//!   says whether it holds the whole feed and which celebrities' outboxes complete it; the
+//!   building key holds the token of a rebuild in progress. `hf:{user:<id>}:outbox` (+ `:meta`,
+//!   `:building`): an author's newest posts, read by the followers of a celebrity. One hash tag, so
+//!   one script reads or writes a box with its meta.
 
 use std::fmt::Display;
 
@@ -50,6 +56,61 @@ impl CachedObject for User {
     }
     fn version(&self) -> i64 {
         self.updated_at.timestamp_micros()
+    }
+}
+
+/// A sorted set of feed entries: a reader's inbox or an author's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BoxKey {
+    /// Fanned-out posts for this reader.
+    Inbox(UserId),
+    /// This author's own newest posts.
+    Outbox(UserId),
+}
+
+/// One post in a box: its position in feed order. Encoded as a fixed-width member
+/// `<created_at micros, 17 digits>:<id, 19 digits>` (37 bytes, under the 64 of Redis's compact
+/// listpack encoding), so that byte order is `(created_at, id)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedEntry {
+    pub created_at_micros: i64,
+    pub id: PostId,
+}
+
+impl FeedEntry {
+    /// The entry of a post.
+    pub fn of(post: &Post) -> Self {
+        Self {
+            created_at_micros: post.created_at.timestamp_micros(),
+            id: post.id,
+        }
+    }
+
+    /// The entry a cursor points after.
+    pub fn at(cursor: crate::domain::Cursor) -> Self {
+        Self {
+            created_at_micros: cursor.created_at().timestamp_micros(),
+            id: PostId::from_trusted(cursor.id()),
+        }
+    }
+
+    /// The sorted-set member.
+    pub fn member(&self) -> String {
+        format!(
+            "{:017}:{:019}",
+            self.created_at_micros.max(0),
+            self.id.get()
+        )
+    }
+
+    /// Parses a member written by [`FeedEntry::member`].
+    pub fn parse(member: &str) -> Option<Self> {
+        let (micros, id) = member.split_once(':')?;
+        let id: i64 = id.parse().ok()?;
+        Some(Self {
+            created_at_micros: micros.parse().ok()?,
+            id: (id > 0).then(|| PostId::from_trusted(id))?,
+        })
     }
 }
 
@@ -104,6 +165,20 @@ impl Keys {
         match listing {
             ListingKey::UserPosts(id) => format!("{}:{{user:{id}}}:gen", self.prefix),
         }
+    }
+
+    /// A box's sorted set, its meta hash and its rebuild token, in one slot.
+    pub fn feed_box(&self, key: BoxKey) -> [String; 3] {
+        let (id, kind) = match key {
+            BoxKey::Inbox(id) => (id, "inbox"),
+            BoxKey::Outbox(id) => (id, "outbox"),
+        };
+        let base = format!("{}:{{user:{id}}}:{kind}", self.prefix);
+        [
+            base.clone(),
+            format!("{base}:meta"),
+            format!("{base}:building"),
+        ]
     }
 
     /// The hash of a user's cached pages of their own posts.
@@ -169,6 +244,41 @@ mod tests {
             slot(b"bar"),
             "an empty tag hashes the whole key"
         );
+    }
+
+    #[test]
+    fn feed_entries_sort_as_the_feed_and_survive_their_encoding() {
+        let entry = |micros, id| FeedEntry {
+            created_at_micros: micros,
+            id: PostId::from_trusted(id),
+        };
+        let entries = [
+            entry(5, 9),
+            entry(5, 10),
+            entry(1_764_633_600_123_456, 2),
+            entry(10, 1),
+        ];
+        let mut by_member: Vec<FeedEntry> = entries.to_vec();
+        by_member.sort_by_key(FeedEntry::member);
+        let mut by_order = entries.to_vec();
+        by_order.sort();
+        assert_eq!(
+            by_member, by_order,
+            "member bytes sort like (created_at, id)"
+        );
+        for e in entries {
+            assert_eq!(FeedEntry::parse(&e.member()), Some(e));
+            assert!(e.member().len() < 64, "fits the listpack encoding");
+        }
+        assert_eq!(FeedEntry::parse("garbage"), None);
+    }
+
+    #[test]
+    fn a_box_and_its_meta_share_a_slot() {
+        let keys = Keys::new("hf");
+        let [set, meta, building] = keys.feed_box(BoxKey::Inbox(UserId::from_trusted(3)));
+        assert_eq!(slot(set.as_bytes()), slot(meta.as_bytes()));
+        assert_eq!(slot(set.as_bytes()), slot(building.as_bytes()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! and answered as a miss, and the caller serves from PostgreSQL. Key strings are built in `keys`
 //! only.
 
+mod boxes;
 mod cluster;
 pub mod keys;
 mod redis;
@@ -16,10 +17,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::cluster::CacheError;
-pub use self::keys::{CachedObject, Keys, ListingKey};
+pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
 pub use self::redis::RedisCache;
 use crate::config::{CacheMode, CacheSettings};
-use crate::domain::{PageRequest, PostId};
+use crate::domain::{PageRequest, PostId, UserId};
 use crate::metrics::Metrics;
 
 /// A cached page: the ids of its posts, newest first, and whether older posts exist.
@@ -43,6 +44,32 @@ pub struct PageLookup {
     /// failed (or there is no cache), so the page must not be cached.
     pub generation: Option<Generation>,
 }
+
+/// What a box held, as far as a read asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxRead {
+    /// The box holds every entry of its source (nothing older exists outside it).
+    pub complete: bool,
+    /// For an inbox: the celebrities whose outboxes complete the reader's feed.
+    pub celebs: Vec<UserId>,
+    /// Entries older than the read's bound, newest first.
+    pub entries: Vec<FeedEntry>,
+}
+
+/// What reading one box found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoxLookup {
+    /// The box was never built, expired, was evicted or dropped: rebuild it.
+    Missing,
+    /// The box exists.
+    Found(BoxRead),
+    /// Its node failed or timed out: serve from PostgreSQL, rebuild nothing.
+    Failed,
+}
+
+/// Proof that this rebuild, and no other since, may store its box.
+#[derive(Debug)]
+pub struct RebuildToken(String);
 
 /// How the cache tier answered a health probe.
 #[derive(Debug)]
@@ -171,6 +198,75 @@ impl Cache {
         match self {
             Self::None => Ok(()),
             Self::Redis(redis) => redis.invalidate_listing(listing).await,
+        }
+    }
+
+    /// Reads up to `count` entries older than `after` from each box, one pipeline per node.
+    pub async fn read_boxes(
+        &self,
+        boxes: &[BoxKey],
+        after: Option<FeedEntry>,
+        count: usize,
+    ) -> Vec<BoxLookup> {
+        match self {
+            Self::None => boxes.iter().map(|_| BoxLookup::Failed).collect(),
+            Self::Redis(redis) => redis.read_boxes(boxes, after, count).await,
+        }
+    }
+
+    /// Appends a new post's entry to every box that exists; returns the boxes whose node did not
+    /// answer (the caller must not leave them without the post).
+    pub async fn append_to_boxes(&self, boxes: &[BoxKey], entry: FeedEntry) -> Vec<BoxKey> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Redis(redis) => redis.append(boxes, entry).await,
+        }
+    }
+
+    /// Removes a deleted post's entry from every box; returns the boxes whose node did not answer.
+    pub async fn remove_from_boxes(&self, boxes: &[BoxKey], entry: FeedEntry) -> Vec<BoxKey> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Redis(redis) => redis.remove(boxes, entry).await,
+        }
+    }
+
+    /// Deletes boxes, so their next read rebuilds them; returns those whose node did not answer.
+    pub async fn drop_boxes(&self, boxes: &[BoxKey]) -> Vec<BoxKey> {
+        match self {
+            Self::None => Vec::new(),
+            Self::Redis(redis) => redis.drop_boxes(boxes).await,
+        }
+    }
+
+    /// Claims the rebuild of a box, across instances; `None` when another rebuild holds it.
+    pub async fn begin_rebuild(&self, key: BoxKey) -> Option<RebuildToken> {
+        match self {
+            Self::None => None,
+            Self::Redis(redis) => redis.begin_rebuild(key).await,
+        }
+    }
+
+    /// Stores a rebuilt box unless a write poisoned the rebuild; whether it was stored.
+    pub async fn store_box(
+        &self,
+        key: BoxKey,
+        token: &RebuildToken,
+        entries: &[FeedEntry],
+        complete: bool,
+        celebs: &[UserId],
+    ) -> bool {
+        match self {
+            Self::None => false,
+            Self::Redis(redis) => redis.store_box(key, token, entries, complete, celebs).await,
+        }
+    }
+
+    /// The most entries a box keeps.
+    pub fn box_cap(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Redis(redis) => redis.box_cap as usize,
         }
     }
 

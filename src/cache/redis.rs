@@ -42,10 +42,12 @@ return 1
 /// The Redis Cluster tier; cheap to clone.
 #[derive(Clone)]
 pub struct RedisCache {
-    cluster: ClusterCache,
-    keys: Keys,
+    pub(super) cluster: ClusterCache,
+    pub(super) keys: Keys,
     list_ttl_secs: u64,
     object_ttl_secs: u64,
+    pub(super) box_cap: u32,
+    pub(super) box_ttl_secs: u64,
     store_page: Arc<redis::Script>,
     put_versioned: Arc<redis::Script>,
 }
@@ -66,6 +68,8 @@ impl RedisCache {
             keys: Keys::new(settings.key_prefix.clone()),
             list_ttl_secs: settings.list_ttl_secs,
             object_ttl_secs: settings.object_ttl_secs,
+            box_cap: settings.feed_box_cap,
+            box_ttl_secs: settings.feed_box_ttl_secs,
             store_page: Arc::new(redis::Script::new(STORE_PAGE_LUA)),
             put_versioned: Arc::new(redis::Script::new(PUT_VERSIONED_LUA)),
         })

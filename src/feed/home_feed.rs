@@ -1,12 +1,26 @@
-//! The home feed: a user's own posts and those of everyone they follow, newest first,
-//! `GET /api/v1/users/{id}/feed`.
+//! The home feed: a reader's own posts and those of everyone they follow, newest first,
+//! `GET /api/v1/users/{id}/feed`. Hybrid fan-out:
 //!
-//! Served from PostgreSQL for now (one keyset query over the followees), its posts through the
-//! object cache. Its pages are not cached yet: a page of a feed changes with every post of every
-//! followee, which needs fan-out on write (inboxes) rather than per-listing invalidation.
+//! - **On write**, a post of an ordinary author is appended to the inbox of each follower whose
+//!   inbox exists (one pipeline per node) and to the author's own outbox. An author with
+//!   `FEED_CELEBRITY_FOLLOWERS` or more followers is a celebrity: the post goes to the outbox only.
+//! - **On read**, one round trip reads the reader's inbox and the list of celebrities they follow;
+//!   one more, one pipeline per node, reads those celebrities' outboxes; the entries are merged.
+//!   A page the boxes cannot cover (a missing box, or deeper than they reach) is read from
+//!   PostgreSQL, and missing boxes are rebuilt in the background, once per box however many
+//!   readers ask (coalesced in this instance, claimed with a token across instances).
+//! - **Consistency**: a rebuild that read PostgreSQL before a post or a delete is poisoned by that
+//!   write and stores nothing; a follow or unfollow drops the follower's inbox; an author who
+//!   becomes a celebrity drops their followers' inboxes (they then pull the author instead); a box
+//!   a fan-out could not reach is dropped; every box lives at most `FEED_BOX_TTL_SECS`.
 
-use super::listing::Change;
-use crate::domain::{PageRequest, UserId};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::listing::{Change, IdsLookup, Remember};
+use super::Feed;
+use crate::cache::{BoxKey, BoxLookup, BoxRead, CachedPage, FeedEntry};
+use crate::domain::{PageRequest, Position, Post, PostId, UserId};
 use crate::store::{PostsPage, Store, StoreError};
 
 /// One user's home feed.
@@ -24,6 +38,63 @@ impl HomeFeed {
         self.reader
     }
 
+    pub(super) async fn lookup(&self, feed: &Feed, page: PageRequest) -> IdsLookup {
+        let miss = |remember| IdsLookup {
+            ids: None,
+            remember,
+        };
+        let after = match page.position() {
+            Position::After(cursor) => Some(FeedEntry::at(cursor)),
+            Position::Offset(_) => None,
+        };
+        let count = page.limit() as usize + 1;
+        let inbox = BoxKey::Inbox(self.reader);
+        let inbox_read = match first(feed.cache.read_boxes(&[inbox], after, count).await) {
+            BoxLookup::Found(read) => read,
+            BoxLookup::Missing => return miss(Remember::Rebuild(vec![inbox])),
+            BoxLookup::Failed => return miss(Remember::Nothing),
+        };
+        let outboxes: Vec<BoxKey> = inbox_read
+            .celebs
+            .iter()
+            .map(|&c| BoxKey::Outbox(c))
+            .collect();
+        let mut sources = vec![inbox_read];
+        if !outboxes.is_empty() {
+            feed.metrics
+                .feed_celebrity_pulls
+                .inc_by(outboxes.len() as u64);
+            let reads = feed.cache.read_boxes(&outboxes, after, count).await;
+            let mut missing = Vec::new();
+            for (key, read) in outboxes.iter().zip(reads) {
+                match read {
+                    BoxLookup::Found(read) => sources.push(read),
+                    BoxLookup::Missing => missing.push(*key),
+                    BoxLookup::Failed => return miss(Remember::Nothing),
+                }
+            }
+            if !missing.is_empty() {
+                return miss(Remember::Rebuild(missing));
+            }
+        }
+        match merge(&sources, page.limit() as usize) {
+            Some(cached) => {
+                let source = if outboxes.is_empty() {
+                    "inbox"
+                } else {
+                    "pulled"
+                };
+                feed.metrics.feed_sources.with_label_values(&[source]).inc();
+                IdsLookup {
+                    ids: Some(cached),
+                    remember: Remember::Nothing,
+                }
+            }
+            // Deeper than the boxes reach: PostgreSQL serves it, and there is nothing to rebuild.
+            None => miss(Remember::Nothing),
+        }
+    }
+
     pub(super) async fn load(
         &self,
         store: &Store,
@@ -36,8 +107,215 @@ impl HomeFeed {
         Ok(Some(rows))
     }
 
-    /// Nothing to invalidate while its pages are not cached.
-    pub(super) fn affected_by(_change: Change<'_>) -> Option<Self> {
-        None
+    /// Fan-out of posts and deletes; dropped inboxes for follows.
+    pub(super) async fn apply(feed: &Feed, change: Change<'_>) {
+        let result = match change {
+            Change::PostCreated(post) => fan_out(feed, post, Write::Append).await,
+            Change::PostDeleted(post) => fan_out(feed, post, Write::Remove).await,
+            Change::Follows { follow, followee } => {
+                let mut dropped = vec![BoxKey::Inbox(follow.follower)];
+                // Just became a celebrity: its followers' inboxes, and its own, hold its
+                // fanned-out posts but would miss the next ones; rebuilt, they pull its outbox.
+                if followee.followers_count == i64::from(feed.celebrity_followers) {
+                    dropped.push(BoxKey::Inbox(follow.followee));
+                    match feed
+                        .store
+                        .follower_ids(follow.followee, feed.celebrity_followers)
+                        .await
+                    {
+                        Ok(followers) => dropped.extend(followers.into_iter().map(BoxKey::Inbox)),
+                        Err(error) => {
+                            tracing::error!(%error, "a new celebrity's followers could not be listed; their inboxes expire within FEED_BOX_TTL_SECS")
+                        }
+                    }
+                }
+                let failed = feed.cache.drop_boxes(&dropped).await;
+                report_failed(feed, &failed);
+                Ok(())
+            }
+            Change::PostEdited(_) | Change::UserEdited(_) => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "write saved but its fan-out could not be planned; affected feeds catch up within FEED_BOX_TTL_SECS");
+        }
+    }
+}
+
+/// Rebuilds one box from PostgreSQL, unless another rebuild holds it.
+pub(super) async fn rebuild(feed: &Feed, key: BoxKey) -> Result<(), StoreError> {
+    let Some(token) = feed.cache.begin_rebuild(key).await else {
+        return Ok(());
+    };
+    let cap = feed.cache.box_cap();
+    let fetch = u32::try_from(cap + 1).unwrap_or(u32::MAX);
+    let (posts, celebs) = match key {
+        BoxKey::Inbox(reader) => {
+            let sources = feed.store.feed_sources(reader).await?;
+            let threshold = i64::from(feed.celebrity_followers);
+            let (celebs, pushed): (Vec<_>, Vec<_>) = sources
+                .into_iter()
+                .partition(|&(_, followers)| followers >= threshold);
+            let pushed: Vec<UserId> = pushed.into_iter().map(|(id, _)| id).collect();
+            let posts = feed.store.newest_posts_of(&pushed, fetch).await?;
+            (posts, celebs.into_iter().map(|(id, _)| id).collect())
+        }
+        BoxKey::Outbox(author) => {
+            let posts = feed.store.newest_posts_of(&[author], fetch).await?;
+            (posts, Vec::new())
+        }
+    };
+    let complete = posts.len() <= cap;
+    let entries: Vec<FeedEntry> = posts.iter().take(cap).map(FeedEntry::of).collect();
+    let kind = match key {
+        BoxKey::Inbox(_) => "inbox",
+        BoxKey::Outbox(_) => "outbox",
+    };
+    if feed
+        .cache
+        .store_box(key, &token, &entries, complete, &celebs)
+        .await
+    {
+        feed.metrics.feed_rebuilds.with_label_values(&[kind]).inc();
+    } else {
+        tracing::debug!(
+            ?key,
+            "rebuild not stored: a write poisoned it, or the node failed"
+        );
+    }
+    Ok(())
+}
+
+enum Write {
+    Append,
+    Remove,
+}
+
+/// Writes one post's entry to its author's outbox and, unless the author is a celebrity, to the
+/// inboxes of the author and every follower.
+async fn fan_out(feed: &Feed, post: &Post, write: Write) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let followers = feed
+        .store
+        .follower_ids(post.user_id, feed.celebrity_followers)
+        .await?;
+    let mut boxes = vec![BoxKey::Outbox(post.user_id)];
+    if followers.len() < feed.celebrity_followers as usize {
+        boxes.push(BoxKey::Inbox(post.user_id));
+        boxes.extend(followers.into_iter().map(BoxKey::Inbox));
+    }
+    let entry = FeedEntry::of(post);
+    let failed = match write {
+        Write::Append => feed.cache.append_to_boxes(&boxes, entry).await,
+        Write::Remove => feed.cache.remove_from_boxes(&boxes, entry).await,
+    };
+    feed.metrics.feed_fanout_size.observe(boxes.len() as f64);
+    feed.metrics
+        .feed_fanout_lag
+        .observe(started.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        // A box that may have missed this post must not keep serving without it: drop it, and
+        // if its node is still out of reach, its TTL bounds the damage.
+        let unreachable = feed.cache.drop_boxes(&failed).await;
+        feed.metrics.feed_fanout_repairs.inc_by(failed.len() as u64);
+        report_failed(feed, &unreachable);
+    }
+    Ok(())
+}
+
+fn report_failed(feed: &Feed, failed: &[BoxKey]) {
+    if !failed.is_empty() {
+        let _ = feed;
+        tracing::error!(boxes = failed.len(), "feed boxes could not be reached; they may serve without the latest write until FEED_BOX_TTL_SECS");
+    }
+}
+
+fn first(mut reads: Vec<BoxLookup>) -> BoxLookup {
+    if reads.is_empty() {
+        BoxLookup::Failed
+    } else {
+        reads.swap_remove(0)
+    }
+}
+
+/// Merges boxes into one page of `limit` ids, if they cover it. Each source is certain above its
+/// horizon: the last entry it returned, when it returned as many as asked or holds less than its
+/// whole source; nowhere, for a complete box read to its end. The page is served from the boxes
+/// only if `limit + 1` merged entries (or the end of every source) lie above every horizon.
+fn merge(sources: &[BoxRead], limit: usize) -> Option<CachedPage> {
+    let count = limit + 1;
+    let mut horizon: Option<FeedEntry> = None;
+    for source in sources {
+        let exhausted = source.entries.len() < count;
+        if exhausted && source.complete {
+            continue;
+        }
+        // Nothing returned by an incomplete box: nothing below the bound is known.
+        let last = source.entries.last().copied()?;
+        horizon = horizon.max(Some(last));
+    }
+    let merged: BTreeSet<FeedEntry> = sources
+        .iter()
+        .flat_map(|s| s.entries.iter().copied())
+        .filter(|entry| horizon.is_none_or(|h| *entry >= h))
+        .collect();
+    let newest: Vec<PostId> = merged.iter().rev().take(count).map(|e| e.id).collect();
+    if newest.len() < count && horizon.is_some() {
+        return None;
+    }
+    let has_more = newest.len() > limit;
+    Some(CachedPage {
+        ids: newest.into_iter().take(limit).collect(),
+        has_more,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(micros: i64) -> FeedEntry {
+        FeedEntry {
+            created_at_micros: micros,
+            id: PostId::from_trusted(micros),
+        }
+    }
+
+    fn read(complete: bool, micros: &[i64]) -> BoxRead {
+        BoxRead {
+            complete,
+            celebs: Vec::new(),
+            entries: micros.iter().map(|&m| entry(m)).collect(),
+        }
+    }
+
+    fn ids(page: &CachedPage) -> Vec<i64> {
+        page.ids.iter().map(|id| id.get()).collect()
+    }
+
+    #[test]
+    fn complete_boxes_read_to_their_end_make_the_last_page() {
+        let page = merge(&[read(true, &[9, 5]), read(true, &[7])], 2).expect("covered");
+        assert_eq!(ids(&page), [9, 7]);
+        assert!(page.has_more);
+        let last = merge(&[read(true, &[5]), read(true, &[])], 2).expect("covered");
+        assert_eq!((ids(&last), last.has_more), (vec![5], false));
+    }
+
+    #[test]
+    fn a_box_that_stops_short_bounds_what_the_merge_may_claim() {
+        // The outbox returned all it was asked (3 of limit 2 + 1): older posts of that author
+        // may exist below 6, so only entries at or above 6 are certain.
+        let page = merge(&[read(true, &[9, 1]), read(false, &[8, 7, 6])], 2).expect("covered");
+        assert_eq!(ids(&page), [9, 8]);
+        assert!(page.has_more);
+        // An incomplete inbox that ran out above the page: PostgreSQL must serve it.
+        assert_eq!(merge(&[read(false, &[9])], 2), None);
+        assert_eq!(merge(&[read(false, &[])], 2), None);
+    }
+
+    #[test]
+    fn the_same_post_from_two_boxes_appears_once() {
+        let page = merge(&[read(true, &[9, 5]), read(true, &[9, 5])], 5).expect("covered");
+        assert_eq!(ids(&page), [9, 5]);
     }
 }

@@ -1,12 +1,14 @@
 //! The listings the feed serves, one file each, and the one enum that dispatches to them.
 //!
 //! A listing is a newest-first sequence of posts that the page pipeline (`pipeline.rs`) serves:
-//! it names its cache key (pages hash and generation), reads a page from PostgreSQL, and says
-//! which writes change it. Adding a listing is a new file with these methods and a variant here.
+//! it looks a page's ids up in the cache, reads a page from PostgreSQL, says what to store after
+//! a miss, and applies writes to what it caches. Adding a listing is a new file with these
+//! methods and a variant here.
 
 use super::home_feed::HomeFeed;
 use super::user_posts::UserPosts;
-use crate::cache::ListingKey;
+use super::Feed;
+use crate::cache::{BoxKey, Cache, CachedPage, Generation, ListingKey};
 use crate::domain::{Follow, PageRequest, Post, User, UserId};
 use crate::store::{PostsPage, Store, StoreError};
 
@@ -21,8 +23,26 @@ pub enum Change<'a> {
     PostDeleted(&'a Post),
     /// A user's profile changed.
     UserEdited(&'a User),
-    /// Someone started or stopped following someone.
-    Follows(Follow),
+    /// Someone started or stopped following someone; `followee` is how the followee now is.
+    Follows { follow: Follow, followee: &'a User },
+}
+
+/// What the cache said about one page of a listing.
+pub(super) struct IdsLookup {
+    /// The page's ids, when the cache could answer.
+    pub ids: Option<CachedPage>,
+    /// What to store once PostgreSQL has served the page.
+    pub remember: Remember,
+}
+
+/// What the pipeline stores after a page was read from PostgreSQL.
+pub(super) enum Remember {
+    /// Nothing (the cache failed, or it cannot hold this page).
+    Nothing,
+    /// The page itself, if the listing's generation is still this one.
+    Page(ListingKey, Generation),
+    /// These boxes were missing: rebuild them in the background.
+    Rebuild(Vec<BoxKey>),
 }
 
 /// Every listing the feed serves.
@@ -45,20 +65,19 @@ impl Listing {
         Self::HomeFeed(HomeFeed::new(reader))
     }
 
-    /// Where its pages are cached; `None` for a listing whose pages are not cached (its posts
-    /// still are).
-    pub(super) fn key(&self) -> Option<ListingKey> {
-        match self {
-            Self::UserPosts(listing) => Some(listing.key()),
-            Self::HomeFeed(_) => None,
-        }
-    }
-
     /// The user whose `user_id` label its cache metrics carry.
     pub(super) fn owner(&self) -> UserId {
         match self {
             Self::UserPosts(listing) => listing.owner(),
             Self::HomeFeed(listing) => listing.owner(),
+        }
+    }
+
+    /// The page's ids from the cache, if it has them.
+    pub(super) async fn lookup(&self, feed: &Feed, page: PageRequest) -> IdsLookup {
+        match self {
+            Self::UserPosts(listing) => listing.lookup(&feed.cache, page).await,
+            Self::HomeFeed(listing) => listing.lookup(feed, page).await,
         }
     }
 
@@ -74,10 +93,16 @@ impl Listing {
         }
     }
 
-    /// The listings whose cached pages `change` makes wrong.
-    pub(super) fn affected_by(change: Change<'_>) -> Vec<Self> {
-        let user_posts = UserPosts::affected_by(change).map(Self::UserPosts);
-        let home_feed = HomeFeed::affected_by(change).map(Self::HomeFeed);
-        user_posts.into_iter().chain(home_feed).collect()
+    /// Brings every listing's cache up to date with a committed write, before it is answered.
+    pub(super) async fn apply(feed: &Feed, change: Change<'_>) {
+        UserPosts::apply(&feed.cache, change).await;
+        HomeFeed::apply(feed, change).await;
+    }
+}
+
+/// Used by the listings that cache pages by generation.
+pub(super) async fn invalidate(cache: &Cache, key: ListingKey) {
+    if let Err(error) = cache.invalidate_listing(key).await {
+        tracing::error!(%error, ?key, "write saved but a listing's cached pages could not be invalidated; they expire within the list TTL");
     }
 }

@@ -12,7 +12,8 @@ mod pipeline;
 mod served;
 mod user_posts;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use error::{Conflict, FeedError, Reference, Resource};
@@ -21,7 +22,7 @@ pub use listing::{Change, Listing};
 use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
-use crate::cache::{Cache, CachedObject};
+use crate::cache::{BoxKey, Cache, CachedObject};
 use crate::domain::{
     Follow, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User, UserEdit, UserId,
 };
@@ -37,15 +38,51 @@ pub struct Feed {
     store: Store,
     cache: Cache,
     metrics: Arc<Metrics>,
+    /// Followers from which an author's posts are pulled by readers instead of pushed.
+    celebrity_followers: u32,
+    /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
+    rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
 }
 
 impl Feed {
-    /// A feed over `store`, cached by `cache` (which may be [`Cache::None`]).
-    pub fn new(store: Store, cache: Cache, metrics: Arc<Metrics>) -> Self {
+    /// A feed over `store`, cached by `cache` (which may be [`Cache::None`]); authors with
+    /// `celebrity_followers` or more followers are pulled by their readers, not pushed.
+    pub fn new(
+        store: Store,
+        cache: Cache,
+        metrics: Arc<Metrics>,
+        celebrity_followers: u32,
+    ) -> Self {
         Self {
             store,
             cache,
             metrics,
+            celebrity_followers,
+            rebuilding: Arc::default(),
+        }
+    }
+
+    /// Rebuilds missing boxes in the background, each once in this instance at a time.
+    fn spawn_rebuilds(&self, boxes: Vec<BoxKey>) {
+        for key in boxes {
+            let claimed = self
+                .rebuilding
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(key);
+            if !claimed {
+                continue;
+            }
+            let feed = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = home_feed::rebuild(&feed, key).await {
+                    tracing::warn!(%error, ?key, "feed box rebuild failed; the next read tries again");
+                }
+                feed.rebuilding
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&key);
+            });
         }
     }
 
@@ -216,12 +253,16 @@ impl Feed {
             }
             Some(false) => Ok(()),
             Some(true) => {
+                let mut followee = None;
                 for id in [follow.follower, follow.followee] {
                     if let Some(user) = self.store.user_by_id(id).await? {
                         self.publish(&user).await;
+                        followee = Some(user);
                     }
                 }
-                self.invalidate(Change::Follows(follow)).await;
+                if let Some(followee) = &followee {
+                    self.invalidate(Change::Follows { follow, followee }).await;
+                }
                 Ok(())
             }
         }
@@ -234,14 +275,9 @@ impl Feed {
         }
     }
 
-    /// Drops the cached pages of every listing `change` affects.
+    /// Brings every listing's cache up to date with a committed write.
     async fn invalidate(&self, change: Change<'_>) {
-        for listing in Listing::affected_by(change) {
-            let Some(key) = listing.key() else { continue };
-            if let Err(error) = self.cache.invalidate_listing(key).await {
-                tracing::error!(%error, ?listing, "write saved but a listing's cached pages could not be invalidated; they expire within the list TTL");
-            }
-        }
+        Listing::apply(self, change).await;
     }
 
     /// Single-object read-through: cache, else PostgreSQL and fill.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::listing::Listing;
+use super::listing::{Listing, Remember};
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::CachedPage;
@@ -31,17 +31,10 @@ impl Feed {
             let loaded = self.load_page(listing, page, &mut timings).await?;
             return Ok(self.finish(page, loaded, CacheOutcome::Bypass, timings));
         }
-        let Some(key) = listing.key() else {
-            // Pages not cached: PostgreSQL lists the page, and its posts fill the object cache.
-            let loaded = self.load_page(listing, page, &mut timings).await?;
-            let objects: Vec<&Post> = loaded.posts.iter().collect();
-            timed(&mut timings.redis, self.cache.fill(&objects)).await;
-            return Ok(self.finish(page, loaded, CacheOutcome::Miss, timings));
-        };
 
-        let lookup = timed(&mut timings.redis, self.cache.lookup_page(key, page)).await;
+        let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
         let user_label = self.metrics.user_label(listing.owner());
-        if let Some(cached) = lookup.page {
+        if let Some(cached) = lookup.ids {
             self.metrics
                 .list_hits
                 .with_label_values(&[&user_label])
@@ -62,20 +55,33 @@ impl Feed {
         }
 
         let loaded = self.load_page(listing, page, &mut timings).await?;
-        if let Some(generation) = &lookup.generation {
-            let cached = CachedPage {
-                ids: loaded.posts.iter().map(|post| post.id).collect(),
-                has_more: loaded.has_more,
-            };
-            let objects: Vec<&Post> = loaded.posts.iter().collect();
-            timed(
-                &mut timings.redis,
-                futures::future::join(
-                    self.cache.fill(&objects),
-                    self.cache.store_page(key, page, generation, &cached),
-                ),
-            )
-            .await;
+        let objects: Vec<&Post> = loaded.posts.iter().collect();
+        match lookup.remember {
+            Remember::Nothing => timed(&mut timings.redis, self.cache.fill(&objects)).await,
+            Remember::Page(key, generation) => {
+                let cached = CachedPage {
+                    ids: loaded.posts.iter().map(|post| post.id).collect(),
+                    has_more: loaded.has_more,
+                };
+                timed(
+                    &mut timings.redis,
+                    futures::future::join(
+                        self.cache.fill(&objects),
+                        self.cache.store_page(key, page, &generation, &cached),
+                    ),
+                )
+                .await;
+            }
+            Remember::Rebuild(boxes) => {
+                timed(&mut timings.redis, self.cache.fill(&objects)).await;
+                self.spawn_rebuilds(boxes);
+            }
+        }
+        if matches!(listing, Listing::HomeFeed(_)) {
+            self.metrics
+                .feed_sources
+                .with_label_values(&["database"])
+                .inc();
         }
         Ok(self.finish(page, loaded, CacheOutcome::Miss, timings))
     }

@@ -1,7 +1,8 @@
-//! The listing of one author's posts, newest first: `GET /api/v1/users/{id}/posts`.
+//! The listing of one author's posts, newest first: `GET /api/v1/users/{id}/posts`. Its pages
+//! are cached whole in the author's pages hash, guarded by the listing's generation.
 
-use super::listing::Change;
-use crate::cache::ListingKey;
+use super::listing::{invalidate, Change, IdsLookup, Remember};
+use crate::cache::{Cache, ListingKey};
 use crate::domain::{PageRequest, UserId};
 use crate::store::{PostsPage, Store, StoreError};
 
@@ -16,12 +17,22 @@ impl UserPosts {
         Self { author }
     }
 
-    pub(super) fn key(&self) -> ListingKey {
+    fn key(&self) -> ListingKey {
         ListingKey::UserPosts(self.author)
     }
 
     pub(super) fn owner(&self) -> UserId {
         self.author
+    }
+
+    pub(super) async fn lookup(&self, cache: &Cache, page: PageRequest) -> IdsLookup {
+        let lookup = cache.lookup_page(self.key(), page).await;
+        IdsLookup {
+            ids: lookup.page,
+            remember: lookup.generation.map_or(Remember::Nothing, |generation| {
+                Remember::Page(self.key(), generation)
+            }),
+        }
     }
 
     pub(super) async fn load(
@@ -39,10 +50,12 @@ impl UserPosts {
 
     /// A new or deleted post changes its author's listing. An edit does not: cached pages hold
     /// ids, and the edit rewrites the post's own object.
-    pub(super) fn affected_by(change: Change<'_>) -> Option<Self> {
+    pub(super) async fn apply(cache: &Cache, change: Change<'_>) {
         match change {
-            Change::PostCreated(post) | Change::PostDeleted(post) => Some(Self::new(post.user_id)),
-            Change::PostEdited(_) | Change::UserEdited(_) | Change::Follows(_) => None,
+            Change::PostCreated(post) | Change::PostDeleted(post) => {
+                invalidate(cache, Self::new(post.user_id).key()).await;
+            }
+            Change::PostEdited(_) | Change::UserEdited(_) | Change::Follows { .. } => {}
         }
     }
 }

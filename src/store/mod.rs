@@ -40,6 +40,9 @@ pub enum Query {
     FollowingPage,
     FollowersPage,
     HomeFeedPage,
+    FeedSources,
+    NewestPostsOf,
+    FollowerIds,
 }
 
 impl Query {
@@ -61,6 +64,9 @@ impl Query {
             Self::FollowingPage => "following_page",
             Self::FollowersPage => "followers_page",
             Self::HomeFeedPage => "home_feed_page",
+            Self::FeedSources => "feed_sources",
+            Self::NewestPostsOf => "newest_posts_of",
+            Self::FollowerIds => "follower_ids",
         }
     }
 }
@@ -429,6 +435,63 @@ impl Store {
             )
             .await?;
         Ok(PostsPage::from_rows(rows, page.limit()))
+    }
+
+    /// The authors of a reader's home feed (the reader first, then everyone they follow), each
+    /// with its follower count.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn feed_sources(&self, reader: UserId) -> Result<Vec<(UserId, i64)>, StoreError> {
+        self.run(
+            Query::FeedSources,
+            sqlx::query_as(include_str!("../../db/queries/feed_sources.sql"))
+                .bind(reader)
+                .fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    /// The newest `limit` posts of `authors`, merged newest first.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip_all, fields(authors = authors.len()))]
+    pub async fn newest_posts_of(
+        &self,
+        authors: &[UserId],
+        limit: u32,
+    ) -> Result<Vec<Post>, StoreError> {
+        let raw: Vec<i64> = authors.iter().map(|id| id.get()).collect();
+        self.run(
+            Query::NewestPostsOf,
+            sqlx::query_as(include_str!("../../db/queries/newest_posts_of.sql"))
+                .bind(raw)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    /// Up to `limit` followers of `author`.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn follower_ids(
+        &self,
+        author: UserId,
+        limit: u32,
+    ) -> Result<Vec<UserId>, StoreError> {
+        self.run(
+            Query::FollowerIds,
+            sqlx::query_scalar(include_str!("../../db/queries/follower_ids.sql"))
+                .bind(author)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool),
+        )
+        .await
     }
 
     /// Counts `query` and decodes its error.

@@ -7,7 +7,13 @@ use proptest::prelude::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_code, page_ids, spawn_app, TestApp};
+use std::time::{Duration, Instant};
+
+use hotfeed::cache::BoxKey;
+use hotfeed::domain::UserId;
+use redis::AsyncCommands as _;
+
+use crate::helpers::{error_code, page_ids, spawn_app, spawn_app_with, TestApp};
 
 async fn send(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> u16 {
     let mut request = app.client.request(method, app.url(path));
@@ -216,7 +222,13 @@ fn feeds_match_postgres(steps: Vec<Step>, limit: u32) -> Result<(), TestCaseErro
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let app = spawn_app().await;
+        // Small boxes and a low celebrity bar, so that walks cross the end of the boxes and
+        // readers pull outboxes as well as read inboxes.
+        let app = spawn_app_with(|settings| {
+            settings.cache.feed_box_cap = 4;
+            settings.feed_celebrity_followers = 2;
+        })
+        .await;
         let mut users = Vec::new();
         for n in 0..4 {
             users.push(app.create_user(&format!("prop.user{n}")).await);
@@ -257,7 +269,7 @@ fn feeds_match_postgres(steps: Vec<Step>, limit: u32) -> Result<(), TestCaseErro
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn every_feed_walk_equals_the_feed_postgres_defines(
@@ -266,4 +278,174 @@ proptest! {
     ) {
         feeds_match_postgres(steps, limit)?;
     }
+}
+
+/// Reads the first feed page until it is served from the boxes (the rebuild runs in the
+/// background); the outcome sequence seen on the way.
+async fn until_hit(app: &TestApp, reader: i64) -> Vec<String> {
+    let path = format!("/api/v1/users/{reader}/feed?limit=5");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let res = app.get(&path).await;
+        let outcome = res.headers()["x-cache"].to_str().expect("ASCII").to_owned();
+        seen.push(outcome.clone());
+        if outcome == "HIT" {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "the inbox was rebuilt: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cold_feed_is_complete_at_once_then_served_from_the_inbox_and_fanned_out_to() {
+    // Arrange
+    let app = spawn_app().await;
+    let reader = app.create_user("cold.reader").await;
+    let authors = [
+        app.create_user("cold.a").await,
+        app.create_user("cold.b").await,
+    ];
+    for author in authors {
+        follow(&app, reader, author).await;
+        app.create_posts(author, 4).await;
+    }
+    let expected = feed_in_db(&app, reader).await;
+
+    // Act: the first read misses (no inbox yet) and is answered in full from PostgreSQL.
+    let first = app
+        .get(&format!("/api/v1/users/{reader}/feed?limit=5"))
+        .await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let first: Value = first.json().await.expect("JSON");
+    assert_eq!(
+        page_ids(&first).len(),
+        5,
+        "a complete first page, not an empty or partial one"
+    );
+    let seen = until_hit(&app, reader).await;
+
+    // Assert: served from the inbox, the same walk; a new post lands in the inbox at once.
+    assert_eq!(walk(&app, reader, 3).await, expected, "after: {seen:?}");
+    let fresh = app.create_posts(authors[1], 1).await[0];
+    let res = app
+        .get(&format!("/api/v1/users/{reader}/feed?limit=5"))
+        .await;
+    assert_eq!(
+        res.headers()["x-cache"],
+        "HIT",
+        "fan-out on write: no rebuild needed"
+    );
+    let page: Value = res.json().await.expect("JSON");
+    assert_eq!(page_ids(&page)[0], fresh);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics
+            .get("feed_sources_total", &[("source", "inbox")])
+            .map(|v| v > 0.0),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn many_concurrent_readers_of_a_cold_feed_cause_one_rebuild() {
+    let app = spawn_app().await;
+    let reader = app.create_user("crowd.reader").await;
+    let author = app.create_user("crowd.author").await;
+    follow(&app, reader, author).await;
+    app.create_posts(author, 3).await;
+
+    let path = format!("/api/v1/users/{reader}/feed");
+    let reads = (0..50).map(|_| {
+        let app = &app;
+        let path = path.clone();
+        async move { app.get(&path).await.status().as_u16() }
+    });
+    let statuses = futures::future::join_all(reads).await;
+    until_hit(&app, reader).await;
+
+    assert!(statuses.iter().all(|&s| s == 200));
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.get("feed_rebuilds_total", &[("box", "inbox")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.get("db_queries_total", &[("query", "feed_sources")]),
+        Some(1.0),
+        "one rebuild read the followees once"
+    );
+}
+
+#[tokio::test]
+async fn a_celebritys_posts_are_pulled_from_its_outbox_not_pushed() {
+    // Arrange: with a bar of 2 followers, `star` is a celebrity once two readers follow it.
+    let app = spawn_app_with(|settings| settings.feed_celebrity_followers = 2).await;
+    let star = app.create_user("star").await;
+    let readers = [
+        app.create_user("fan.one").await,
+        app.create_user("fan.two").await,
+    ];
+    for reader in readers {
+        follow(&app, reader, star).await;
+    }
+    app.create_posts(star, 2).await;
+    until_hit(&app, readers[0]).await;
+
+    // Act
+    let post = app.create_posts(star, 1).await[0];
+    let res = app
+        .get(&format!("/api/v1/users/{}/feed?limit=5", readers[0]))
+        .await;
+
+    // Assert: served from the boxes, newest first, without the post in the reader's inbox.
+    assert_eq!(res.headers()["x-cache"], "HIT");
+    let page: Value = res.json().await.expect("JSON");
+    assert_eq!(page_ids(&page)[0], post);
+    let mut redis = app.redis().await;
+    let [inbox, _, _] = app
+        .keys
+        .feed_box(BoxKey::Inbox(UserId::from_trusted(readers[0])));
+    let [outbox, _, _] = app
+        .keys
+        .feed_box(BoxKey::Outbox(UserId::from_trusted(star)));
+    let inbox_size: i64 = redis.zcard(&inbox).await.expect("ZCARD");
+    let outbox_size: i64 = redis.zcard(&outbox).await.expect("ZCARD");
+    assert_eq!(inbox_size, 0, "nothing of the celebrity's was pushed");
+    assert_eq!(outbox_size, 3, "the outbox holds its posts");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .get("feed_celebrity_pulls_total", &[])
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    assert_eq!(
+        walk(&app, readers[0], 2).await,
+        feed_in_db(&app, readers[0]).await
+    );
+}
+
+#[tokio::test]
+async fn becoming_a_celebrity_drops_the_followers_inboxes_so_none_misses_its_next_posts() {
+    let app = spawn_app_with(|settings| settings.feed_celebrity_followers = 2).await;
+    let rising = app.create_user("rising").await;
+    let early = app.create_user("early.fan").await;
+    follow(&app, early, rising).await;
+    app.create_posts(rising, 2).await;
+    until_hit(&app, early).await;
+
+    // A second follower makes `rising` a celebrity: from now on its posts are not pushed.
+    let late = app.create_user("late.fan").await;
+    follow(&app, late, rising).await;
+    let post = app.create_posts(rising, 1).await[0];
+
+    let walked = walk(&app, early, 2).await;
+    assert_eq!(
+        walked.first().map(|p| p.0),
+        Some(post),
+        "the early fan sees the new post"
+    );
+    assert_eq!(walked, feed_in_db(&app, early).await);
 }
