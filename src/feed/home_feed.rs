@@ -222,12 +222,36 @@ async fn fan_out(feed: &Feed, post: &Post, write: Write) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Keeps trying to drop boxes whose node did not answer, in the background: once the node is
+/// back or its replica promoted (and the connection rebuilt), the drop lands and the next read
+/// rebuilds them. Past [`DROP_RETRY_FOR`] the box's TTL is the bound.
 fn report_failed(feed: &Feed, failed: &[BoxKey]) {
-    if !failed.is_empty() {
-        let _ = feed;
-        tracing::error!(boxes = failed.len(), "feed boxes could not be reached; they may serve without the latest write until FEED_BOX_TTL_SECS");
+    if failed.is_empty() {
+        return;
     }
+    tracing::warn!(
+        boxes = failed.len(),
+        "feed boxes could not be reached; retrying their drop in the background"
+    );
+    let feed = feed.clone();
+    let mut pending = failed.to_vec();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        while !pending.is_empty() && started.elapsed() < DROP_RETRY_FOR {
+            tokio::time::sleep(DROP_RETRY_EVERY).await;
+            pending = feed.cache.drop_boxes(&pending).await;
+        }
+        if pending.is_empty() {
+            tracing::info!("unreachable feed boxes dropped after all");
+        } else {
+            tracing::error!(boxes = pending.len(), "feed boxes still unreachable; they may serve without a write until FEED_BOX_TTL_SECS");
+        }
+    });
 }
+
+/// How long a failed drop is retried, and how often.
+const DROP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+const DROP_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn first(mut reads: Vec<BoxLookup>) -> BoxLookup {
     if reads.is_empty() {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hotfeed::cache::BoxKey;
 use hotfeed::domain::UserId;
 use serde_json::Value;
 
@@ -20,7 +21,10 @@ struct PrivateCluster {
 
 impl PrivateCluster {
     fn start(base_port: u16) -> Self {
-        let dir = std::env::temp_dir().join(format!("hotfeed-failover-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "hotfeed-failover-{}-{base_port}",
+            std::process::id()
+        ));
         let ports: Vec<u16> = (base_port..base_port + 6).collect();
         let nodes = ports
             .iter()
@@ -199,4 +203,93 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
     );
     let metrics = app.metrics().await;
     assert!(metrics.get("redis_reconnects_total", &[]).unwrap_or(0.0) >= 1.0);
+}
+
+/// A post fanned out while the master holding a follower's inbox hangs, and its replica is then
+/// promoted: the inbox may have missed the post, so it must not come back without it. Pass: every
+/// read answers 200 with the post from the moment it was acknowledged, and once reads are served
+/// from the cache again (HIT), the post is still there, within 20 s of the freeze.
+#[tokio::test]
+async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_feed() {
+    // Arrange: a private cluster (its own ports), a reader whose inbox is built.
+    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(7400)
+        + 10;
+    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+        .await
+        .expect("cluster starts");
+    let urls = cluster.urls();
+    let app = spawn_app_with(|settings| settings.cache.redis_urls = urls).await;
+    let reader = app.create_user("frozen.reader").await;
+    let author = app.create_user("frozen.author").await;
+    let follow = app
+        .client
+        .put(app.url(&format!("/api/v1/users/{reader}/following/{author}")))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(follow.status(), 204);
+    app.create_posts(author, 2).await;
+    let path = format!("/api/v1/users/{reader}/feed?limit=5");
+    let first_hit = read_until(&app, &path, Duration::from_secs(10), |x_cache, _| {
+        x_cache == "HIT"
+    })
+    .await;
+    assert!(first_hit.is_some(), "the inbox was built");
+    let mut redis = app.redis().await;
+    let [inbox, _, _] = app
+        .keys
+        .feed_box(BoxKey::Inbox(UserId::from_trusted(reader)));
+    let owner = owners(&mut redis, &[inbox]).await.remove(0);
+    let port: u16 = owner
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+
+    // Act: freeze the inbox's master, post, and keep reading through the replica's promotion.
+    assert!(signal(cluster.pid_of(port), "STOP"), "SIGSTOP the master");
+    let frozen_at = Instant::now();
+    let post = app.create_posts(author, 1).await[0];
+    let served_from_cache = read_until(&app, &path, Duration::from_secs(20), |x_cache, ids| {
+        assert_eq!(
+            ids.first(),
+            Some(&post),
+            "every answer shows the acknowledged post"
+        );
+        x_cache == "HIT"
+    })
+    .await;
+
+    // Assert
+    let recovered = served_from_cache.expect("reads came back to the cache within 20 s");
+    println!(
+        "fan-out to a frozen master: cache hits with the post {:?} after the freeze",
+        recovered - frozen_at
+    );
+    let metrics = app.metrics().await;
+    assert!(metrics.get("feed_fanout_repairs_total", &[]).unwrap_or(0.0) >= 1.0);
+}
+
+/// Reads `path` every 50 ms until `done(x_cache, ids)` or `limit`; when it was done.
+async fn read_until(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    limit: Duration,
+    mut done: impl FnMut(&str, &[i64]) -> bool,
+) -> Option<Instant> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), 200, "every read is answered");
+        let x_cache = res.headers()["x-cache"].to_str().expect("ASCII").to_owned();
+        let body: Value = res.json().await.expect("JSON");
+        if done(&x_cache, &crate::helpers::page_ids(&body)) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
