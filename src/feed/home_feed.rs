@@ -49,6 +49,9 @@ impl HomeFeed {
         };
         let count = page.limit() as usize + 1;
         let inbox = BoxKey::Inbox(self.reader);
+        if feed.is_unreachable(inbox) {
+            return miss(Remember::Nothing);
+        }
         let inbox_read = match first(feed.cache.read_boxes(&[inbox], after, count).await) {
             BoxLookup::Found(read) => read,
             BoxLookup::Missing => return miss(Remember::Rebuild(vec![inbox])),
@@ -233,13 +236,36 @@ fn report_failed(feed: &Feed, failed: &[BoxKey]) {
         boxes = failed.len(),
         "feed boxes could not be reached; retrying their drop in the background"
     );
+    // Until the drop lands, this instance does not serve these boxes.
+    feed.unreachable_boxes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend(failed.iter().copied());
     let feed = feed.clone();
     let mut pending = failed.to_vec();
     tokio::spawn(async move {
         let started = Instant::now();
         while !pending.is_empty() && started.elapsed() < DROP_RETRY_FOR {
             tokio::time::sleep(DROP_RETRY_EVERY).await;
-            pending = feed.cache.drop_boxes(&pending).await;
+            let still = feed.cache.drop_boxes(&pending).await;
+            let mut unreachable = feed
+                .unreachable_boxes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for dropped in pending.iter().filter(|b| !still.contains(b)) {
+                unreachable.remove(dropped);
+            }
+            drop(unreachable);
+            pending = still;
+        }
+        if !pending.is_empty() {
+            let mut unreachable = feed
+                .unreachable_boxes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for gave_up in &pending {
+                unreachable.remove(gave_up);
+            }
         }
         if pending.is_empty() {
             tracing::info!("unreachable feed boxes dropped after all");
@@ -251,7 +277,7 @@ fn report_failed(feed: &Feed, failed: &[BoxKey]) {
 
 /// How long a failed drop is retried, and how often.
 const DROP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
-const DROP_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const DROP_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn first(mut reads: Vec<BoxLookup>) -> BoxLookup {
     if reads.is_empty() {

@@ -42,6 +42,8 @@ pub struct Feed {
     celebrity_followers: u32,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
     rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
+    /// Boxes a fan-out could not reach and whose drop is being retried: not served meanwhile.
+    unreachable_boxes: Arc<Mutex<HashSet<BoxKey>>>,
 }
 
 impl Feed {
@@ -59,7 +61,16 @@ impl Feed {
             metrics,
             celebrity_followers,
             rebuilding: Arc::default(),
+            unreachable_boxes: Arc::default(),
         }
+    }
+
+    /// Whether a box may have missed a write this instance could not deliver.
+    fn is_unreachable(&self, key: BoxKey) -> bool {
+        self.unreachable_boxes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&key)
     }
 
     /// Rebuilds missing boxes in the background, each once in this instance at a time.
