@@ -2,7 +2,7 @@
 # benches/run-load-benchmarks.sh — the load runs of docs/benchmarks.md (comparisons 1, 2, 3's HTTP
 # side, 4, 6 and 7), end to end, on this machine.
 #
-#   benches/run-load-benchmarks.sh [all|seed|first-page|deep|keyset|ceiling|zipf]...   (default: all)
+#   benches/run-load-benchmarks.sh [all|seed|first-page|deep|keyset|feed|ceiling|zipf]...   (default: all)
 #
 # 1. Builds the release binaries (hotfeed, loadgen, datagen).
 # 2. Seeds a scratch database with datagen (100 users, 2,000,000 Zipf posts, user 1 hottest), unless
@@ -55,6 +55,9 @@ BENCH_OUT=${BENCH_OUT:-$ROOT/target/load-bench/$(date -u +%Y%m%dT%H%M%SZ)}
 # The benchmark instances accept offsets this deep (the service's default stops at 10,000), so
 # that the cost of OFFSET can still be measured against the keyset cursor that replaces it.
 BENCH_OFFSET_MAX=${BENCH_OFFSET_MAX:-300000}
+# The feed comparison's follow graph: every user follows users 1..21 (the hottest posters) but
+# itself, so those 21 have 99 followers each; at this bar they are celebrities, pulled at read time.
+BENCH_CELEBRITY_FOLLOWERS=${BENCH_CELEBRITY_FOLLOWERS:-50}
 
 ADMIN_URL=$DATABASE_URL
 BENCH_URL="${DATABASE_URL%/*}/$BENCH_DATABASE"
@@ -123,6 +126,7 @@ start_hotfeed() {
   [[ $mode == on ]] || port=$((BENCH_PORT + 1))
   DATABASE_URL=$BENCH_URL REDIS_URLS=$REDIS_URLS CACHE=$mode CACHE_KEY_PREFIX=$PREFIX \
     APP_HOST=127.0.0.1 APP_PORT=$port RUST_LOG=warn NO_MIGRATE=true PAGE_OFFSET_MAX=$BENCH_OFFSET_MAX \
+    FEED_CELEBRITY_FOLLOWERS=$BENCH_CELEBRITY_FOLLOWERS \
     "$BENCH_OUT/bin/hotfeed-lbench" serve >>"$BENCH_OUT/hotfeed-cache-$mode.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/ping"
@@ -263,6 +267,26 @@ keyset() {
   done
 }
 
+# 8. Home feed first pages, Zipf-drawn readers, from the cluster (inbox + pulled celebrity
+# outboxes) vs PostgreSQL alone. Seeds the follow graph once (see BENCH_CELEBRITY_FOLLOWERS).
+feed() {
+  local rep
+  if [[ $(psql -X -q "$BENCH_URL" -tAc "SELECT count(*) FROM follows") == 0 ]]; then
+    log "seeding the follow graph: every user follows users 1..21"
+    psql -X -q "$BENCH_URL" -c "
+      INSERT INTO follows (follower_id, followee_id)
+      SELECT u.id, f.id FROM users u JOIN users f ON f.id <= 21 AND f.id <> u.id;
+      UPDATE users SET
+        followers_count = (SELECT count(*) FROM follows WHERE followee_id = users.id),
+        following_count = (SELECT count(*) FROM follows WHERE follower_id = users.id);
+      ANALYZE follows, users;"
+  fi
+  for rep in $(seq "$BENCH_REPEAT"); do
+    closed "feed-max__cache-on__r$rep" "$ON_URL" --endpoint feed --users 100
+    closed "feed-max__cache-off__r$rep" "$OFF_URL" --endpoint feed --users 100
+  done
+}
+
 # 4. The HTTP ceiling: nginx serving the same bytes vs the service's Redis hit, at the maximum and
 # at the fixed rate.
 ceiling() {
@@ -303,7 +327,7 @@ summarize() {
 
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=(all)
-[[ ${steps[0]} == all ]] && steps=(first-page deep keyset ceiling zipf)
+[[ ${steps[0]} == all ]] && steps=(first-page deep keyset feed ceiling zipf)
 
 build
 seed
@@ -315,9 +339,10 @@ for step in "${steps[@]}"; do
     first-page) first_page ;;
     deep) deep ;;
     keyset) keyset ;;
+    feed) feed ;;
     ceiling) ceiling ;;
     zipf) zipf ;;
-    *) die "unknown step $step (all, seed, first-page, deep, keyset, ceiling, zipf)" ;;
+    *) die "unknown step $step (all, seed, first-page, deep, keyset, feed, ceiling, zipf)" ;;
   esac
 done
 summarize

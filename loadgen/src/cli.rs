@@ -65,6 +65,11 @@ pub struct Args {
     #[arg(long, default_value = "0=80,50=10,500=5,10000=5")]
     pub offsets: PageMix,
 
+    /// Which listing each request reads: a user's own posts, or their home feed (the posts of
+    /// everyone they follow, which draws offsets never: feeds page by cursor).
+    #[arg(long, value_enum, default_value_t = Endpoint::Posts)]
+    pub endpoint: Endpoint,
+
     /// Read the page after this keyset cursor (a `next_cursor` the service returned) instead of
     /// drawing offsets: how a client pages deep without OFFSET.
     #[arg(long, conflicts_with = "offsets")]
@@ -108,6 +113,15 @@ pub enum Load {
     Closed { concurrency: usize },
 }
 
+/// The listing a run reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Endpoint {
+    /// `GET /api/v1/users/{id}/posts`.
+    Posts,
+    /// `GET /api/v1/users/{id}/feed`.
+    Feed,
+}
+
 /// A validated run: what the command line asked for, checked once.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -117,6 +131,7 @@ pub struct Plan {
     pub warmup: Duration,
     pub users: UserSampler,
     pub offsets: PageMix,
+    pub endpoint: Endpoint,
     pub cursor: Option<String>,
     pub limit: u32,
     pub timeout: Duration,
@@ -180,6 +195,7 @@ impl TryFrom<Args> for Plan {
             warmup: args.warmup,
             users,
             offsets: args.offsets,
+            endpoint: args.endpoint,
             cursor: args.cursor,
             limit: args.limit,
             timeout: args.timeout,

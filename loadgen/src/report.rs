@@ -136,9 +136,10 @@ impl Report {
             target_rate,
             concurrency,
             users: plan.users.to_string(),
-            offsets: match &plan.cursor {
-                Some(cursor) => format!("after cursor {cursor}"),
-                None => plan.offsets.to_string(),
+            offsets: match (plan.endpoint, &plan.cursor) {
+                (_, Some(cursor)) => format!("after cursor {cursor}"),
+                (crate::cli::Endpoint::Feed, None) => "home feed, first pages".to_owned(),
+                (crate::cli::Endpoint::Posts, None) => plan.offsets.to_string(),
             },
             limit: plan.limit,
             warmup_secs: plan.warmup.as_secs_f64(),

@@ -12,7 +12,7 @@ use rand::SeedableRng as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::cli::{Load, Plan};
+use crate::cli::{Endpoint, Load, Plan};
 use crate::mix::{PageMix, UserSampler};
 use crate::record::{Outcome, Recorder, Status};
 use crate::report::Report;
@@ -38,6 +38,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         base: base.clone(),
         users: plan.users.clone(),
         offsets: plan.offsets.clone(),
+        endpoint: plan.endpoint,
         cursor: plan.cursor.clone(),
         limit: plan.limit,
     });
@@ -80,6 +81,7 @@ struct Requests {
     base: String,
     users: UserSampler,
     offsets: PageMix,
+    endpoint: Endpoint,
     cursor: Option<String>,
     limit: u32,
 }
@@ -87,12 +89,14 @@ struct Requests {
 impl Requests {
     fn next(&self, rng: &mut StdRng) -> (u64, String) {
         let user = self.users.sample(rng);
-        let position = match &self.cursor {
-            Some(cursor) => format!("cursor={cursor}"),
-            None => format!("offset={}", self.offsets.sample(rng)),
+        let (listing, position) = match (self.endpoint, &self.cursor) {
+            (Endpoint::Posts, Some(cursor)) => ("posts", format!("&cursor={cursor}")),
+            (Endpoint::Posts, None) => ("posts", format!("&offset={}", self.offsets.sample(rng))),
+            (Endpoint::Feed, Some(cursor)) => ("feed", format!("&cursor={cursor}")),
+            (Endpoint::Feed, None) => ("feed", String::new()),
         };
         let url = format!(
-            "{}/api/v1/users/{user}/posts?limit={}&{position}",
+            "{}/api/v1/users/{user}/{listing}?limit={}{position}",
             self.base, self.limit
         );
         (user, url)

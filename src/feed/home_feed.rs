@@ -42,6 +42,7 @@ impl HomeFeed {
         let miss = |remember| IdsLookup {
             ids: None,
             remember,
+            source: None,
         };
         let after = match page.position() {
             Position::After(cursor) => Some(FeedEntry::at(cursor)),
@@ -81,18 +82,15 @@ impl HomeFeed {
             }
         }
         match merge(&sources, page.limit() as usize) {
-            Some(cached) => {
-                let source = if outboxes.is_empty() {
+            Some(cached) => IdsLookup {
+                ids: Some(cached),
+                remember: Remember::Nothing,
+                source: Some(if outboxes.is_empty() {
                     "inbox"
                 } else {
-                    "pulled"
-                };
-                feed.metrics.feed_sources.with_label_values(&[source]).inc();
-                IdsLookup {
-                    ids: Some(cached),
-                    remember: Remember::Nothing,
-                }
-            }
+                    "inbox+pulled"
+                }),
+            },
             // Deeper than the boxes reach: PostgreSQL serves it, and there is nothing to rebuild.
             None => miss(Remember::Nothing),
         }

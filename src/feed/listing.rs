@@ -33,6 +33,8 @@ pub(super) struct IdsLookup {
     pub ids: Option<CachedPage>,
     /// What to store once PostgreSQL has served the page.
     pub remember: Remember,
+    /// For the home feed: which boxes the ids came from (`inbox`, `inbox+pulled`).
+    pub source: Option<&'static str>,
 }
 
 /// What the pipeline stores after a page was read from PostgreSQL.

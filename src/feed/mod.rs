@@ -305,6 +305,7 @@ impl Feed {
                     value,
                     cache: CacheOutcome::Hit,
                     timings,
+                    source: None,
                 });
             }
         }
@@ -321,6 +322,7 @@ impl Feed {
             value,
             cache,
             timings,
+            source: None,
         })
     }
 }

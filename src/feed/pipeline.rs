@@ -29,7 +29,8 @@ impl Feed {
         let mut timings = Timings::default();
         if !self.cache.is_enabled() {
             let loaded = self.load_page(listing, page, &mut timings).await?;
-            return Ok(self.finish(page, loaded, CacheOutcome::Bypass, timings));
+            let source = database_source(listing);
+            return Ok(self.finish(page, loaded, CacheOutcome::Bypass, timings, source));
         }
 
         let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
@@ -44,7 +45,7 @@ impl Feed {
                     posts,
                     has_more: cached.has_more,
                 };
-                return Ok(self.finish(page, loaded, outcome, timings));
+                return Ok(self.finish(page, loaded, outcome, timings, lookup.source));
             }
             // A listed post is gone from PostgreSQL: the cached page is stale, rebuild it.
         } else {
@@ -77,13 +78,8 @@ impl Feed {
                 self.spawn_rebuilds(boxes);
             }
         }
-        if matches!(listing, Listing::HomeFeed(_)) {
-            self.metrics
-                .feed_sources
-                .with_label_values(&["database"])
-                .inc();
-        }
-        Ok(self.finish(page, loaded, CacheOutcome::Miss, timings))
+        let source = database_source(listing);
+        Ok(self.finish(page, loaded, CacheOutcome::Miss, timings, source))
     }
 
     /// Objects for a cached page of ids, missing ones read from PostgreSQL and written back.
@@ -138,8 +134,17 @@ impl Feed {
         loaded: PostsPage,
         cache: CacheOutcome,
         timings: Timings,
+        source: Option<&'static str>,
     ) -> Served<Page<Post>> {
         tracing::Span::current().record("cache", cache.as_str());
+        if let Some(source) = source {
+            let label = if source == "inbox+pulled" {
+                "pulled"
+            } else {
+                source
+            };
+            self.metrics.feed_sources.with_label_values(&[label]).inc();
+        }
         self.metrics.pages.with_label_values(&[cache.label()]).inc();
         let next_cursor = loaded
             .posts
@@ -156,6 +161,12 @@ impl Feed {
             },
             cache,
             timings,
+            source,
         }
     }
+}
+
+/// The source of a home-feed page PostgreSQL listed.
+fn database_source(listing: Listing) -> Option<&'static str> {
+    matches!(listing, Listing::HomeFeed(_)).then_some("database")
 }

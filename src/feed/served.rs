@@ -51,6 +51,9 @@ pub struct Served<T> {
     pub value: T,
     pub cache: CacheOutcome,
     pub timings: Timings,
+    /// Where a home-feed page's ids came from: `inbox`, `inbox+pulled` (celebrities' outboxes
+    /// merged in) or `database`; the `X-Feed-Source` header. `None` for other responses.
+    pub source: Option<&'static str>,
 }
 
 /// Awaits `work`, adding the time it took to `spent`.

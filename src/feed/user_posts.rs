@@ -32,6 +32,7 @@ impl UserPosts {
             remember: lookup.generation.map_or(Remember::Nothing, |generation| {
                 Remember::Page(self.key(), generation)
             }),
+            source: None,
         }
     }
 

@@ -58,6 +58,12 @@ fn served_page(path: &str, served: &Served<Page<Post>>) -> HttpResponse {
     if let Some(link) = next_link(path, &served.value) {
         response.headers_mut().insert(header::LINK, link);
     }
+    if let Some(source) = served.source {
+        response.headers_mut().insert(
+            header::HeaderName::from_static("x-feed-source"),
+            HeaderValue::from_static(source),
+        );
+    }
     response
 }
 

@@ -401,6 +401,7 @@ async fn a_celebritys_posts_are_pulled_from_its_outbox_not_pushed() {
 
     // Assert: served from the boxes, newest first, without the post in the reader's inbox.
     assert_eq!(res.headers()["x-cache"], "HIT");
+    assert_eq!(res.headers()["x-feed-source"], "inbox+pulled");
     let page: Value = res.json().await.expect("JSON");
     assert_eq!(page_ids(&page)[0], post);
     let mut redis = app.redis().await;
