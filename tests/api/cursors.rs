@@ -8,7 +8,7 @@ use reqwest::header::LINK;
 use serde_json::Value;
 use sqlx::Connection as _;
 
-use crate::helpers::{error_code, page_ids, spawn_app, TestApp};
+use crate::helpers::{case_runtime, error_code, page_ids, spawn_app, TestApp};
 
 /// One page as a client sees it.
 struct Seen {
@@ -195,12 +195,7 @@ fn walk_is_exact_under_concurrent_inserts(
     limit: u32,
     concurrent: usize,
 ) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    case_runtime().block_on(async {
         // Arrange
         let app = spawn_app().await;
         let user = app.create_user("prop.walker").await;

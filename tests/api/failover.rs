@@ -148,18 +148,7 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
     let path = format!("/api/v1/users/{user}/posts");
     let expected: Value = app.get(&path).await.json().await.expect("JSON");
     assert_eq!(app.get(&path).await.headers()["x-cache"], "HIT");
-    let mut redis = app.redis().await;
-    let list_owner = owners(
-        &mut redis,
-        &[app.keys.user_pages(UserId::from_trusted(user))],
-    )
-    .await
-    .remove(0);
-    let port: u16 = list_owner
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = master_port_of(&app, app.keys.user_pages(UserId::from_trusted(user))).await;
 
     // Act: freeze that master (TCP stays open: the worst case, no RST) and keep reading.
     assert!(signal(cluster.pid_of(port), "STOP"), "SIGSTOP the master");
@@ -238,16 +227,10 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
     })
     .await;
     assert!(first_hit.is_some(), "the inbox was built");
-    let mut redis = app.redis().await;
     let [inbox, _, _] = app
         .keys
         .feed_box(BoxKey::Inbox(UserId::from_trusted(reader)));
-    let owner = owners(&mut redis, &[inbox]).await.remove(0);
-    let port: u16 = owner
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = master_port_of(&app, inbox).await;
 
     // Act: freeze the inbox's master, post, and keep reading through the replica's promotion.
     assert!(signal(cluster.pid_of(port), "STOP"), "SIGSTOP the master");
@@ -271,6 +254,17 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
     );
     let metrics = app.metrics().await;
     assert!(metrics.get("feed_fanout_repairs_total", &[]).unwrap_or(0.0) >= 1.0);
+}
+
+/// The port of the master that owns `key`.
+async fn master_port_of(app: &crate::helpers::TestApp, key: String) -> u16 {
+    let mut redis = app.redis().await;
+    let owner = owners(&mut redis, &[key]).await.remove(0);
+    owner
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("host:port")
 }
 
 /// Reads `path` every 50 ms until `done(x_cache, ids)` or `limit`; when it was done.

@@ -249,3 +249,12 @@ pub async fn error_code(res: Response) -> String {
         .unwrap_or_else(|| panic!("error body has a code: {body}"))
         .to_owned()
 }
+
+/// A runtime of its own for a property test case, which proptest runs synchronously.
+pub fn case_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}

@@ -13,7 +13,7 @@ use hotfeed::cache::BoxKey;
 use hotfeed::domain::UserId;
 use redis::AsyncCommands as _;
 
-use crate::helpers::{error_code, page_ids, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{case_runtime, error_code, page_ids, spawn_app, spawn_app_with, TestApp};
 
 async fn send(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> u16 {
     let mut request = app.client.request(method, app.url(path));
@@ -216,12 +216,7 @@ fn step(users: usize) -> impl Strategy<Value = Step> {
 /// Random small follow graphs, posts, follows, unfollows, edits and deletes: every reader's feed
 /// walk, served with the cache, equals the feed PostgreSQL alone defines.
 fn feeds_match_postgres(steps: Vec<Step>, limit: u32) -> Result<(), TestCaseError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    case_runtime().block_on(async {
         // Small boxes and a low celebrity bar, so that walks cross the end of the boxes and
         // readers pull outboxes as well as read inboxes.
         let app = spawn_app_with(|settings| {
