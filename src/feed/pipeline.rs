@@ -30,7 +30,7 @@ impl Feed {
         if !self.cache.is_enabled() {
             let loaded = self.load_page(listing, page, &mut timings).await?;
             let source = database_source(listing);
-            return Ok(self.finish(page, loaded, CacheOutcome::Bypass, timings, source));
+            return Ok(self.finish(listing, page, loaded, CacheOutcome::Bypass, timings, source));
         }
 
         let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
@@ -45,7 +45,7 @@ impl Feed {
                     posts,
                     has_more: cached.has_more,
                 };
-                return Ok(self.finish(page, loaded, outcome, timings, lookup.source));
+                return Ok(self.finish(listing, page, loaded, outcome, timings, lookup.source));
             }
             // A listed post is gone from PostgreSQL: the cached page is stale, rebuild it.
         } else {
@@ -79,7 +79,7 @@ impl Feed {
             }
         }
         let source = database_source(listing);
-        Ok(self.finish(page, loaded, CacheOutcome::Miss, timings, source))
+        Ok(self.finish(listing, page, loaded, CacheOutcome::Miss, timings, source))
     }
 
     /// Objects for a cached page of ids, missing ones read from PostgreSQL and written back.
@@ -130,6 +130,7 @@ impl Feed {
 
     fn finish(
         &self,
+        listing: Listing,
         page: PageRequest,
         loaded: PostsPage,
         cache: CacheOutcome,
@@ -156,7 +157,10 @@ impl Feed {
                 data: loaded.posts,
                 has_more: loaded.has_more,
                 limit: page.limit(),
-                offset: page.offset(),
+                // The home feed pages by cursor only: its pages carry no offset.
+                offset: page
+                    .offset()
+                    .filter(|_| matches!(listing, Listing::UserPosts(_))),
                 next_cursor,
             },
             cache,

@@ -191,6 +191,10 @@ async fn bad_feed_requests_get_a_documented_error() {
         .expect("JSON");
     assert_eq!(page_ids(&empty), Vec::<i64>::new());
     assert_eq!(empty["next_cursor"], Value::Null);
+    assert!(
+        empty.get("offset").is_none(),
+        "a feed pages by cursor only, so its pages carry no offset: {empty}"
+    );
 }
 
 /// One step of a random scenario.
