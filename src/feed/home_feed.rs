@@ -51,7 +51,7 @@ impl HomeFeed {
         let count = page.limit() as usize + 1;
         let inbox = BoxKey::Inbox(self.reader);
         if feed.is_unreachable(inbox) {
-            return miss(Remember::Nothing);
+            return miss(Remember::Objects);
         }
         let inbox_read = match first(feed.cache.read_boxes(&[inbox], after, count).await) {
             BoxLookup::Found(read) => read,
@@ -84,7 +84,7 @@ impl HomeFeed {
         match merge(&sources, page.limit() as usize) {
             Some(cached) => IdsLookup {
                 ids: Some(cached),
-                remember: Remember::Nothing,
+                remember: Remember::Objects,
                 source: Some(if outboxes.is_empty() {
                     "inbox"
                 } else {
@@ -92,7 +92,7 @@ impl HomeFeed {
                 }),
             },
             // Deeper than the boxes reach: PostgreSQL serves it, and there is nothing to rebuild.
-            None => miss(Remember::Nothing),
+            None => miss(Remember::Objects),
         }
     }
 

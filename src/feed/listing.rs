@@ -39,11 +39,14 @@ pub(super) struct IdsLookup {
 
 /// What the pipeline stores after a page was read from PostgreSQL.
 pub(super) enum Remember {
-    /// Nothing (the cache failed, or it cannot hold this page).
+    /// Nothing: the look-up failed, so the node it needed is failing or hung, and a write-back
+    /// would only spend a second time budget on it.
     Nothing,
-    /// The page itself, if the listing's generation is still this one.
+    /// The page's posts only: the cache answered but cannot hold this page.
+    Objects,
+    /// The posts, and the page itself if the listing's generation is still this one.
     Page(ListingKey, Generation),
-    /// These boxes were missing: rebuild them in the background.
+    /// The posts; and these boxes were missing: rebuild them in the background.
     Rebuild(Vec<BoxKey>),
 }
 

@@ -58,7 +58,8 @@ impl Feed {
         let loaded = self.load_page(listing, page, &mut timings).await?;
         let objects: Vec<&Post> = loaded.posts.iter().collect();
         match lookup.remember {
-            Remember::Nothing => timed(&mut timings.redis, self.cache.fill(&objects)).await,
+            Remember::Nothing => {}
+            Remember::Objects => timed(&mut timings.redis, self.cache.fill(&objects)).await,
             Remember::Page(key, generation) => {
                 let cached = CachedPage {
                     ids: loaded.posts.iter().map(|post| post.id).collect(),
