@@ -223,59 +223,16 @@ async fn fan_out(feed: &Feed, post: &Post, write: Write) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Keeps trying to drop boxes whose node did not answer, in the background: once the node is
-/// back or its replica promoted (and the connection rebuilt), the drop lands and the next read
-/// rebuilds them. Past [`DROP_RETRY_FOR`] the box's TTL is the bound.
+/// Hands boxes whose node did not answer to the feed's retried drop (`Feed::defer_drops`).
 fn report_failed(feed: &Feed, failed: &[BoxKey]) {
-    if failed.is_empty() {
-        return;
+    if !failed.is_empty() {
+        tracing::warn!(
+            boxes = failed.len(),
+            "feed boxes could not be reached; retrying their drop in the background"
+        );
+        feed.defer_drops(failed);
     }
-    tracing::warn!(
-        boxes = failed.len(),
-        "feed boxes could not be reached; retrying their drop in the background"
-    );
-    // Until the drop lands, this instance does not serve these boxes.
-    feed.unreachable_boxes
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .extend(failed.iter().copied());
-    let feed = feed.clone();
-    let mut pending = failed.to_vec();
-    tokio::spawn(async move {
-        let started = Instant::now();
-        while !pending.is_empty() && started.elapsed() < DROP_RETRY_FOR {
-            tokio::time::sleep(DROP_RETRY_EVERY).await;
-            let still = feed.cache.drop_boxes(&pending).await;
-            let mut unreachable = feed
-                .unreachable_boxes
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for dropped in pending.iter().filter(|b| !still.contains(b)) {
-                unreachable.remove(dropped);
-            }
-            drop(unreachable);
-            pending = still;
-        }
-        if !pending.is_empty() {
-            let mut unreachable = feed
-                .unreachable_boxes
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for gave_up in &pending {
-                unreachable.remove(gave_up);
-            }
-        }
-        if pending.is_empty() {
-            tracing::info!("unreachable feed boxes dropped after all");
-        } else {
-            tracing::error!(boxes = pending.len(), "feed boxes still unreachable; they may serve without a write until FEED_BOX_TTL_SECS");
-        }
-    });
 }
-
-/// How long a failed drop is retried, and how often.
-const DROP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(120);
-const DROP_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn first(mut reads: Vec<BoxLookup>) -> BoxLookup {
     if reads.is_empty() {

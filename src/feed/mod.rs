@@ -12,9 +12,9 @@ mod pipeline;
 mod served;
 mod user_posts;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use error::{Conflict, FeedError, Reference, Resource};
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
@@ -42,9 +42,23 @@ pub struct Feed {
     celebrity_followers: u32,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
     rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
-    /// Boxes a fan-out could not reach and whose drop is being retried: not served meanwhile.
-    unreachable_boxes: Arc<Mutex<HashSet<BoxKey>>>,
+    /// Boxes a fan-out could not reach, since when: their drop is retried by one background
+    /// worker, and this instance does not serve them meanwhile.
+    pending_drops: Arc<Mutex<PendingDrops>>,
 }
+
+/// The retried drops of [`Feed::defer_drops`].
+#[derive(Default)]
+struct PendingDrops {
+    since: HashMap<BoxKey, Instant>,
+    worker: bool,
+}
+
+/// How long a failed drop is retried, how often, and how many boxes may wait at once (past that,
+/// their TTL is the bound).
+const DROP_RETRY_FOR: Duration = Duration::from_secs(120);
+const DROP_RETRY_EVERY: Duration = Duration::from_millis(100);
+const MAX_PENDING_DROPS: usize = 100_000;
 
 impl Feed {
     /// A feed over `store`, cached by `cache` (which may be [`Cache::None`]); authors with
@@ -61,26 +75,62 @@ impl Feed {
             metrics,
             celebrity_followers,
             rebuilding: Arc::default(),
-            unreachable_boxes: Arc::default(),
+            pending_drops: Arc::default(),
         }
     }
 
     /// Whether a box may have missed a write this instance could not deliver.
     fn is_unreachable(&self, key: BoxKey) -> bool {
-        self.unreachable_boxes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(&key)
+        lock(&self.pending_drops).since.contains_key(&key)
+    }
+
+    /// Drops `boxes` as soon as their nodes answer (back, or replaced by a promoted replica),
+    /// retrying in one background worker; the next read rebuilds them.
+    fn defer_drops(&self, boxes: &[BoxKey]) {
+        let start_worker = {
+            let mut pending = lock(&self.pending_drops);
+            let now = Instant::now();
+            for &key in boxes {
+                if pending.since.len() >= MAX_PENDING_DROPS {
+                    tracing::error!(
+                        "too many unreachable feed boxes; the rest expire within FEED_BOX_TTL_SECS"
+                    );
+                    break;
+                }
+                pending.since.entry(key).or_insert(now);
+            }
+            !std::mem::replace(&mut pending.worker, true)
+        };
+        if !start_worker {
+            return;
+        }
+        let feed = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(DROP_RETRY_EVERY).await;
+                let keys: Vec<BoxKey> = lock(&feed.pending_drops).since.keys().copied().collect();
+                let still = feed.cache.drop_boxes(&keys).await;
+                let mut pending = lock(&feed.pending_drops);
+                pending.since.retain(|key, since| {
+                    let waiting = still.contains(key) || !keys.contains(key);
+                    if waiting && since.elapsed() >= DROP_RETRY_FOR {
+                        tracing::error!(?key, "feed box still unreachable; it may serve without a write until FEED_BOX_TTL_SECS");
+                        return false;
+                    }
+                    waiting
+                });
+                if pending.since.is_empty() {
+                    pending.worker = false;
+                    return;
+                }
+            }
+        });
     }
 
     /// Rebuilds missing boxes in the background, each once in this instance at a time.
     fn spawn_rebuilds(&self, boxes: Vec<BoxKey>) {
         for key in boxes {
-            let claimed = self
-                .rebuilding
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(key);
+            let claimed = lock(&self.rebuilding).insert(key);
             if !claimed {
                 continue;
             }
@@ -89,10 +139,7 @@ impl Feed {
                 if let Err(error) = home_feed::rebuild(&feed, key).await {
                     tracing::warn!(%error, ?key, "feed box rebuild failed; the next read tries again");
                 }
-                feed.rebuilding
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .remove(&key);
+                lock(&feed.rebuilding).remove(&key);
             });
         }
     }
@@ -325,4 +372,11 @@ impl Feed {
             source: None,
         })
     }
+}
+
+/// Locks a mutex whose data stays valid if a holder panicked (sets of keys).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
