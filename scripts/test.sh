@@ -6,22 +6,18 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "test: installing promtool (Debian package prometheus)"
-    sudo_cmd=()
+# need COMMAND PACKAGE: installs the Debian package that provides COMMAND when it is missing.
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "test: installing $1 (Debian package $2)"
+    local sudo_cmd=()
     [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
 
-# openssl makes the self-signed certificates of the TLS tests (tests/api/tls.rs).
-if ! command -v openssl >/dev/null 2>&1; then
-    echo "test: installing openssl"
-    sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends openssl >/dev/null
-fi
+need promtool prometheus # lints /metrics (tests/api/metrics.rs)
+need openssl openssl     # makes the TLS tests' certificates (tests/api/tls.rs)
 
 "$repo/scripts/stack.sh" up
 exec cargo test --workspace "$@"
