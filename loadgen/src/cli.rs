@@ -8,10 +8,19 @@ use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use reqwest::Url;
 
-use crate::mix::{PageMix, UserSampler};
+use crate::mix::{DepthMix, PageMix, UserSampler};
 
 /// Longest measured phase (or warm-up) accepted: a load run is an experiment, not a soak.
 pub const MAX_PHASE: Duration = Duration::from_secs(3600);
+
+/// Page mix of a user's posts when `--offsets` is not given: mostly first pages, some deep ones.
+pub const DEFAULT_OFFSETS: &str = "0=80,50=10,500=5,10000=5";
+
+/// Walk depths of the home feed when `--depths` is not given: first pages only.
+pub const DEFAULT_DEPTHS: &str = "1=100";
+
+/// Highest `--write-rate` accepted, posts per second.
+pub const MAX_WRITE_RATE: f64 = 100_000.0;
 
 /// Skewed load for hotfeed: Zipf-distributed users, a page mix, open or closed loop.
 ///
@@ -19,6 +28,10 @@ pub const MAX_PHASE: Duration = Duration::from_secs(3600);
 /// latency counts from that due time, so a stall shows in the percentiles instead of slowing the
 /// load down. Closed loop (`--concurrency N`, the default with N = 16): N workers, each sending
 /// its next request when the previous one answered, as fast as the service allows.
+///
+/// Home feed (`--endpoint feed`): each reader walks `--depths` pages down their feed, following
+/// `next_cursor` page after page; `--rate` is then readers per second. `--write-rate N` adds N
+/// posts per second on a schedule of their own, reported apart from the reads.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
@@ -35,7 +48,8 @@ pub struct Args {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
 
-    /// Open loop: requests per second, on a fixed schedule.
+    /// Open loop: requests per second, on a fixed schedule (home-feed walks: readers per second,
+    /// each reading its pages one after another).
     #[arg(long, conflicts_with = "concurrency")]
     pub rate: Option<f64>,
 
@@ -43,8 +57,9 @@ pub struct Args {
     #[arg(long)]
     pub concurrency: Option<usize>,
 
-    /// Open loop: most requests in flight at once; a request due while all are busy is not sent
-    /// and counted under the status `not_sent`.
+    /// Open loop (reads, and writes of `--write-rate`, each on its own): most requests in flight
+    /// at once; a request due while all are busy is not sent and counted under the status
+    /// `not_sent`.
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight: usize,
 
@@ -61,19 +76,37 @@ pub struct Args {
     #[arg(long)]
     pub user: Option<u64>,
 
-    /// Page mix as offset=weight pairs: mostly the first page, some deep pages.
-    #[arg(long, default_value = "0=80,50=10,500=5,10000=5")]
-    pub offsets: PageMix,
+    /// Page mix of a user's posts (`--endpoint posts`) as offset=weight pairs: mostly the first
+    /// page, some deep pages [default: 0=80,50=10,500=5,10000=5].
+    #[arg(long)]
+    pub offsets: Option<PageMix>,
 
     /// Which listing each request reads: a user's own posts, or their home feed (the posts of
     /// everyone they follow, which draws offsets never: feeds page by cursor).
     #[arg(long, value_enum, default_value_t = Endpoint::Posts)]
     pub endpoint: Endpoint,
 
+    /// Home feed only: how many pages each reader walks, following `next_cursor`, as depth=weight
+    /// pairs, e.g. 1=80,2=10,5=5,20=5 (at most 1000 pages) [default: 1=100, first pages].
+    #[arg(long)]
+    pub depths: Option<DepthMix>,
+
     /// Read the page after this keyset cursor (a `next_cursor` the service returned) instead of
     /// drawing offsets: how a client pages deep without OFFSET.
-    #[arg(long, conflicts_with = "offsets")]
+    #[arg(long, conflicts_with_all = ["offsets", "depths"])]
     pub cursor: Option<String>,
+
+    /// Also create this many posts per second (`POST /api/v1/posts`), open loop on a schedule of
+    /// their own, latency from the due time; authors are drawn like the readers (Zipf), so the
+    /// hottest accounts post too. Reported apart from the reads.
+    #[arg(long)]
+    pub write_rate: Option<f64>,
+
+    /// Redis Cluster seed nodes of the service (comma-separated, as its REDIS_URLS): read once,
+    /// for `CLUSTER SLOTS`, to name the node holding the most followed account's outbox. Without
+    /// it the report names the account but not the node.
+    #[arg(long, env = "REDIS_URLS")]
+    pub redis_urls: Option<String>,
 
     /// Posts per page (`limit`).
     #[arg(long, default_value_t = 50)]
@@ -113,6 +146,15 @@ pub enum Load {
     Closed { concurrency: usize },
 }
 
+/// Posts written beside the reads: always open loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriteLoad {
+    /// Posts per second.
+    pub rate: f64,
+    /// Most posts in flight at once (`--max-in-flight`); one due while all are busy is `not_sent`.
+    pub max_in_flight: usize,
+}
+
 /// The listing a run reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Endpoint {
@@ -120,6 +162,24 @@ pub enum Endpoint {
     Posts,
     /// `GET /api/v1/users/{id}/feed`.
     Feed,
+}
+
+impl Endpoint {
+    /// The listing's path segment after `/api/v1/users/{id}/`.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Self::Posts => "posts",
+            Self::Feed => "feed",
+        }
+    }
+
+    /// The route pattern the service labels this listing's requests with.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::Posts => "/api/v1/users/{id}/posts",
+            Self::Feed => "/api/v1/users/{id}/feed",
+        }
+    }
 }
 
 /// A validated run: what the command line asked for, checked once.
@@ -130,9 +190,17 @@ pub struct Plan {
     pub duration: Duration,
     pub warmup: Duration,
     pub users: UserSampler,
+    /// `--users`: the ids `1..=user_count` the Zipf draws come from.
+    pub user_count: u64,
     pub offsets: PageMix,
     pub endpoint: Endpoint,
+    /// Pages per home-feed walk; first pages only (`1=100`) for a user's posts.
+    pub depths: DepthMix,
     pub cursor: Option<String>,
+    /// Posts written beside the reads (`--write-rate`).
+    pub writes: Option<WriteLoad>,
+    /// Redis seed URLs for the slot map; empty for none.
+    pub redis_urls: Vec<String>,
     pub limit: u32,
     pub timeout: Duration,
     pub max_requests: Option<u64>,
@@ -157,15 +225,15 @@ impl TryFrom<Args> for Plan {
         );
         ensure!(!args.timeout.is_zero(), "--timeout must be more than 0");
         ensure!(args.limit >= 1, "--limit must be at least 1");
+        ensure!(
+            args.max_in_flight >= 1,
+            "--max-in-flight must be at least 1"
+        );
         let load = match (args.rate, args.concurrency) {
             (Some(rate), _) => {
                 ensure!(
                     rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0,
                     "--rate must be more than 0 and at most 1000000 requests/s, got {rate}"
-                );
-                ensure!(
-                    args.max_in_flight >= 1,
-                    "--max-in-flight must be at least 1"
                 );
                 Load::Open {
                     rate,
@@ -181,6 +249,48 @@ impl TryFrom<Args> for Plan {
                 Load::Closed { concurrency }
             }
         };
+        let default_offsets =
+            || -> PageMix { DEFAULT_OFFSETS.parse().expect("the default parses") };
+        let default_depths = || -> DepthMix { DEFAULT_DEPTHS.parse().expect("the default parses") };
+        let (offsets, depths) = match args.endpoint {
+            Endpoint::Posts => {
+                ensure!(
+                    args.depths.is_none(),
+                    "--depths walks the home feed by cursor (--endpoint feed); a user's posts are \
+                     drawn from --offsets"
+                );
+                (
+                    args.offsets.unwrap_or_else(default_offsets),
+                    default_depths(),
+                )
+            }
+            Endpoint::Feed => {
+                ensure!(
+                    args.offsets.is_none(),
+                    "--offsets does not apply to --endpoint feed: the feed pages by cursor only; \
+                     walk it deeper with --depths (e.g. 1=80,2=10,5=5,20=5)"
+                );
+                (
+                    default_offsets(),
+                    args.depths.unwrap_or_else(default_depths),
+                )
+            }
+        };
+        let writes = match args.write_rate {
+            Some(rate) => {
+                ensure!(
+                    rate.is_finite() && rate > 0.0 && rate <= MAX_WRITE_RATE,
+                    "--write-rate must be more than 0 and at most {MAX_WRITE_RATE} posts/s, got \
+                     {rate} (leave it out for reads only)"
+                );
+                Some(WriteLoad {
+                    rate,
+                    max_in_flight: args.max_in_flight,
+                })
+            }
+            None => None,
+        };
+        let redis_urls = redis_seeds(args.redis_urls.as_deref().unwrap_or_default())?;
         let users = match args.user {
             Some(user) => {
                 ensure!(user >= 1, "--user must be at least 1");
@@ -194,9 +304,13 @@ impl TryFrom<Args> for Plan {
             duration: args.duration,
             warmup: args.warmup,
             users,
-            offsets: args.offsets,
+            user_count: args.users,
+            offsets,
             endpoint: args.endpoint,
+            depths,
             cursor: args.cursor,
+            writes,
+            redis_urls,
             limit: args.limit,
             timeout: args.timeout,
             max_requests: args.max_requests,
@@ -245,6 +359,23 @@ fn loopback_url(raw: &str) -> anyhow::Result<Url> {
     Ok(url)
 }
 
+/// Splits `--redis-urls` into seed URLs, refusing anything that is not `redis://` or `rediss://`.
+fn redis_seeds(raw: &str) -> anyhow::Result<Vec<String>> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty())
+        .map(|seed| {
+            let url =
+                Url::parse(seed).with_context(|| format!("--redis-urls: {seed:?} is not a URL"))?;
+            ensure!(
+                matches!(url.scheme(), "redis" | "rediss"),
+                "--redis-urls: {seed:?} is not a redis:// or rediss:// URL"
+            );
+            Ok(seed.to_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,8 +406,59 @@ mod tests {
     }
 
     #[test]
+    fn the_feed_walks_and_writes_parse() {
+        // Arrange
+        let args = [
+            "--endpoint",
+            "feed",
+            "--depths",
+            "1=80,2=10,5=5,20=5",
+            "--write-rate",
+            "25.5",
+            "--max-in-flight",
+            "64",
+            "--redis-urls",
+            "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+        ];
+
+        // Act
+        let plan = Plan::from_args(args).expect("valid arguments");
+
+        // Assert
+        assert_eq!(plan.endpoint, Endpoint::Feed);
+        assert_eq!(plan.depths.to_string(), "1=80,2=10,5=5,20=5");
+        assert_eq!(plan.depths.max(), 20);
+        assert_eq!(
+            plan.writes,
+            Some(WriteLoad {
+                rate: 25.5,
+                max_in_flight: 64
+            })
+        );
+        assert_eq!(
+            plan.redis_urls,
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+    }
+
+    #[test]
+    fn each_listing_gets_its_own_default_mix() {
+        let feed = Plan::from_args(["--endpoint", "feed", "--redis-urls", ""]).expect("valid");
+        assert_eq!(feed.depths.to_string(), DEFAULT_DEPTHS, "first pages only");
+        assert_eq!(feed.writes, None, "no writes unless asked for");
+        assert!(feed.redis_urls.is_empty());
+        let posts = Plan::from_args(["--duration", "1s"]).expect("valid");
+        assert_eq!(posts.offsets.to_string(), DEFAULT_OFFSETS);
+        assert_eq!(
+            posts.depths.max(),
+            1,
+            "a user's posts are read a page at a time"
+        );
+    }
+
+    #[test]
     fn invalid_runs_are_refused_with_a_reason() {
-        let cases: [(&[&str], &str); 7] = [
+        let cases: [(&[&str], &str); 19] = [
             (
                 &["--url", "http://10.0.0.8:8080"],
                 "must point at this machine",
@@ -293,6 +475,48 @@ mod tests {
             ),
             (&["--duration", "0s"], "--duration must be more than 0"),
             (&["--offsets", "0=0"], "weight"),
+            (
+                &["--endpoint", "feed", "--offsets", "0=1"],
+                "the feed pages by cursor only",
+            ),
+            (
+                &["--depths", "1=80,5=20"],
+                "--depths walks the home feed by cursor (--endpoint feed)",
+            ),
+            (
+                &["--endpoint", "feed", "--depths", "0=1"],
+                "depth 0 is out of range: from 1 to 1000",
+            ),
+            (
+                &["--endpoint", "feed", "--depths", "5"],
+                "\"5\" is not depth=weight",
+            ),
+            (
+                &["--endpoint", "feed", "--depths", "2=1", "--cursor", "AQ"],
+                "cannot be used with",
+            ),
+            (
+                &["--write-rate", "0"],
+                "--write-rate must be more than 0 and at most 100000 posts/s, got 0",
+            ),
+            (&["--write-rate=-3"], "--write-rate must be more than 0"),
+            (&["--write-rate", "NaN"], "--write-rate must be more than 0"),
+            (
+                &["--write-rate", "fast"],
+                "invalid value 'fast' for '--write-rate",
+            ),
+            (
+                &["--redis-urls", "127.0.0.1:7000"],
+                "--redis-urls: \"127.0.0.1:7000\" is not a URL",
+            ),
+            (
+                &["--redis-urls", "http://127.0.0.1:7000"],
+                "is not a redis:// or rediss:// URL",
+            ),
+            (
+                &["--write-rate", "5", "--max-in-flight", "0"],
+                "--max-in-flight must be at least 1",
+            ),
         ];
         for (args, reason) in cases {
             let error = Plan::from_args(args.iter().copied())

@@ -2,6 +2,9 @@ use clap::Parser as _;
 use loadgen::{Args, Plan};
 
 fn main() -> anyhow::Result<()> {
+    // As the service and datagen: `.env` (scripts/stack.sh writes REDIS_URLS there) fills in what
+    // the environment does not set.
+    let _ = dotenvy::dotenv();
     let args = Args::parse();
     let threads = args.threads;
     let json = args.json;

@@ -1,4 +1,5 @@
-//! What each request asks for: a user drawn from a Zipf distribution and a page from a weighted mix.
+//! What each request asks for: a user drawn from a Zipf distribution, and a page offset (a user's
+//! posts) or a walk depth (a home feed, paged by cursor) from a weighted mix.
 
 use std::fmt;
 use std::str::FromStr;
@@ -82,63 +83,122 @@ impl fmt::Display for UserSampler {
     }
 }
 
-/// Weighted page offsets, parsed from `offset=weight,...` (e.g. `0=80,50=10,500=5,10000=5`).
-#[derive(Debug, Clone)]
-pub struct PageMix {
-    entries: Vec<(u32, u32)>,
-    index: WeightedIndex<u32>,
+/// What a [`Mix`] draws: its name in messages and the values it accepts.
+pub trait MixKind {
+    /// The value's name, as in `offset=weight`.
+    const NAME: &'static str;
+    /// Smallest value accepted.
+    const MIN: u32;
+    /// Largest value accepted.
+    const MAX: u32;
 }
 
-impl PageMix {
-    /// The next request's offset.
+/// Page offsets of a user's posts: `--offsets`.
+#[derive(Debug, Clone, Copy)]
+pub struct Offsets;
+
+impl MixKind for Offsets {
+    const NAME: &'static str = "offset";
+    const MIN: u32 = 0;
+    const MAX: u32 = u32::MAX;
+}
+
+/// Pages a reader walks down their home feed, following `next_cursor`: `--depths`.
+#[derive(Debug, Clone, Copy)]
+pub struct Depths;
+
+impl MixKind for Depths {
+    const NAME: &'static str = "depth";
+    const MIN: u32 = 1;
+    /// A walk is bounded: at most this many pages, each within `--timeout`.
+    const MAX: u32 = 1000;
+}
+
+/// Weighted page offsets, parsed from `offset=weight,...` (e.g. `0=80,50=10,500=5,10000=5`).
+pub type PageMix = Mix<Offsets>;
+
+/// Weighted walk depths in pages, parsed from `depth=weight,...` (e.g. `1=80,2=10,5=5,20=5`).
+pub type DepthMix = Mix<Depths>;
+
+/// A weighted choice of whole numbers, parsed from `value=weight,...`.
+#[derive(Debug, Clone)]
+pub struct Mix<K> {
+    entries: Vec<(u32, u32)>,
+    index: WeightedIndex<u32>,
+    kind: std::marker::PhantomData<K>,
+}
+
+impl<K> Mix<K> {
+    /// The next draw.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
         self.entries[self.index.sample(rng)].0
     }
 
-    /// `(offset, weight)` pairs as given.
+    /// `(value, weight)` pairs as given.
     pub fn entries(&self) -> &[(u32, u32)] {
         &self.entries
     }
+
+    /// The largest value with a weight above 0.
+    pub fn max(&self) -> u32 {
+        self.entries
+            .iter()
+            .filter(|&&(_, weight)| weight > 0)
+            .map(|&(value, _)| value)
+            .max()
+            .expect("parsing keeps at least one weight above 0")
+    }
 }
 
-impl FromStr for PageMix {
+impl<K: MixKind> FromStr for Mix<K> {
     type Err = anyhow::Error;
 
     fn from_str(raw: &str) -> anyhow::Result<Self> {
+        let name = K::NAME;
         let entries = raw
             .split(',')
             .map(|pair| {
-                let (offset, weight) = pair
+                let (value, weight) = pair
                     .trim()
                     .split_once('=')
-                    .with_context(|| format!("{pair:?} is not offset=weight"))?;
-                let offset: u32 = offset
+                    .with_context(|| format!("{pair:?} is not {name}=weight"))?;
+                let value: u32 = value
                     .trim()
                     .parse()
-                    .with_context(|| format!("offset {offset:?} is not a whole number"))?;
+                    .with_context(|| format!("{name} {value:?} is not a whole number"))?;
+                ensure!(
+                    (K::MIN..=K::MAX).contains(&value),
+                    "{name} {value} is out of range: from {} to {}",
+                    K::MIN,
+                    K::MAX
+                );
                 let weight: u32 = weight
                     .trim()
                     .parse()
                     .with_context(|| format!("weight {weight:?} is not a whole number"))?;
-                Ok((offset, weight))
+                Ok((value, weight))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         ensure!(
             entries.iter().any(|&(_, weight)| weight > 0),
-            "the page mix needs at least one offset with a weight above 0"
+            "the mix needs at least one {name} with a weight above 0"
         );
         let index = WeightedIndex::new(entries.iter().map(|&(_, weight)| weight))
-            .context("page mix weights")?;
-        Ok(Self { entries, index })
+            .with_context(|| format!("{name} mix weights"))?;
+        Ok(Self {
+            entries,
+            index,
+            kind: std::marker::PhantomData,
+        })
     }
 }
 
-impl fmt::Display for PageMix {
+impl<K> fmt::Display for Mix<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pairs: Vec<String> = self
             .entries
             .iter()
-            .map(|(offset, weight)| format!("{offset}={weight}"))
+            .map(|(value, weight)| format!("{value}={weight}"))
             .collect();
         f.write_str(&pairs.join(","))
     }
@@ -229,6 +289,48 @@ mod tests {
         ];
         for (raw, reason) in cases {
             let error = raw.parse::<PageMix>().expect_err(raw);
+            assert!(
+                format!("{error:#}").contains(reason),
+                "{raw:?}: expected {reason:?} in {error:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_depth_mix_follows_its_weights_and_knows_its_deepest_walk() {
+        let mix: DepthMix = "1=80,2=10,5=5,20=5,50=0".parse().expect("valid mix");
+        let mut rng = StdRng::seed_from_u64(5);
+        let draws = 100_000;
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..draws {
+            *counts.entry(mix.sample(&mut rng)).or_insert(0u64) += 1;
+        }
+        for (depth, weight) in [(1, 80), (2, 10), (5, 5), (20, 5)] {
+            let observed = counts[&depth] as f64 / draws as f64;
+            let expected = f64::from(weight) / 100.0;
+            assert!(
+                (observed - expected).abs() < 0.01,
+                "depth {depth}: {observed:.3} vs {expected:.3}"
+            );
+        }
+        assert!(!counts.contains_key(&50), "a weight of 0 is never drawn");
+        assert_eq!(mix.max(), 20, "the deepest walk that can be drawn");
+        assert_eq!(mix.to_string(), "1=80,2=10,5=5,20=5,50=0");
+    }
+
+    #[test]
+    fn malformed_depth_mixes_are_refused_with_a_reason() {
+        let cases = [
+            ("", "not depth=weight"),
+            ("3", "not depth=weight"),
+            ("0=1", "depth 0 is out of range: from 1 to 1000"),
+            ("1001=1", "depth 1001 is out of range"),
+            ("-1=1", "depth \"-1\" is not a whole number"),
+            ("2=x", "weight \"x\" is not a whole number"),
+            ("1=0", "at least one depth with a weight above 0"),
+        ];
+        for (raw, reason) in cases {
+            let error = raw.parse::<DepthMix>().expect_err(raw);
             assert!(
                 format!("{error:#}").contains(reason),
                 "{raw:?}: expected {reason:?} in {error:#}"

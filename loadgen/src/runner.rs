@@ -2,25 +2,35 @@
 //!
 //! The phases are separate and each waits for its last request, so the two scrapes bracket exactly
 //! the measured requests: the report's counts and the service's counters can be compared one to one.
+//! Reads are walks: a user's page, or a reader going `--depths` pages down their home feed by
+//! `next_cursor`. Writes, when asked for, run beside the reads on an open-loop schedule of their own.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, RequestBuilder};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::{Endpoint, Load, Plan};
-use crate::mix::{PageMix, UserSampler};
-use crate::record::{Outcome, Recorder, Status};
+use crate::mix::{DepthMix, PageMix, UserSampler};
+use crate::outbox::HotOutbox;
+use crate::record::{Outcome, Recorder, Status, WalkEnd};
 use crate::report::Report;
 use crate::schedule::Schedule;
 use crate::scrape::{Scrape, ServiceDelta};
 
 /// Pause of a closed-loop worker after a transport error, so a dead service is not hammered.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Mixed into the seed of the author draws, so writes and reads draw independently.
+const WRITE_SEED: u64 = 0x5752_4954;
 
 /// Runs the plan and reports the measured phase.
 ///
@@ -38,10 +48,20 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         base: base.clone(),
         users: plan.users.clone(),
         offsets: plan.offsets.clone(),
+        depths: plan.depths.clone(),
         endpoint: plan.endpoint,
         cursor: plan.cursor.clone(),
         limit: plan.limit,
     });
+    // Before any load, so its few reads stay out of both phases.
+    let hot_outbox = match plan.endpoint {
+        Endpoint::Feed => Some(
+            HotOutbox::find(&client, &base, plan.user_count, &plan.redis_urls)
+                .await
+                .map_err(|error| format!("{error:#}")),
+        ),
+        Endpoint::Posts => None,
+    };
 
     if !plan.warmup.is_zero() {
         let warmup = Phase {
@@ -59,168 +79,288 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         max_requests: plan.max_requests,
         seed: plan.seed,
     };
-    let (recorder, elapsed) = run_phase(plan, &client, &requests, &measure).await;
+    let measured = run_phase(plan, &client, &requests, &measure).await;
     let after = Scrape::fetch(&client, &base).await;
     let service = match (before, after) {
-        (Ok(before), Ok(after)) => Ok(ServiceDelta::between(&before, &after)),
+        (Ok(before), Ok(after)) => Ok(ServiceDelta::between(
+            &before,
+            &after,
+            plan.endpoint.route(),
+        )),
         (Err(error), _) | (_, Err(error)) => Err(format!("{error:#}")),
     };
-    Ok(Report::new(plan, &recorder, elapsed, service))
+    Ok(Report::new(plan, &measured, service, hot_outbox))
+}
+
+/// What one phase recorded.
+pub struct Measured {
+    pub reads: Recorder,
+    /// `None` without `--write-rate`.
+    pub writes: Option<Recorder>,
+    /// From the phase's start to its last answer, reads and writes.
+    pub elapsed: Duration,
 }
 
 /// One phase: warm-up or measured.
 struct Phase {
     name: &'static str,
     length: Duration,
+    /// Pages read at most (writes are not counted).
     max_requests: Option<u64>,
     seed: u64,
 }
 
-/// Builds the request URLs.
+/// Builds the requests: what each walk reads, and the posts written.
 struct Requests {
     base: String,
     users: UserSampler,
     offsets: PageMix,
+    depths: DepthMix,
     endpoint: Endpoint,
     cursor: Option<String>,
     limit: u32,
 }
 
+/// One reader's visit: a user, the position of their first page, and how many pages they read.
+struct Walk {
+    user: u64,
+    /// `&offset=..`, `&cursor=..` or nothing (a first page).
+    first: String,
+    pages: u32,
+}
+
 impl Requests {
-    fn next(&self, rng: &mut StdRng) -> (u64, String) {
+    fn next_walk(&self, rng: &mut StdRng) -> Walk {
         let user = self.users.sample(rng);
-        let (listing, position) = match (self.endpoint, &self.cursor) {
-            (Endpoint::Posts, Some(cursor)) => ("posts", format!("&cursor={cursor}")),
-            (Endpoint::Posts, None) => ("posts", format!("&offset={}", self.offsets.sample(rng))),
-            (Endpoint::Feed, Some(cursor)) => ("feed", format!("&cursor={cursor}")),
-            (Endpoint::Feed, None) => ("feed", String::new()),
+        let (first, pages) = match (self.endpoint, &self.cursor) {
+            (_, Some(cursor)) => (format!("&cursor={cursor}"), 1),
+            (Endpoint::Posts, None) => (format!("&offset={}", self.offsets.sample(rng)), 1),
+            (Endpoint::Feed, None) => (String::new(), self.depths.sample(rng)),
         };
+        Walk { user, first, pages }
+    }
+
+    fn page(&self, client: &reqwest::Client, user: u64, position: &str) -> RequestBuilder {
         let url = format!(
-            "{}/api/v1/users/{user}/{listing}?limit={}{position}",
-            self.base, self.limit
+            "{}/api/v1/users/{user}/{}?limit={}{position}",
+            self.base,
+            self.endpoint.segment(),
+            self.limit
         );
-        (user, url)
+        request(client, Method::GET, url)
+    }
+
+    /// `POST /api/v1/posts` by `author`; `n` numbers the posts of a phase.
+    fn post(&self, client: &reqwest::Client, author: u64, n: u64) -> RequestBuilder {
+        let body = serde_json::json!({
+            "user_id": author,
+            "content": format!("loadgen post {n} by user {author}"),
+        });
+        request(client, Method::POST, format!("{}/api/v1/posts", self.base))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string())
     }
 }
 
+/// Every request loadgen sends starts here: a header every request needs (credentials, once
+/// writes are authenticated) is added in this one place.
+fn request(client: &reqwest::Client, method: Method, url: String) -> RequestBuilder {
+    client.request(method, url)
+}
+
 /// Counters shared by the senders, the recorder and the progress line.
-#[derive(Default)]
 struct Shared {
     recorder: Mutex<Recorder>,
+    /// Requests handed to the client.
     sent: AtomicU64,
     answered: AtomicU64,
     failed: AtomicU64,
+    /// Requests counted against `budget`, sent or not.
+    issued: AtomicU64,
+    budget: u64,
 }
 
 impl Shared {
+    fn new(budget: Option<u64>) -> Self {
+        Self {
+            recorder: Mutex::default(),
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            issued: AtomicU64::new(0),
+            budget: budget.unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether one more request fits `--max-requests`.
+    fn take_budget(&self) -> bool {
+        self.issued.fetch_add(1, Ordering::Relaxed) < self.budget
+    }
+
     fn record(&self, outcome: Outcome) {
         match outcome.status {
             Status::Http(_) => self.answered.fetch_add(1, Ordering::Relaxed),
             Status::NotSent => 0,
             Status::Timeout | Status::Error => self.failed.fetch_add(1, Ordering::Relaxed),
         };
+        self.recorder().record(outcome);
+    }
+
+    fn end_walk(&self, end: WalkEnd) {
+        self.recorder().end_walk(end);
+    }
+
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
         self.recorder
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .record(outcome);
+    }
+
+    fn take_recorder(&self) -> Recorder {
+        std::mem::take(&mut *self.recorder())
     }
 }
 
-/// Runs one phase to its end (every sent request answered or timed out); returns its counts and
-/// the time from its start to its last answer.
+/// Runs one phase to its end (every sent request answered or timed out).
 async fn run_phase(
     plan: &Plan,
     client: &reqwest::Client,
     requests: &Arc<Requests>,
     phase: &Phase,
-) -> (Recorder, Duration) {
-    let shared = Arc::new(Shared::default());
+) -> Measured {
+    let reads = Arc::new(Shared::new(phase.max_requests));
+    let writes = plan.writes.map(|_| Arc::new(Shared::new(None)));
     let start = Instant::now();
     let progress = plan.progress.then(|| {
         tokio::spawn(progress_line(
             phase.name,
             phase.length,
             start,
-            Arc::clone(&shared),
+            Arc::clone(&reads),
+            writes.clone(),
         ))
     });
-    match plan.load {
-        Load::Open {
-            rate,
-            max_in_flight,
-        } => open_loop(client, requests, &shared, phase, start, rate, max_in_flight).await,
-        Load::Closed { concurrency } => {
-            closed_loop(client, requests, &shared, phase, start, concurrency).await;
+    let read_load = async {
+        match plan.load {
+            Load::Open {
+                rate,
+                max_in_flight,
+            } => {
+                let schedule = Schedule::new(start, rate);
+                let count = schedule
+                    .count_within(phase.length)
+                    .min(phase.max_requests.unwrap_or(u64::MAX));
+                let mut rng = StdRng::seed_from_u64(phase.seed);
+                open_loop(&reads, schedule, count, max_in_flight, |_, due| {
+                    if !reads.take_budget() {
+                        return None;
+                    }
+                    let walk = requests.next_walk(&mut rng);
+                    let user = walk.user;
+                    let (client, requests, shared) =
+                        (client.clone(), Arc::clone(requests), Arc::clone(&reads));
+                    Some((user, async move {
+                        let send_lag = due.elapsed();
+                        run_walk(&client, &requests, &shared, walk, due, send_lag).await;
+                    }))
+                })
+                .await;
+            }
+            Load::Closed { concurrency } => {
+                closed_loop(client, requests, &reads, phase, start, concurrency).await;
+            }
         }
-    }
+    };
+    let write_load = async {
+        let (Some(load), Some(writes)) = (plan.writes, &writes) else {
+            return;
+        };
+        let schedule = Schedule::new(start, load.rate);
+        let count = schedule.count_within(phase.length);
+        let mut rng = StdRng::seed_from_u64(phase.seed ^ WRITE_SEED);
+        open_loop(writes, schedule, count, load.max_in_flight, |n, due| {
+            let author = requests.users.sample(&mut rng);
+            let post = requests.post(client, author, n);
+            let shared = Arc::clone(writes);
+            Some((author, async move {
+                let send_lag = due.elapsed();
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                let (mut outcome, _) = send(post, author, due, false).await;
+                outcome.send_lag = send_lag;
+                shared.record(outcome);
+            }))
+        })
+        .await;
+    };
+    tokio::join!(read_load, write_load);
     let elapsed = start.elapsed();
     if let Some(progress) = progress {
         progress.abort();
         eprintln!(
-            "[{:>7} done] {} answered, {} failed in {:.2}s",
+            "[{:>7} done] {} answered, {} failed in {:.2}s{}",
             phase.name,
-            shared.answered.load(Ordering::Relaxed),
-            shared.failed.load(Ordering::Relaxed),
-            elapsed.as_secs_f64()
+            reads.answered.load(Ordering::Relaxed),
+            reads.failed.load(Ordering::Relaxed),
+            elapsed.as_secs_f64(),
+            writes.as_ref().map_or_else(String::new, |w| format!(
+                "; writes {} answered, {} failed",
+                w.answered.load(Ordering::Relaxed),
+                w.failed.load(Ordering::Relaxed)
+            )),
         );
     }
-    let recorder = std::mem::take(
-        &mut *shared
-            .recorder
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    );
-    (recorder, elapsed)
+    Measured {
+        reads: reads.take_recorder(),
+        writes: writes.map(|w| w.take_recorder()),
+        elapsed,
+    }
 }
 
-/// Sends on the fixed schedule; latency counts from each request's due time.
-async fn open_loop(
-    client: &reqwest::Client,
-    requests: &Arc<Requests>,
+/// Starts one job per due time of `schedule` (the first `count`), each with its latency counted
+/// from its due time. `job(i, due)` draws the job: its user and the future that sends and records
+/// it; `None` ends the loop early. A job due while `max_in_flight` are outstanding is not started
+/// and counted as `not_sent`.
+async fn open_loop<J, F>(
     shared: &Arc<Shared>,
-    phase: &Phase,
-    start: Instant,
-    rate: f64,
+    schedule: Schedule,
+    count: u64,
     max_in_flight: usize,
-) {
-    let schedule = Schedule::new(start, rate);
-    let count = schedule
-        .count_within(phase.length)
-        .min(phase.max_requests.unwrap_or(u64::MAX));
+    mut job: J,
+) where
+    J: FnMut(u64, Instant) -> Option<(u64, F)>,
+    F: Future<Output = ()> + Send + 'static,
+{
     let mut paced = schedule.pace(count, max_in_flight);
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let mut rng = StdRng::seed_from_u64(phase.seed);
     let mut in_flight = JoinSet::new();
-    while let Some((_, due)) = paced.recv().await {
-        let (user, url) = requests.next(&mut rng);
+    while let Some((i, due)) = paced.recv().await {
+        let Some((user, work)) = job(i, due) else {
+            break;
+        };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             shared.record(Outcome {
                 user,
                 status: Status::NotSent,
                 cache: None,
+                feed_source: None,
+                depth: 1,
                 latency: Duration::ZERO,
                 send_lag: Duration::ZERO,
                 body_bytes: 0,
             });
             continue;
         };
-        shared.sent.fetch_add(1, Ordering::Relaxed);
-        let client = client.clone();
-        let shared = Arc::clone(shared);
         in_flight.spawn(async move {
-            let send_lag = due.elapsed();
-            let mut outcome = send(&client, url, user, due).await;
-            outcome.send_lag = send_lag;
+            work.await;
             drop(permit);
-            shared.record(outcome);
         });
         while in_flight.try_join_next().is_some() {}
     }
-    // Bounded: every request ends within the client's timeout.
+    // Bounded: every request ends within the client's timeout, a walk within its depth of them.
     while in_flight.join_next().await.is_some() {}
 }
 
-/// `concurrency` workers, each sending its next request when the last one ended.
+/// `concurrency` workers, each starting its next walk when the last one ended.
 async fn closed_loop(
     client: &reqwest::Client,
     requests: &Arc<Requests>,
@@ -230,7 +370,6 @@ async fn closed_loop(
     concurrency: usize,
 ) {
     let deadline = start + phase.length;
-    let budget = phase.max_requests.unwrap_or(u64::MAX);
     let mut workers = JoinSet::new();
     for worker in 0..concurrency {
         let client = client.clone();
@@ -238,15 +377,18 @@ async fn closed_loop(
         let shared = Arc::clone(shared);
         let mut rng = StdRng::seed_from_u64(phase.seed.wrapping_add(worker as u64));
         workers.spawn(async move {
-            while Instant::now() < deadline {
-                if shared.sent.fetch_add(1, Ordering::Relaxed) >= budget {
-                    break;
-                }
-                let (user, url) = requests.next(&mut rng);
-                let outcome = send(&client, url, user, Instant::now()).await;
-                let failed = matches!(outcome.status, Status::Error);
-                shared.record(outcome);
-                if failed {
+            while Instant::now() < deadline && shared.take_budget() {
+                let walk = requests.next_walk(&mut rng);
+                let end = run_walk(
+                    &client,
+                    &requests,
+                    &shared,
+                    walk,
+                    Instant::now(),
+                    Duration::ZERO,
+                )
+                .await;
+                if end == WalkEnd::Failed {
                     tokio::time::sleep(ERROR_BACKOFF).await;
                 }
             }
@@ -255,8 +397,72 @@ async fn closed_loop(
     while workers.join_next().await.is_some() {}
 }
 
-/// Sends one request and reads the whole body; latency runs from `since` to the body's end.
-async fn send(client: &reqwest::Client, url: String, user: u64, since: Instant) -> Outcome {
+/// Reads a walk's pages one after another, following `next_cursor`, and records each page and
+/// how the walk ended. The first page's latency counts from `due` (and `send_lag` is its lateness);
+/// each later page's from its own send, as a reader asks for the next page once they have one.
+/// The first page's place in `--max-requests` was taken by the caller.
+async fn run_walk(
+    client: &reqwest::Client,
+    requests: &Requests,
+    shared: &Shared,
+    walk: Walk,
+    due: Instant,
+    send_lag: Duration,
+) -> WalkEnd {
+    let mut position = walk.first;
+    let mut since = due;
+    let mut depth = 1;
+    let end = loop {
+        if depth > 1 && !shared.take_budget() {
+            break WalkEnd::Stopped;
+        }
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        let more = depth < walk.pages;
+        let (mut outcome, next) = send(
+            requests.page(client, walk.user, &position),
+            walk.user,
+            since,
+            more,
+        )
+        .await;
+        outcome.depth = depth;
+        if depth == 1 {
+            outcome.send_lag = send_lag;
+        }
+        let ok = outcome.status == Status::Http(200);
+        shared.record(outcome);
+        match (ok, more, next) {
+            (false, _, _) => break WalkEnd::Failed,
+            (true, false, _) => break WalkEnd::Complete,
+            (true, true, Next::Cursor(cursor)) => position = format!("&cursor={cursor}"),
+            (true, true, Next::End) => break WalkEnd::FeedEnded,
+            (true, true, Next::Unread) => break WalkEnd::Failed,
+        }
+        depth += 1;
+        since = Instant::now();
+    };
+    shared.end_walk(end);
+    end
+}
+
+/// Where a page says the walk goes next.
+enum Next {
+    /// Its `next_cursor`.
+    Cursor(String),
+    /// `next_cursor` is null: the listing ends here.
+    End,
+    /// Not asked for, or the body could not be read as a page.
+    Unread,
+}
+
+#[derive(Deserialize)]
+struct PageBody {
+    next_cursor: Option<String>,
+}
+
+/// Sends one request and reads the whole body; latency runs from `since` to the body's end. With
+/// `follow`, a 200 body is read for its `next_cursor`.
+async fn send(request: RequestBuilder, user: u64, since: Instant, follow: bool) -> (Outcome, Next) {
     let failed = |error: reqwest::Error| Outcome {
         user,
         status: if error.is_timeout() {
@@ -265,45 +471,77 @@ async fn send(client: &reqwest::Client, url: String, user: u64, since: Instant) 
             Status::Error
         },
         cache: None,
+        feed_source: None,
+        depth: 1,
         latency: since.elapsed(),
         send_lag: Duration::ZERO,
         body_bytes: 0,
     };
-    let response = match client.get(url).send().await {
+    let response = match request.send().await {
         Ok(response) => response,
-        Err(error) => return failed(error),
+        Err(error) => return (failed(error), Next::Unread),
     };
     let status = response.status().as_u16();
-    let cache = response
-        .headers()
-        .get("x-cache")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let cache = header("x-cache");
+    let feed_source = header("x-feed-source");
     match response.bytes().await {
-        Ok(body) => Outcome {
-            user,
-            status: Status::Http(status),
-            cache,
-            latency: since.elapsed(),
-            send_lag: Duration::ZERO,
-            body_bytes: body.len() as u64,
-        },
-        Err(error) => failed(error),
+        Ok(body) => {
+            let latency = since.elapsed();
+            let next = if follow && status == 200 {
+                serde_json::from_slice::<PageBody>(&body).map_or(Next::Unread, |page| {
+                    page.next_cursor.map_or(Next::End, Next::Cursor)
+                })
+            } else {
+                Next::Unread
+            };
+            let outcome = Outcome {
+                user,
+                status: Status::Http(status),
+                cache,
+                feed_source,
+                depth: 1,
+                latency,
+                send_lag: Duration::ZERO,
+                body_bytes: body.len() as u64,
+            };
+            (outcome, next)
+        }
+        Err(error) => (failed(error), Next::Unread),
     }
 }
 
 /// Prints one line a second on stderr while a phase runs.
-async fn progress_line(name: &'static str, length: Duration, start: Instant, shared: Arc<Shared>) {
+async fn progress_line(
+    name: &'static str,
+    length: Duration,
+    start: Instant,
+    reads: Arc<Shared>,
+    writes: Option<Arc<Shared>>,
+) {
     let first = tokio::time::Instant::from_std(start + Duration::from_secs(1));
     let mut ticks = tokio::time::interval_at(first, Duration::from_secs(1));
     let mut last_answered = 0;
     loop {
         let now = ticks.tick().await.into_std();
-        let answered = shared.answered.load(Ordering::Relaxed);
-        let sent = shared.sent.load(Ordering::Relaxed);
-        let failed = shared.failed.load(Ordering::Relaxed);
+        let answered = reads.answered.load(Ordering::Relaxed);
+        let sent = reads.sent.load(Ordering::Relaxed);
+        let failed = reads.failed.load(Ordering::Relaxed);
+        let writes = writes.as_ref().map_or_else(String::new, |w| {
+            format!(
+                "  writes {} answered, {} failed",
+                w.answered.load(Ordering::Relaxed),
+                w.failed.load(Ordering::Relaxed)
+            )
+        });
         eprintln!(
-            "[{name:>7} {:>5.1}s/{:.0}s] sent {sent}  answered {answered}  failed {failed}  in flight {}  {} req/s",
+            "[{name:>7} {:>5.1}s/{:.0}s] sent {sent}  answered {answered}  failed {failed}  in flight {}  {} req/s{writes}",
             (now - start).as_secs_f64(),
             length.as_secs_f64(),
             sent.saturating_sub(answered + failed),

@@ -1,9 +1,12 @@
 //! The service's side of a run: `/metrics` read before and after the measured phase.
 //!
-//! Only counters are used, as differences, so the service may have served anything before the run.
-//! Names are the service's (see `src/metrics.rs` of hotfeed): `feed_pages_total{cache}`,
-//! `db_queries_total{query}`, `redis_commands_total{node}`, `redis_round_trips_total{node}`,
-//! `redis_errors_total{node}`, `cache_errors_total{kind}`.
+//! Only counters and histogram buckets are used, as differences, so the service may have served
+//! anything before the run. Names are the service's (see `src/metrics.rs` of hotfeed):
+//! `feed_pages_total{cache}`, `db_queries_total{query}`, `redis_commands_total{node}`,
+//! `redis_round_trips_total{node}`, `redis_errors_total{node}`, `cache_errors_total{kind}`, and of
+//! the home feed `feed_sources_total{source}`, `feed_celebrity_pulls_total`,
+//! `feed_rebuilds_total{box}`, `feed_fanout_repairs_total` and the histograms
+//! `feed_fanout_size` and `feed_fanout_lag_seconds`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -164,6 +167,103 @@ pub struct ServiceDelta {
     pub cache_errors: BTreeMap<String, u64>,
     /// HTTP responses of the page route, by status.
     pub page_responses: BTreeMap<String, u64>,
+    /// HTTP responses of `POST /api/v1/posts` (loadgen's writes), by status.
+    pub write_responses: BTreeMap<String, u64>,
+    /// Home-feed pages by where their ids came from: `inbox`, `pulled`, `database`.
+    pub feed_sources: BTreeMap<String, u64>,
+    /// Celebrity outboxes read by home-feed pages.
+    pub celebrity_pulls: u64,
+    /// Inboxes and outboxes rebuilt from PostgreSQL, by kind.
+    pub feed_rebuilds: BTreeMap<String, u64>,
+    /// Boxes dropped because a fan-out to them failed.
+    pub fanout_repairs: u64,
+    /// Boxes each post written during the run went to (its outbox, and inboxes unless its author
+    /// is a celebrity); `None` when no post was fanned out.
+    pub fanout_size: Option<Estimate>,
+    /// From a post's commit to the end of its fan-out, in milliseconds; `None` when no post was
+    /// fanned out.
+    pub fanout_lag_ms: Option<Estimate>,
+}
+
+/// What a Prometheus histogram recorded between two scrapes.
+///
+/// `mean` is exact (the sum over the count); the percentiles are estimated from the bucket counts,
+/// interpolating linearly inside the bucket that holds them, as PromQL's `histogram_quantile`
+/// does, so they are only as precise as the service's buckets: `p50_le` and `p99_le` are the upper
+/// bounds of those buckets, what the counts say for certain (`None`: above the last finite bound,
+/// which is then what `p50` or `p99` reads).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p50_le: Option<f64>,
+    pub p99_le: Option<f64>,
+}
+
+impl Estimate {
+    /// The histogram `name` (its `_bucket`, `_sum` and `_count` series) between two scrapes, each
+    /// value multiplied by `scale` (1000 turns seconds into milliseconds); `None` if nothing was
+    /// observed in between.
+    pub fn between(before: &Scrape, after: &Scrape, name: &str, scale: f64) -> Option<Self> {
+        let moved = |series: &str| {
+            after.get(series, &[]).unwrap_or(0.0) - before.get(series, &[]).unwrap_or(0.0)
+        };
+        let count = moved(&format!("{name}_count")).round();
+        if count < 1.0 {
+            return None;
+        }
+        let bucket = format!("{name}_bucket");
+        let old = before.by_label(&bucket, "le");
+        let mut buckets: Vec<(f64, f64)> = after
+            .by_label(&bucket, "le")
+            .into_iter()
+            .filter_map(|(le, cumulative)| {
+                let bound = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let moved = cumulative - old.get(&le).copied().unwrap_or(0.0);
+                Some((bound, moved.max(0.0)))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (p50, p50_le) = bucket_quantile(&buckets, 0.50);
+        let (p99, p99_le) = bucket_quantile(&buckets, 0.99);
+        let bound = |le: f64| le.is_finite().then_some(scale * le);
+        Some(Self {
+            count: count as u64,
+            mean: scale * moved(&format!("{name}_sum")) / count,
+            p50: scale * p50,
+            p99: scale * p99,
+            p50_le: bound(p50_le),
+            p99_le: bound(p99_le),
+        })
+    }
+}
+
+/// The `q` quantile of cumulative `(upper bound, count)` buckets sorted by bound, and the bound of
+/// the bucket holding it: linear inside that bucket, from the previous bound (0 for the first
+/// bucket); a rank in the `+Inf` bucket answers the highest finite bound.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> (f64, f64) {
+    let Some(&(_, total)) = buckets.last() else {
+        return (0.0, f64::INFINITY);
+    };
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(bound, cumulative) in buckets {
+        if cumulative >= rank && cumulative > below {
+            if bound.is_infinite() {
+                return (lower, bound);
+            }
+            let estimate = lower + (bound - lower) * (rank - below) / (cumulative - below);
+            return (estimate, bound);
+        }
+        (lower, below) = (bound, cumulative);
+    }
+    (lower, f64::INFINITY)
 }
 
 /// The Redis work one node received.
@@ -177,12 +277,16 @@ pub struct NodeLoad {
     pub command_share: f64,
 }
 
-/// The route pattern of the feed endpoint, as the service labels it.
+/// The route pattern of the posts listing, as the service labels it.
 pub const PAGE_ROUTE: &str = "/api/v1/users/{id}/posts";
 
+/// The route pattern loadgen's writes go to.
+pub const WRITE_ROUTE: &str = "/api/v1/posts";
+
 impl ServiceDelta {
-    /// What moved between `before` and `after`.
-    pub fn between(before: &Scrape, after: &Scrape) -> Self {
+    /// What moved between `before` and `after`; `page_route` is the route pattern of the listing
+    /// the run read (e.g. [`PAGE_ROUTE`]).
+    pub fn between(before: &Scrape, after: &Scrape, page_route: &str) -> Self {
         let delta = |name: &str, label: &str| -> BTreeMap<String, u64> {
             let old = before.by_label(name, label);
             after
@@ -221,9 +325,9 @@ impl ServiceDelta {
                 }
             })
             .collect();
-        let page_responses = {
-            let old = status_counts(before);
-            status_counts(after)
+        let responses = |method: &str, route: &str| -> BTreeMap<String, u64> {
+            let old = status_counts(before, method, route);
+            status_counts(after, method, route)
                 .into_iter()
                 .map(|(status, new)| {
                     let moved = new.saturating_sub(old.get(&status).copied().unwrap_or(0));
@@ -232,13 +336,24 @@ impl ServiceDelta {
                 .filter(|(_, moved)| *moved > 0)
                 .collect()
         };
+        let counter = |name: &str| {
+            let moved = after.get(name, &[]).unwrap_or(0.0) - before.get(name, &[]).unwrap_or(0.0);
+            moved.max(0.0).round() as u64
+        };
         Self {
             db_queries_per_page: ratio(db_queries.values().sum(), pages.values().sum()),
             pages,
             db_queries,
             redis_nodes,
             cache_errors: delta("cache_errors_total", "kind"),
-            page_responses,
+            page_responses: responses("GET", page_route),
+            write_responses: responses("POST", WRITE_ROUTE),
+            feed_sources: delta("feed_sources_total", "source"),
+            celebrity_pulls: counter("feed_celebrity_pulls_total"),
+            feed_rebuilds: delta("feed_rebuilds_total", "box"),
+            fanout_repairs: counter("feed_fanout_repairs_total"),
+            fanout_size: Estimate::between(before, after, "feed_fanout_size", 1.0),
+            fanout_lag_ms: Estimate::between(before, after, "feed_fanout_lag_seconds", 1000.0),
         }
     }
 
@@ -248,7 +363,7 @@ impl ServiceDelta {
     }
 }
 
-fn status_counts(scrape: &Scrape) -> BTreeMap<String, u64> {
+fn status_counts(scrape: &Scrape, method: &str, route: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (labels, value) in scrape
         .series
@@ -256,8 +371,8 @@ fn status_counts(scrape: &Scrape) -> BTreeMap<String, u64> {
         .into_iter()
         .flatten()
     {
-        if labels.get("route").map(String::as_str) == Some(PAGE_ROUTE)
-            && labels.get("method").map(String::as_str) == Some("GET")
+        if labels.get("route").map(String::as_str) == Some(route)
+            && labels.get("method").map(String::as_str) == Some(method)
         {
             let status = labels.get("status").cloned().unwrap_or_default();
             *out.entry(status).or_default() += value.round() as u64;
@@ -308,7 +423,8 @@ post_object_cache_hits_total 2000
 
     #[test]
     fn the_delta_counts_only_what_moved() {
-        let delta = ServiceDelta::between(&Scrape::parse(BEFORE), &Scrape::parse(AFTER));
+        let delta =
+            ServiceDelta::between(&Scrape::parse(BEFORE), &Scrape::parse(AFTER), PAGE_ROUTE);
         assert_eq!(
             delta.pages,
             BTreeMap::from([("hit".into(), 30), ("partial".into(), 5)])
@@ -333,6 +449,122 @@ post_object_cache_hits_total 2000
             ]
         );
         assert!((delta.redis_nodes[0].command_share - 0.75).abs() < 1e-12);
+    }
+
+    const FEED_BEFORE: &str = r#"
+feed_sources_total{source="inbox"} 5
+feed_celebrity_pulls_total 7
+feed_fanout_lag_seconds_bucket{le="0.001"} 10
+feed_fanout_lag_seconds_bucket{le="0.0025"} 10
+feed_fanout_lag_seconds_bucket{le="0.005"} 10
+feed_fanout_lag_seconds_bucket{le="+Inf"} 10
+feed_fanout_lag_seconds_sum 0.005
+feed_fanout_lag_seconds_count 10
+feed_fanout_size_bucket{le="1"} 10
+feed_fanout_size_bucket{le="10"} 10
+feed_fanout_size_bucket{le="100"} 10
+feed_fanout_size_bucket{le="+Inf"} 10
+feed_fanout_size_sum 10
+feed_fanout_size_count 10
+http_requests_total{method="POST",route="/api/v1/posts",status="201"} 10
+"#;
+    /// 100 more posts: 60 fanned out within 1 ms, 30 within 2.5 ms, 9 within 5 ms, 1 slower.
+    const FEED_AFTER: &str = r#"
+feed_sources_total{source="inbox"} 45
+feed_sources_total{source="pulled"} 20
+feed_sources_total{source="database"} 3
+feed_celebrity_pulls_total 47
+feed_rebuilds_total{box="inbox"} 2
+feed_fanout_repairs_total 0
+feed_fanout_lag_seconds_bucket{le="0.001"} 70
+feed_fanout_lag_seconds_bucket{le="0.0025"} 100
+feed_fanout_lag_seconds_bucket{le="0.005"} 109
+feed_fanout_lag_seconds_bucket{le="+Inf"} 110
+feed_fanout_lag_seconds_sum 0.205
+feed_fanout_lag_seconds_count 110
+feed_fanout_size_bucket{le="1"} 10
+feed_fanout_size_bucket{le="10"} 60
+feed_fanout_size_bucket{le="100"} 110
+feed_fanout_size_bucket{le="+Inf"} 110
+feed_fanout_size_sum 3010
+feed_fanout_size_count 110
+http_requests_total{method="POST",route="/api/v1/posts",status="201"} 110
+http_requests_total{method="GET",route="/api/v1/users/{id}/feed",status="200"} 68
+"#;
+
+    #[test]
+    fn the_feed_delta_has_sources_pulls_and_fan_out_estimated_from_buckets() {
+        // Act
+        let delta = ServiceDelta::between(
+            &Scrape::parse(FEED_BEFORE),
+            &Scrape::parse(FEED_AFTER),
+            "/api/v1/users/{id}/feed",
+        );
+
+        // Assert
+        assert_eq!(
+            delta.feed_sources,
+            BTreeMap::from([
+                ("database".into(), 3),
+                ("inbox".into(), 40),
+                ("pulled".into(), 20)
+            ])
+        );
+        assert_eq!(delta.celebrity_pulls, 40);
+        assert_eq!(delta.feed_rebuilds, BTreeMap::from([("inbox".into(), 2)]));
+        assert_eq!(delta.fanout_repairs, 0);
+        assert_eq!(delta.page_responses, BTreeMap::from([("200".into(), 68)]));
+        assert_eq!(delta.write_responses, BTreeMap::from([("201".into(), 100)]));
+        let lag = delta.fanout_lag_ms.expect("100 posts were fanned out");
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert_eq!(lag.count, 100);
+        assert!(close(lag.mean, 2.0), "0.2 s over 100 posts: {}", lag.mean);
+        // Rank 50 of the 60 in (0, 1 ms]: 50/60 of the way; rank 99 is the 9th of 9 in (2.5, 5].
+        assert!(close(lag.p50, 50.0 / 60.0), "p50 {}", lag.p50);
+        assert!(close(lag.p99, 5.0), "p99 {}", lag.p99);
+        assert_eq!(
+            (lag.p50_le, lag.p99_le),
+            (Some(1.0), Some(5.0)),
+            "bucket bounds in ms"
+        );
+        let size = delta.fanout_size.expect("fan-out sizes");
+        assert!(close(size.mean, 30.0), "3000 boxes over 100 posts");
+        assert!(
+            close(size.p50, 10.0),
+            "the 50th post is the last in (1, 10]"
+        );
+        assert!(
+            close(size.p99, 10.0 + 90.0 * 49.0 / 50.0),
+            "p99 {}",
+            size.p99
+        );
+        assert_eq!(size.p99_le, Some(100.0));
+    }
+
+    #[test]
+    fn nothing_fanned_out_is_no_estimate_and_the_inf_bucket_answers_the_last_bound() {
+        let scrape = Scrape::parse(FEED_BEFORE);
+        assert_eq!(
+            Estimate::between(&scrape, &scrape, "feed_fanout_lag_seconds", 1000.0),
+            None
+        );
+        assert_eq!(
+            Estimate::between(&scrape, &scrape, "no_such_histogram", 1.0),
+            None
+        );
+        let buckets = [(1.0, 50.0), (2.0, 90.0), (f64::INFINITY, 100.0)];
+        assert_eq!(
+            bucket_quantile(&buckets, 0.95),
+            (2.0, f64::INFINITY),
+            "in +Inf: the last finite bound, and no bound above it"
+        );
+        assert_eq!(
+            bucket_quantile(&buckets, 0.25),
+            (0.5, 1.0),
+            "from 0 in the first bucket"
+        );
+        assert_eq!(bucket_quantile(&buckets, 0.7), (1.5, 2.0));
+        assert_eq!(bucket_quantile(&[], 0.5), (0.0, f64::INFINITY));
     }
 
     #[test]

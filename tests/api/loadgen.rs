@@ -1,8 +1,11 @@
 //! loadgen against the real app: what it reports must agree with what the service counted.
 
 use ::loadgen::{Plan, Report};
+use hotfeed::cache::BoxKey;
+use hotfeed::domain::UserId;
+use reqwest::Method;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{owners, spawn_app, spawn_app_with, TestApp};
 
 /// Three users (ids 1..=3 in the fresh database), 60 posts each: a first page and a short second.
 async fn app_with_three_users() -> TestApp {
@@ -117,4 +120,238 @@ async fn an_open_loop_sends_exactly_its_schedule() {
         "the rate was held: {}",
         report.requests_per_sec
     );
+}
+
+/// Three users with 60 posts each: 1 follows 2, 2 and 3 follow 1. User 1, with two followers, is a
+/// celebrity (threshold 2): its posts are pulled from its outbox by readers 2 and 3, the others'
+/// are pushed. Every feed holds 120 posts.
+async fn app_with_a_celebrity() -> TestApp {
+    let app = spawn_app_with(|settings| settings.feed_celebrity_followers = 2).await;
+    for name in ["celebrity", "fan", "lurker"] {
+        let user = app.create_user(name).await;
+        app.create_posts(user, 60).await;
+    }
+    for (reader, author) in [(1, 2), (2, 1), (3, 1)] {
+        let path = format!("/api/v1/users/{reader}/following/{author}");
+        let res = app
+            .client
+            .request(Method::PUT, app.url(&path))
+            .send()
+            .await
+            .expect("the app answers");
+        assert_eq!(res.status(), 204, "{path}");
+    }
+    app
+}
+
+/// loadgen reading the home feeds of `app_with_a_celebrity`, with the test cluster as its seeds.
+async fn run_feed(app: &TestApp, load: &[&str]) -> Report {
+    let seeds = app.settings.cache.redis_urls.join(",");
+    let mut args = vec![
+        "--url",
+        &app.address,
+        "--endpoint",
+        "feed",
+        "--users",
+        "3",
+        "--limit",
+        "20",
+        "--redis-urls",
+        &seeds,
+        "--seed",
+        "11",
+        "--quiet",
+    ];
+    args.extend_from_slice(load);
+    let plan = Plan::from_args(args).expect("valid loadgen arguments");
+    ::loadgen::run(&plan).await.expect("loadgen runs")
+}
+
+async fn count_posts(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM posts")
+        .fetch_one(&mut app.db().await)
+        .await
+        .expect("count posts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_run_walks_readers_down_their_feeds_by_cursor() {
+    // Arrange
+    let app = app_with_a_celebrity().await;
+
+    // Act: half the readers read one page, half walk four pages deep (20 posts a page of 120).
+    let report = run_feed(
+        &app,
+        &[
+            "--depths",
+            "1=50,4=50",
+            "--concurrency",
+            "4",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+        ],
+    )
+    .await;
+
+    // Assert: walks went past the first page, to the depth drawn, every page a 200.
+    let walks = report.walks.as_ref().expect("a feed run reports its walks");
+    assert!(walks.walks > 10, "some walks were read: {walks:?}");
+    assert_eq!(report.statuses.len(), 1, "only 200s: {:?}", report.statuses);
+    assert_eq!(walks.deepest, 4, "{walks:?}");
+    assert!(walks.pages_by_depth[&4] > 0, "{walks:?}");
+    assert_eq!(
+        walks.pages_by_depth.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "a walk reads every page on its way down"
+    );
+    assert_eq!(
+        walks.pages_by_depth[&1], walks.walks,
+        "one first page a walk"
+    );
+    assert_eq!(
+        walks.ends.complete, walks.walks,
+        "120 posts are deeper than 4 pages of 20: {walks:?}"
+    );
+    assert_eq!(
+        walks.pages_by_depth.values().sum::<u64>(),
+        report.responses,
+        "every page read is counted at its depth"
+    );
+
+    // And the service saw exactly those pages, from the sources the client saw.
+    let service = report.service.as_ref().expect("the app serves /metrics");
+    assert_eq!(service.total_pages(), report.responses, "pages served");
+    assert_eq!(service.page_responses["200"], report.responses);
+    for (header, label) in [
+        ("inbox", "inbox"),
+        ("inbox+pulled", "pulled"),
+        ("database", "database"),
+    ] {
+        assert_eq!(
+            report.x_feed_source.get(header),
+            service.feed_sources.get(label),
+            "X-Feed-Source {header} vs feed_sources_total{{source={label}}}"
+        );
+    }
+    assert!(
+        report
+            .x_feed_source
+            .get("inbox+pulled")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "readers 2 and 3 pull the celebrity: {:?}",
+        report.x_feed_source
+    );
+    assert!(
+        service.celebrity_pulls >= service.feed_sources["pulled"],
+        "each pulled page read at least one outbox: {service:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_names_the_node_of_the_most_followed_accounts_outbox() {
+    // Arrange
+    let app = app_with_a_celebrity().await;
+    let outbox_key = app.keys.feed_box(BoxKey::Outbox(UserId::from_trusted(1)))[0].clone();
+    let outbox_node = owners(&mut app.redis().await, &[outbox_key])
+        .await
+        .remove(0);
+
+    // Act
+    let report = run_feed(
+        &app,
+        &[
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+        ],
+    )
+    .await;
+
+    // Assert: user 1 (two followers) is found, with the node CLUSTER SLOTS gives its outbox, and
+    // that node is marked among the service's nodes.
+    let outbox = report
+        .hot_outbox
+        .as_ref()
+        .unwrap_or_else(|| panic!("the outbox is found: {:?}", report.hot_outbox_unavailable));
+    assert_eq!((outbox.user, outbox.followers), (1, 2));
+    assert_eq!(
+        outbox.node.as_deref(),
+        Some(outbox_node.as_str()),
+        "{outbox:?}"
+    );
+    assert_eq!(outbox.node_note, None);
+    assert!(outbox.command_share.is_some_and(|share| share > 0.0));
+    assert!(outbox.vs_other_nodes.is_some(), "{outbox:?}");
+    let table = report.render_table();
+    let marked = table
+        .lines()
+        .find(|line| line.contains("outbox of user 1, the most followed"))
+        .unwrap_or_else(|| panic!("a node is marked:\n{table}"));
+    assert!(marked.contains(&outbox_node), "{marked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beside_the_feed_create_posts_and_report_their_fan_out() {
+    // Arrange
+    let app = app_with_a_celebrity().await;
+    let posts_before = count_posts(&app).await;
+
+    // Act: 25 posts a second for 2 s beside an open loop of feed reads, no warm-up.
+    let report = run_feed(
+        &app,
+        &[
+            "--rate",
+            "50",
+            "--write-rate",
+            "25",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ],
+    )
+    .await;
+
+    // Assert: exactly the schedule's 50 posts, all created, reported apart from the reads.
+    let writes = report
+        .writes
+        .as_ref()
+        .expect("a run with --write-rate reports writes");
+    assert_eq!(writes.requests, 50, "rate x duration posts were due");
+    assert_eq!(writes.created, 50, "statuses: {:?}", writes.statuses);
+    assert_eq!(
+        count_posts(&app).await - posts_before,
+        50,
+        "50 rows in PostgreSQL"
+    );
+    assert!(writes.latency_ms.p50 > 0.0 && writes.latency_ms.max >= writes.latency_ms.p99);
+    let authors: f64 = writes.top_authors.iter().map(|author| author.share).sum();
+    assert!(
+        (authors - 1.0).abs() < 1e-9,
+        "three authors wrote everything"
+    );
+    assert_eq!(report.requests, 100, "the reads kept their own schedule");
+
+    // And the service's side: one fan-out per post, its lag estimated from the buckets.
+    let service = report.service.as_ref().expect("the app serves /metrics");
+    assert_eq!(service.write_responses["201"], 50);
+    let lag = service.fanout_lag_ms.expect("every post is fanned out");
+    assert_eq!(lag.count, 50);
+    assert!(lag.p50 > 0.0 && lag.p50 <= lag.p99, "{lag:?}");
+    let size = service.fanout_size.expect("fan-out sizes");
+    assert_eq!(size.count, 50);
+    // A celebrity's post goes to its outbox only; the others' to the outbox, the author's inbox
+    // and one follower's: between 1 and 3 boxes a post.
+    assert!((1.0..=3.0).contains(&size.mean), "{size:?}");
+    let table = report.render_table();
+    for line in ["writes            50", "fan-out   50 posts", "lag p50"] {
+        assert!(table.contains(line), "{line:?} in:\n{table}");
+    }
 }
