@@ -1,7 +1,7 @@
 //! The PostgreSQL side, done the way bulk loaders do it, inside the caller's one transaction:
-//! the indexes and constraints of `posts` are dropped, rows arrive by binary `COPY`, then the
-//! indexes and constraints are rebuilt from the definitions the catalog held, and both tables are
-//! analysed. Nothing here commits.
+//! the indexes and constraints of `posts` and `follows` are dropped, rows arrive by binary `COPY`,
+//! then the indexes and constraints are rebuilt from the definitions the catalog held, and the
+//! tables are analysed. Nothing here commits.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls, Transaction};
 
-use crate::generate::{PostRow, UserRow};
+use crate::generate::{FollowRow, PostRow, UserRow};
 use crate::progress::Progress;
 
 /// Time allowed to reach PostgreSQL before the run gives up.
@@ -34,19 +34,20 @@ const LOCK_SQL: &str = "LOCK TABLE users, posts, follows IN ACCESS EXCLUSIVE MOD
 /// transactional: on rollback the sequences come back too.
 const TRUNCATE_SQL: &str = "TRUNCATE follows, posts, users RESTART IDENTITY";
 
-/// The constraints of `posts` that make a load slow: primary key, unique, exclusion, foreign keys.
+/// The constraints of a table that make a load slow: primary key, unique, exclusion, foreign
+/// keys. Checks stay: they cost little per row, and re-adding one would scan the table.
 const CONSTRAINTS_SQL: &str = "
 SELECT quote_ident(conname), pg_get_constraintdef(oid), contype = 'f'
 FROM pg_constraint
-WHERE conrelid = 'posts'::regclass AND contype IN ('p', 'u', 'x', 'f')
+WHERE conrelid = $1::text::regclass AND contype IN ('p', 'u', 'x', 'f')
 ORDER BY contype = 'f', conname";
 
-/// The indexes of `posts` that back no constraint.
+/// The indexes of a table that back no constraint.
 const INDEXES_SQL: &str = "
 SELECT quote_ident(ic.relname), pg_get_indexdef(i.indexrelid)
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
-WHERE i.indrelid = 'posts'::regclass
+WHERE i.indrelid = $1::text::regclass
   AND NOT EXISTS (
     SELECT 1 FROM pg_constraint c
     WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
@@ -101,7 +102,7 @@ pub async fn configure(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error
     tx.batch_execute(SETTINGS_SQL).await
 }
 
-/// Locks both tables until the commit.
+/// Locks the tables until the commit.
 ///
 /// # Errors
 /// Lock timeout: a long transaction of someone else holds them.
@@ -149,10 +150,12 @@ pub async fn existing(tx: &Transaction<'_>) -> Result<Existing, tokio_postgres::
     })
 }
 
-/// The indexes and constraints of `posts`, as the catalog defined them before the load dropped
+/// The indexes and constraints of one table, as the catalog defined them before the load dropped
 /// them; rebuilding from these makes the end state exactly the migrations' schema.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Deferred {
+    /// The table, a name the load chose (never input).
+    table: &'static str,
     /// `(quoted name, definition)` of primary key, unique and exclusion constraints.
     keys: Vec<(String, String)>,
     /// `(quoted name, definition)` of foreign keys.
@@ -162,13 +165,21 @@ pub struct Deferred {
 }
 
 impl Deferred {
-    /// Reads the definitions, then drops the constraints and indexes of `posts`.
+    /// Reads the definitions, then drops the constraints and indexes of `table`.
     ///
     /// # Errors
-    /// Database errors, e.g. another table's foreign key depends on `posts`' primary key.
-    pub async fn drop_from_posts(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
-        let mut deferred = Self::default();
-        for row in tx.query(CONSTRAINTS_SQL, &[]).await? {
+    /// Database errors, e.g. another table's foreign key depends on the table's primary key.
+    pub async fn drop_from(
+        tx: &Transaction<'_>,
+        table: &'static str,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let mut deferred = Self {
+            table,
+            keys: Vec::new(),
+            foreign_keys: Vec::new(),
+            indexes: Vec::new(),
+        };
+        for row in tx.query(CONSTRAINTS_SQL, &[&table]).await? {
             let entry = (row.get(0), row.get(1));
             if row.get(2) {
                 deferred.foreign_keys.push(entry);
@@ -176,11 +187,11 @@ impl Deferred {
                 deferred.keys.push(entry);
             }
         }
-        for row in tx.query(INDEXES_SQL, &[]).await? {
+        for row in tx.query(INDEXES_SQL, &[&table]).await? {
             deferred.indexes.push((row.get(0), row.get(1)));
         }
         for (name, _) in deferred.foreign_keys.iter().chain(&deferred.keys) {
-            tx.batch_execute(&format!("ALTER TABLE posts DROP CONSTRAINT {name}"))
+            tx.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {name}"))
                 .await?;
         }
         for (name, _) in &deferred.indexes {
@@ -192,11 +203,12 @@ impl Deferred {
     /// Rebuilds the primary key and the indexes, one sort each.
     ///
     /// # Errors
-    /// Database errors; a duplicate id is a bug of the generator.
+    /// Database errors; a duplicate key is a bug of the generator.
     pub async fn rebuild_indexes(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
         for (name, definition) in &self.keys {
             tx.batch_execute(&format!(
-                "ALTER TABLE posts ADD CONSTRAINT {name} {definition}"
+                "ALTER TABLE {} ADD CONSTRAINT {name} {definition}",
+                self.table
             ))
             .await?;
         }
@@ -208,17 +220,19 @@ impl Deferred {
 
     /// Adds the foreign keys back, each validated by one anti-join instead of a trigger per row.
     /// Run after `ANALYZE`: with statistics and the all-visible pages of `COPY FREEZE`, the
-    /// planner validates from an index-only scan of the page index instead of reading the heap.
+    /// planner validates from an index-only scan of an index led by the key's column instead of
+    /// reading the heap.
     ///
     /// # Errors
-    /// Database errors; an unknown author is a bug of the generator.
+    /// Database errors; an unknown user is a bug of the generator.
     pub async fn restore_foreign_keys(
         &self,
         tx: &Transaction<'_>,
     ) -> Result<(), tokio_postgres::Error> {
         for (name, definition) in &self.foreign_keys {
             tx.batch_execute(&format!(
-                "ALTER TABLE posts ADD CONSTRAINT {name} {definition}"
+                "ALTER TABLE {} ADD CONSTRAINT {name} {definition}",
+                self.table
             ))
             .await?;
         }
@@ -236,17 +250,21 @@ fn copy_options(freeze: bool) -> &'static str {
     }
 }
 
-/// Loads the users by binary `COPY`.
+/// Loads the users by binary `COPY`, with their follow counts: `followers[i]` and `following[i]`
+/// belong to `users[i]`, so the counts the service keeps equal the follow rows from the start.
 ///
 /// # Errors
 /// Database errors, e.g. a username already taken in append mode.
 pub async fn copy_users(
     tx: &Transaction<'_>,
     users: &[UserRow],
+    followers: &[u64],
+    following: &[u32],
     freeze: bool,
 ) -> Result<u64, tokio_postgres::Error> {
     let sql = format!(
-        "COPY users (id, username, display_name, created_at, updated_at) FROM STDIN {}",
+        "COPY users (id, username, display_name, created_at, updated_at, followers_count, \
+         following_count) FROM STDIN {}",
         copy_options(freeze)
     );
     let sink = tx.copy_in(&sql).await?;
@@ -256,9 +274,12 @@ pub async fn copy_users(
         Type::TEXT,
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
+        Type::INT8,
+        Type::INT8,
     ];
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    for user in users {
+    for ((user, &followers), &following) in users.iter().zip(followers).zip(following) {
+        let followers = i64::try_from(followers).expect("fewer followers than users");
         writer
             .as_mut()
             .write(&[
@@ -267,6 +288,8 @@ pub async fn copy_users(
                 &user.user.display_name,
                 &user.created_at,
                 &user.created_at,
+                &followers,
+                &i64::from(following),
             ])
             .await?;
     }
@@ -301,7 +324,7 @@ pub async fn copy_posts(
     ];
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     let mut done = 0;
-    progress.start_posts(total);
+    progress.start_rows("posts", total);
     while let Some(chunk) = chunks.recv().await {
         for post in &chunk {
             writer
@@ -317,7 +340,44 @@ pub async fn copy_posts(
             per_user[(post.user_id - first_user_id) as usize] += 1;
         }
         done += chunk.len() as u64;
-        progress.posts(done, total);
+        progress.rows(done, total);
+    }
+    writer.finish().await
+}
+
+/// Loads the follows arriving on `chunks` by binary `COPY`, and counts each user's followers:
+/// `followers[user_id - first_user_id]`.
+///
+/// # Errors
+/// Database errors.
+pub async fn copy_follows(
+    tx: &Transaction<'_>,
+    mut chunks: mpsc::Receiver<Vec<FollowRow>>,
+    total: u64,
+    freeze: bool,
+    followers: &mut [u64],
+    first_user_id: i64,
+    progress: &mut Progress,
+) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!(
+        "COPY follows (follower_id, followee_id, created_at) FROM STDIN {}",
+        copy_options(freeze)
+    );
+    let sink = tx.copy_in(&sql).await?;
+    let types = [Type::INT8, Type::INT8, Type::TIMESTAMPTZ];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut done = 0;
+    progress.start_rows("follows", total);
+    while let Some(chunk) = chunks.recv().await {
+        for follow in &chunk {
+            writer
+                .as_mut()
+                .write(&[&follow.follower_id, &follow.followee_id, &follow.created_at])
+                .await?;
+            followers[(follow.followee_id - first_user_id) as usize] += 1;
+        }
+        done += chunk.len() as u64;
+        progress.rows(done, total);
     }
     writer.finish().await
 }
@@ -328,7 +388,7 @@ pub async fn copy_posts(
 /// # Errors
 /// Database errors.
 pub async fn analyze(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute("ANALYZE users, posts").await
+    tx.batch_execute("ANALYZE users, posts, follows").await
 }
 
 /// Moves both sequences to the last loaded ids, so the service's next insert gets a fresh id.

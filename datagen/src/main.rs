@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::Parser as _;
 use datagen::cli::Args;
 use datagen::progress::Progress;
 use datagen::report::CacheOutcome;

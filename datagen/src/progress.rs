@@ -15,7 +15,12 @@ pub enum Progress {
     /// A bar with rows/s and ETA, redrawn in place.
     Bar(ProgressBar),
     /// Periodic lines, for logs.
-    Lines { started: Instant, last: Instant },
+    Lines {
+        started: Instant,
+        last: Instant,
+        /// What is being counted.
+        rows: &'static str,
+    },
     /// Nothing (tests, embedding).
     Hidden,
 }
@@ -33,6 +38,7 @@ impl Progress {
             Self::Lines {
                 started: now,
                 last: now,
+                rows: "rows",
             }
         }
     }
@@ -54,14 +60,14 @@ impl Progress {
         }
     }
 
-    /// Starts counting `total` posts.
-    pub fn start_posts(&mut self, total: u64) {
+    /// Starts counting `total` rows of `what` (posts, follows).
+    pub fn start_rows(&mut self, what: &'static str, total: u64) {
         match self {
             Self::Bar(bar) => {
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {human_pos}/{human_len} posts, {rate}, ETA {eta}",
-                    )
+                    ProgressStyle::with_template(&format!(
+                        "{{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {what}, {{rate}}, ETA {{eta}}"
+                    ))
                     .expect("a valid template")
                     .with_key(
                         "rate",
@@ -76,22 +82,31 @@ impl Progress {
                 bar.set_position(0);
                 bar.reset_eta();
             }
-            Self::Lines { started, last } => {
+            Self::Lines {
+                started,
+                last,
+                rows,
+            } => {
                 *started = Instant::now();
                 *last = *started;
+                *rows = what;
                 line(format_args!(
-                    "datagen: generating and loading {total} posts"
+                    "datagen: generating and loading {total} {what}"
                 ));
             }
             Self::Hidden => {}
         }
     }
 
-    /// Counts posts sent to PostgreSQL: `done` of `total` so far.
-    pub fn posts(&mut self, done: u64, total: u64) {
+    /// Counts rows sent to PostgreSQL: `done` of `total` so far.
+    pub fn rows(&mut self, done: u64, total: u64) {
         match self {
             Self::Bar(bar) => bar.set_position(done),
-            Self::Lines { started, last } => {
+            Self::Lines {
+                started,
+                last,
+                rows,
+            } => {
                 if last.elapsed() < LINE_EVERY || done == total {
                     return;
                 }
@@ -100,7 +115,7 @@ impl Progress {
                 let rate = done as f64 / elapsed.max(1e-9);
                 let eta = (total - done) as f64 / rate.max(1.0);
                 line(format_args!(
-                    "datagen: {done} / {total} posts ({:.0}%), {rate:.0} rows/s, ETA {eta:.0} s",
+                    "datagen: {done} / {total} {rows} ({:.0}%), {rate:.0} rows/s, ETA {eta:.0} s",
                     100.0 * done as f64 / total as f64
                 ));
             }

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 use datagen::progress::Progress;
 use datagen::seed::Interrupted;
 
-use crate::helpers::{datagen, TestDb, UNTIL};
+use crate::helpers::{datagen, Digest, TestDb, UNTIL};
 
 /// The old data, the sequences and the locks as a load that never happened would leave them.
-async fn assert_untouched(db: &TestDb, before: &(String, String)) {
+async fn assert_untouched(db: &TestDb, before: &Digest) {
     let client = db.client().await;
     client
         .batch_execute("SET lock_timeout = '2s'")
@@ -29,21 +29,32 @@ async fn assert_untouched(db: &TestDb, before: &(String, String)) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ctrl_c_during_the_copy_leaves_the_old_data() {
+/// A load long enough to be caught in the COPY of `table`: 3,000,000 posts, or 3,000,000 follows
+/// (20,000 users following 150 each) after a few posts.
+fn long_load(table: &str) -> &'static [&'static str] {
+    match table {
+        "posts" => &["--posts", "3000000"],
+        "follows" => &[
+            "--posts",
+            "1000",
+            "--users",
+            "20000",
+            "--follows-per-user",
+            "150",
+        ],
+        _ => unreachable!("datagen copies posts and follows"),
+    }
+}
+
+/// Sends SIGINT to the binary half a second into its COPY of `table`.
+async fn ctrl_c_during_the_copy_of(table: &str) {
     // Arrange
     let db = TestDb::new().await;
     db.seed(&["--users", "10", "--posts", "1000"]).await;
     let before = db.digest().await;
     let mut child = datagen()
-        .args([
-            "--database-url",
-            &db.url,
-            "--until",
-            UNTIL,
-            "--posts",
-            "3000000",
-        ])
+        .args(["--database-url", &db.url, "--until", UNTIL])
+        .args(long_load(table))
         .arg("--no-cache-flush")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -57,10 +68,11 @@ async fn ctrl_c_during_the_copy_leaves_the_old_data() {
             let _ = lines.send(line);
         }
     });
+    let started = format!("generating and loading 3000000 {table}");
     tokio::task::spawn_blocking(move || {
         received
             .iter()
-            .find(|line| line.contains("generating and loading"))
+            .find(|line| line.contains(&started))
             .expect("the load starts");
     })
     .await
@@ -86,22 +98,32 @@ async fn ctrl_c_during_the_copy_leaves_the_old_data() {
     };
 
     // Assert
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(130), "{table}");
     assert_untouched(&db, &before).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failure_midway_leaves_the_old_data() {
+async fn ctrl_c_during_the_copy_of_posts_leaves_the_old_data() {
+    ctrl_c_during_the_copy_of("posts").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_the_copy_of_follows_leaves_the_old_data() {
+    ctrl_c_during_the_copy_of("follows").await;
+}
+
+/// Has the server end the load's session in the middle of its COPY of `table`.
+async fn a_failure_during_the_copy_of(table: &str) {
     // Arrange
     let db = TestDb::new().await;
     db.seed(&["--users", "10", "--posts", "1000"]).await;
     let before = db.digest().await;
-    let args = db.args(&["--posts", "3000000"]);
+    let args = db.args(long_load(table));
     let load = tokio::spawn(async move {
         datagen::seed::run(&args, &mut Progress::Hidden, std::future::pending()).await
     });
 
-    // Act: the server ends the load's session in the middle of the COPY.
+    // Act
     let admin = db.client().await;
     let started = Instant::now();
     loop {
@@ -109,8 +131,8 @@ async fn a_failure_midway_leaves_the_old_data() {
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                  WHERE datname = current_database() AND application_name = 'datagen'
-                   AND query LIKE 'COPY posts%'",
-                &[],
+                   AND query LIKE 'COPY ' || $1::text || '%'",
+                &[&table],
             )
             .await
             .expect("look for the COPY");
@@ -118,8 +140,8 @@ async fn a_failure_midway_leaves_the_old_data() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the COPY never started"
+            started.elapsed() < Duration::from_secs(30),
+            "the COPY of {table} never started"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -128,8 +150,21 @@ async fn a_failure_midway_leaves_the_old_data() {
     // Assert
     let error = outcome.expect_err("the load failed");
     assert!(!error.is::<Interrupted>());
-    assert!(format!("{error:#}").contains("loading posts"), "{error:#}");
+    assert!(
+        format!("{error:#}").contains(&format!("loading {table}")),
+        "{error:#}"
+    );
     assert_untouched(&db, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_during_the_copy_of_posts_leaves_the_old_data() {
+    a_failure_during_the_copy_of("posts").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_during_the_copy_of_follows_leaves_the_old_data() {
+    a_failure_during_the_copy_of("follows").await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@ use crate::helpers::{run_datagen, TestDb};
 #[tokio::test]
 async fn bad_flags_fail_with_one_line_and_write_nothing() {
     let db = TestDb::new().await;
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 13] = [
         (
             &["--users", "0"],
             "the number of users must be a whole number from 1 to",
@@ -32,6 +32,33 @@ async fn bad_flags_fail_with_one_line_and_write_nothing() {
         (
             &["--mode", "merge"],
             "invalid value 'merge' for '--mode <MODE>'",
+        ),
+        (
+            &["--follows-per-user", "-1"],
+            "the number of follows per user must be a whole number from 0 to",
+        ),
+        (
+            &["--users", "50", "--follows-per-user", "50"],
+            "--follows-per-user 50 is too large for 50 users: a user follows at most the 49 others",
+        ),
+        (
+            &[
+                "--profile",
+                "feed",
+                "--users",
+                "10",
+                "--follows-per-user",
+                "60",
+            ],
+            "--follows-per-user 60 is too large for 10 users",
+        ),
+        (
+            &["--follow-exponent", "-2"],
+            "the Zipf exponent must be a number greater than 0",
+        ),
+        (
+            &["--profile", "huge"],
+            "invalid value 'huge' for '--profile <PROFILE>'",
         ),
     ];
     for (flags, message) in cases {
@@ -90,6 +117,10 @@ fn help_names_every_flag_and_its_environment_variable() {
         "--users",
         "--posts",
         "--exponent",
+        "--profile",
+        "feed",
+        "--follows-per-user",
+        "--follow-exponent",
         "--seed",
         "--span-days",
         "--until",

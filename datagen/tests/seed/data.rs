@@ -72,8 +72,12 @@ async fn the_same_seed_gives_identical_rows_and_another_seed_does_not() {
     let digest = first.digest().await;
     assert_eq!(digest, second.digest().await, "same seed, same rows");
     let different = other.digest().await;
-    assert_ne!(digest.0, different.0, "another seed, other users");
-    assert_ne!(digest.1, different.1, "another seed, other posts");
+    assert_ne!(digest.users, different.users, "another seed, other users");
+    assert_ne!(digest.posts, different.posts, "another seed, other posts");
+    assert_ne!(
+        digest.follows, different.follows,
+        "another seed, other follows"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +191,7 @@ async fn append_keeps_existing_rows_and_adds_after_them() {
         .await
         .expect("old posts")
         .get::<_, String>(0);
-    assert_eq!(old, before.1, "existing posts untouched");
+    assert_eq!(old, before.posts, "existing posts untouched");
     let new = client
         .query_one(
             "SELECT min(user_id), max(user_id), min(created_at) > (SELECT max(created_at) FROM posts WHERE id <= 1000) FROM posts WHERE id > 1000",

@@ -1,7 +1,6 @@
 use std::process::{Command, Output};
 use std::sync::Once;
 
-use clap::Parser as _;
 use datagen::cli::Args;
 use datagen::progress::Progress;
 use datagen::report::Report;
@@ -17,6 +16,14 @@ fn init() {
     INIT.call_once(|| {
         let _ = dotenvy::dotenv();
     });
+}
+
+/// Digests of each table's rows, to tell "unchanged" from "changed" without keeping the rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub users: String,
+    pub posts: String,
+    pub follows: String,
 }
 
 /// A database of its own for one test, dropped afterwards, even when the test panics.
@@ -104,8 +111,8 @@ impl TestDb {
             .get(0)
     }
 
-    /// A digest of every row of `users` and `posts`, in id order.
-    pub async fn digest(&self) -> (String, String) {
+    /// A digest of every row of `users`, `posts` and `follows`, in key order.
+    pub async fn digest(&self) -> Digest {
         let client = self.client().await;
         let digest = |sql: &'static str| {
             let client = &client;
@@ -117,10 +124,27 @@ impl TestDb {
                     .get::<_, String>(0)
             }
         };
-        (
-            digest("SELECT md5(string_agg(format('%s|%s|%s|%s|%s', id, username, display_name, created_at, updated_at), E'\\n' ORDER BY id)) FROM users").await,
-            digest("SELECT md5(string_agg(format('%s|%s|%s|%s|%s', id, user_id, content, created_at, updated_at), E'\\n' ORDER BY id)) FROM posts").await,
-        )
+        Digest {
+            users: digest("SELECT md5(string_agg(format('%s|%s|%s|%s|%s|%s|%s', id, username, display_name, created_at, updated_at, followers_count, following_count), E'\\n' ORDER BY id)) FROM users").await,
+            posts: digest("SELECT md5(string_agg(format('%s|%s|%s|%s|%s', id, user_id, content, created_at, updated_at), E'\\n' ORDER BY id)) FROM posts").await,
+            follows: digest("SELECT coalesce(md5(string_agg(format('%s|%s|%s', follower_id, followee_id, created_at), E'\\n' ORDER BY follower_id, followee_id)), '') FROM follows").await,
+        }
+    }
+
+    /// Rows where a user's `followers_count` or `following_count` differs from its follow rows:
+    /// 0 when the counts are what the service would have kept.
+    pub async fn count_mismatches(&self) -> i64 {
+        self.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM users u
+                 WHERE u.followers_count <> (SELECT count(*) FROM follows WHERE followee_id = u.id)
+                    OR u.following_count <> (SELECT count(*) FROM follows WHERE follower_id = u.id)",
+                &[],
+            )
+            .await
+            .expect("compare the counts with the follow rows")
+            .get(0)
     }
 }
 

@@ -4,5 +4,6 @@ mod atomicity;
 mod cache;
 mod cli;
 mod data;
+mod follows;
 mod helpers;
 mod schema;

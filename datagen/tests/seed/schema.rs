@@ -54,6 +54,12 @@ async fn indexes_and_constraints_end_exactly_as_the_migrations_make_them() {
         .iter()
         .any(|l| l.contains("posts_user_id_created_at_id_idx")));
     assert!(expected.iter().any(|l| l.contains("posts_user_id_fkey")));
+    assert!(expected
+        .iter()
+        .any(|l| l.contains("follows_followee_id_created_at_idx")));
+    assert!(expected
+        .iter()
+        .any(|l| l.contains("follows_follower_id_fkey")));
     assert_eq!(schema_of(&seeded).await, expected, "after replace");
     assert_eq!(schema_of(&appended).await, expected, "after append");
 }
@@ -68,7 +74,9 @@ async fn tables_are_analyzed_when_the_load_commits() {
         .await
         .query_one(
             "SELECT (SELECT reltuples FROM pg_class WHERE oid = 'posts'::regclass),
-                    (SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'posts')",
+                    (SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'posts'),
+                    (SELECT reltuples FROM pg_class WHERE oid = 'follows'::regclass),
+                    (SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'follows')",
             &[],
         )
         .await
@@ -79,6 +87,12 @@ async fn tables_are_analyzed_when_the_load_commits() {
         row.get::<_, i64>(1),
         5,
         "every column of posts has statistics"
+    );
+    assert_eq!(row.get::<_, f32>(2), 200.0, "20 users following 10 each");
+    assert_eq!(
+        row.get::<_, i64>(3),
+        3,
+        "every column of follows has statistics"
     );
 }
 
