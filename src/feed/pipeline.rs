@@ -9,6 +9,7 @@ use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::CachedPage;
 use crate::domain::{Cursor, Page, PageRequest, Post, PostId};
+use crate::metrics::OTHER_USERS;
 use crate::store::PostsPage;
 
 impl Feed {
@@ -34,8 +35,10 @@ impl Feed {
         }
 
         let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
-        let user_label = self.metrics.user_label(listing.owner());
+        let listed = lookup.ids.is_some();
         if let Some(cached) = lookup.ids {
+            // A cached page exists only for a user that exists: the label slot is earned.
+            let user_label = self.metrics.user_label(listing.owner());
             self.metrics
                 .list_hits
                 .with_label_values(&[&user_label])
@@ -48,14 +51,21 @@ impl Feed {
                 return Ok(self.finish(listing, page, loaded, outcome, timings, lookup.source));
             }
             // A listed post is gone from PostgreSQL: the cached page is stale, rebuild it.
-        } else {
+        }
+
+        let loaded = self.load_page(listing, page, &mut timings).await;
+        if !listed {
+            // Only a user PostgreSQL knows takes a label slot; unknown ids count as `other`.
+            let user_label = match &loaded {
+                Ok(_) => self.metrics.user_label(listing.owner()),
+                Err(_) => OTHER_USERS.to_owned(),
+            };
             self.metrics
                 .list_misses
                 .with_label_values(&[&user_label])
                 .inc();
         }
-
-        let loaded = self.load_page(listing, page, &mut timings).await?;
+        let loaded = loaded?;
         let objects: Vec<&Post> = loaded.posts.iter().collect();
         match lookup.remember {
             Remember::Nothing => {}
