@@ -68,7 +68,7 @@ pub struct DatabaseSettings {
     pub db_max_connections: u32,
 
     /// How long a request waits for a pooled PostgreSQL connection, in milliseconds.
-    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub db_acquire_timeout_ms: u64,
 
     /// Longest any PostgreSQL statement may run, in milliseconds (`statement_timeout` on every

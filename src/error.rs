@@ -14,6 +14,9 @@ use serde::Serialize;
 use crate::domain::InvalidInput;
 use crate::feed::{Conflict, FeedError, Reference};
 
+/// `Retry-After` of every 503, in seconds.
+pub const RETRY_AFTER_SECS: &str = "1";
+
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -94,7 +97,16 @@ impl ResponseError for ApiError {
             };
             tracing::error!(code = self.code(), cause, "request failed");
         }
-        error_body(status, self.code(), &self.to_string())
+        let mut response = error_body(status, self.code(), &self.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Whatever made it unavailable (PostgreSQL restarting, a failover) is usually over in
+            // seconds; say when a retry is worth it, so clients do not hammer or give up.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 

@@ -67,6 +67,11 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, admin_url, database, true).await
 }
 
+/// Spawns the app on `settings` as given: its database is the caller's to create and drop.
+pub async fn spawn_app_on(settings: Settings) -> TestApp {
+    start(settings, String::new(), String::new(), false).await
+}
+
 async fn start(
     settings: Settings,
     admin_url: String,
