@@ -67,6 +67,11 @@ pub struct DatabaseSettings {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 
+    /// Most requests that may wait on PostgreSQL at once (misses and writes; cache hits never
+    /// count); past it a request is answered 503 `overloaded` at once instead of queueing.
+    #[arg(long, env = "DB_MAX_INFLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub db_max_inflight: u32,
+
     /// How long a request waits for a pooled PostgreSQL connection, in milliseconds.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub db_acquire_timeout_ms: u64,

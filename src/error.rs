@@ -41,6 +41,9 @@ pub enum ApiError {
     /// PostgreSQL cannot serve the request right now (503).
     #[error("the database is unavailable, try again later")]
     Unavailable(#[source] FeedError),
+    /// Too many requests already wait on PostgreSQL (503), answered at once.
+    #[error("too many requests are waiting on the database; try again shortly")]
+    Overloaded,
     /// Anything else (500); the cause is logged, never returned.
     #[error("internal error")]
     Internal(#[source] FeedError),
@@ -57,6 +60,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -69,6 +73,7 @@ impl From<FeedError> for ApiError {
             FeedError::Conflict(Conflict::UsernameTaken) => Self::UsernameTaken,
             FeedError::InvalidReference(Reference::Author) => Self::UnknownAuthor,
             FeedError::Unavailable(_) => Self::Unavailable(error),
+            FeedError::Overloaded => Self::Overloaded,
             FeedError::Internal(_) => Self::Internal(error),
         }
     }
@@ -83,19 +88,20 @@ impl ResponseError for ApiError {
             Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            let cause = match self {
-                Self::Unavailable(e) | Self::Internal(e) => error_chain(e),
-                _ => String::new(),
-            };
-            tracing::error!(code = self.code(), cause, "request failed");
+        match self {
+            Self::Unavailable(e) | Self::Internal(e) => {
+                tracing::error!(code = self.code(), cause = error_chain(e), "request failed");
+            }
+            // Counted by `db_shed_total`; a line each would flood the log exactly when it hurts.
+            Self::Overloaded => tracing::debug!("request shed: DB_MAX_INFLIGHT reached"),
+            _ => {}
         }
         let mut response = error_body(status, self.code(), &self.to_string());
         if status == StatusCode::SERVICE_UNAVAILABLE {

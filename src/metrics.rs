@@ -47,6 +47,8 @@ pub struct Metrics {
     pub cache_keys_per_batch: Histogram,
     /// PostgreSQL queries by kind.
     pub db_queries: IntCounterVec,
+    /// Requests answered 503 `overloaded` because `DB_MAX_INFLIGHT` were already on PostgreSQL.
+    pub db_shed: IntCounter,
     /// Boxes (inboxes and the author's outbox) one new or deleted post was written to.
     pub feed_fanout_size: Histogram,
     /// Time from a post's commit to the end of its fan-out.
@@ -172,6 +174,10 @@ impl Metrics {
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0],
             ),
             db_queries: counter_vec("db_queries_total", "PostgreSQL queries by kind", &["query"]),
+            db_shed: counter(
+                "db_shed_total",
+                "Requests shed (503 overloaded) because DB_MAX_INFLIGHT were waiting on PostgreSQL",
+            ),
             feed_fanout_size: histogram(
                 "feed_fanout_size",
                 "Boxes one new or deleted post was written to (inboxes and the author's outbox)",

@@ -50,6 +50,9 @@ pub enum FeedError {
     /// PostgreSQL cannot serve this right now; the client may retry.
     #[error("the database is unavailable, try again later")]
     Unavailable(#[source] StoreError),
+    /// Too many requests already wait on PostgreSQL; the client may retry shortly.
+    #[error("the service is overloaded, try again shortly")]
+    Overloaded,
     /// A bug or an unexpected database state; the cause is for the log only.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -65,6 +68,7 @@ impl From<StoreError> for FeedError {
                 Self::InvalidReference(Reference::Author)
             }
             StoreError::Unavailable(_) => Self::Unavailable(error),
+            StoreError::Overloaded => Self::Overloaded,
             StoreError::Unique(_) | StoreError::ForeignKey(_) | StoreError::Other(_) => {
                 Self::Internal(error)
             }

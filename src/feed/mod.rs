@@ -192,6 +192,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::Conflict`] when the username is taken; PostgreSQL failures.
     pub async fn create_user(&self, user: &NewUser) -> Result<User, FeedError> {
+        let _admitted = self.store.admit()?;
         Ok(self.store.insert_user(user).await?)
     }
 
@@ -202,6 +203,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::InvalidReference`] when the author does not exist; PostgreSQL failures.
     pub async fn create_post(&self, post: &NewPost) -> Result<Post, FeedError> {
+        let _admitted = self.store.admit()?;
         let created = self.store.insert_post(post).await?;
         self.publish(&created).await;
         self.invalidate(Change::PostCreated(&created)).await;
@@ -214,6 +216,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     pub async fn edit_post(&self, id: PostId, edit: &PostEdit) -> Result<Post, FeedError> {
+        let _admitted = self.store.admit()?;
         let edited = self
             .store
             .update_post(id, edit)
@@ -230,6 +233,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     pub async fn delete_post(&self, id: PostId) -> Result<(), FeedError> {
+        let _admitted = self.store.admit()?;
         let deleted = self
             .store
             .delete_post(id)
@@ -247,6 +251,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     pub async fn edit_user(&self, id: UserId, edit: &UserEdit) -> Result<User, FeedError> {
+        let _admitted = self.store.admit()?;
         let edited = self
             .store
             .update_user(id, edit)
@@ -262,6 +267,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`] naming the user that does not exist; PostgreSQL failures.
     pub async fn follow(&self, follow: Follow) -> Result<(), FeedError> {
+        let _admitted = self.store.admit()?;
         let changed = self.store.follow(follow).await?;
         self.after_follows(follow, changed).await
     }
@@ -271,6 +277,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`] naming the user that does not exist; PostgreSQL failures.
     pub async fn unfollow(&self, follow: Follow) -> Result<(), FeedError> {
+        let _admitted = self.store.admit()?;
         let changed = self.store.unfollow(follow).await?;
         self.after_follows(follow, changed).await
     }
@@ -285,6 +292,7 @@ impl Feed {
         list: FollowList,
         page: PageRequest,
     ) -> Result<Page<User>, FeedError> {
+        let _admitted = self.store.admit()?;
         let rows = self.store.follows_page(user, list, page).await?;
         if rows.users.is_empty() && !self.store.user_exists(user).await? {
             return Err(FeedError::NotFound(Resource::User(user)));
@@ -356,6 +364,7 @@ impl Feed {
                 });
             }
         }
+        let _admitted = self.store.admit()?;
         let value = timed(&mut timings.db, load)
             .await?
             .ok_or(FeedError::NotFound(resource))?;

@@ -116,6 +116,7 @@ impl Feed {
             return Ok(Some((posts, CacheOutcome::Hit)));
         }
 
+        let _admitted = self.store.admit()?;
         let loaded = timed(&mut timings.db, self.store.posts_by_ids(&missing)).await?;
         let backfill: Vec<&Post> = loaded.iter().collect();
         timed(&mut timings.redis, self.cache.fill(&backfill)).await;
@@ -134,6 +135,7 @@ impl Feed {
         page: PageRequest,
         timings: &mut Timings,
     ) -> Result<PostsPage, FeedError> {
+        let _admitted = self.store.admit()?;
         timed(&mut timings.db, listing.load(&self.store, page))
             .await?
             .ok_or(FeedError::NotFound(Resource::User(listing.owner())))
