@@ -11,6 +11,7 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::deadlines::is_body_timeout;
 use crate::domain::InvalidInput;
 use crate::feed::{Conflict, FeedError, Reference};
 
@@ -35,6 +36,9 @@ pub enum ApiError {
     /// The request body is larger than accepted (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request body did not arrive within `HTTP_BODY_TIMEOUT_MS` (408).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The request body is not JSON (415).
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
@@ -59,6 +63,7 @@ impl ApiError {
             Self::UnknownAuthor => "unknown_user",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTimeout => "body_timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
@@ -88,6 +93,7 @@ impl ResponseError for ApiError {
             Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -152,6 +158,7 @@ pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Err
         JsonPayloadError::OverflowKnownLength { limit, .. }
         | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(*limit),
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Payload(payload) if is_body_timeout(payload) => ApiError::BodyTimeout,
         JsonPayloadError::Deserialize(serde) if serde.is_data() => InvalidInput::new(
             "invalid_body",
             format!("request body is not valid: {serde}"),

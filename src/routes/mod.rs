@@ -9,9 +9,11 @@ mod metrics;
 mod posts;
 mod users;
 
+use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpResponse, Resource, Route};
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse, Route};
 use serde::Serialize;
 
 use crate::domain::{Page, Post};
@@ -74,7 +76,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A resource serving `routes`, one handler per method; any other method is a 405 whose `Allow`
 /// lists these (RFC 9110, section 15.5.6), derived from the same list so the two cannot drift.
-fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+///
+/// The resource is wrapped in the request [`deadlines`](crate::deadlines): here, after routing,
+/// because the deadline middleware keeps a handle on the request to answer a timeout with.
+fn resource<const N: usize>(
+    path: &str,
+    routes: [(Method, Route); N],
+) -> impl HttpServiceFactory + 'static {
     let allow = routes
         .iter()
         .map(|(method, _)| method.as_str())
@@ -98,6 +106,7 @@ fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resourc
                 response
             }
         }))
+        .wrap(from_fn(crate::deadlines::enforce))
 }
 
 /// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].

@@ -188,11 +188,7 @@ async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
         held.iter().all(|&s| s == 503),
         "the stuck ones time out: {held:?}"
     );
-    assert_eq!(
-        hit,
-        (200, "HIT".to_owned()),
-        "cache hits are never shed"
-    );
+    assert_eq!(hit, (200, "HIT".to_owned()), "cache hits are never shed");
     let shed_total = app.metrics().await.get("db_shed_total", &[]);
     assert_eq!(shed_total, Some(20.0));
     let res = app
@@ -203,4 +199,34 @@ async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
         200,
         "with the lock gone the slots are free again"
     );
+}
+
+#[tokio::test]
+async fn a_request_past_the_request_deadline_answers_503_timeout_at_the_deadline() {
+    // Arrange: statements may run 5 s, but a whole request only 400 ms.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_statement_timeout_ms = 5_000;
+        settings.http_request_timeout_ms = 400;
+    })
+    .await;
+    let user = app.create_user("deadline").await;
+    app.create_posts(user, 2).await;
+    let lock = PostsLock::take(&app).await;
+
+    // Act
+    let started = Instant::now();
+    let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
+    let waited = started.elapsed();
+    lock.release().await;
+
+    // Assert
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(error_code(res).await, "timeout");
+    assert!(
+        waited < Duration::from_millis(1_500),
+        "answered at the request deadline, not the statement's: {waited:?}"
+    );
+    let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
+    assert_eq!(res.status(), 200, "the dropped request freed its connection");
 }

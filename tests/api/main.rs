@@ -17,4 +17,5 @@ mod metrics;
 mod outage;
 mod postgres;
 mod resilience;
+mod slow_clients;
 mod tls;
