@@ -33,6 +33,8 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Failed cache operations by kind (timeout, unavailable, io, moved, cluster_down, decode, ...).
     pub cache_errors: IntCounterVec,
+    /// Writes whose listing invalidation failed after its retry (pages then live out their TTL).
+    pub cache_invalidation_failures: IntCounter,
     /// Round trips (pipelines) sent to each Redis node.
     pub redis_round_trips: IntCounterVec,
     /// Commands sent to each Redis node.
@@ -174,6 +176,10 @@ impl Metrics {
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0],
             ),
             db_queries: counter_vec("db_queries_total", "PostgreSQL queries by kind", &["query"]),
+            cache_invalidation_failures: counter(
+                "cache_invalidation_failures_total",
+                "Writes whose cached pages could not be invalidated; they expire within CACHE_LIST_TTL_SECS",
+            ),
             db_shed: counter(
                 "db_shed_total",
                 "Requests shed (503 overloaded) because DB_MAX_INFLIGHT were waiting on PostgreSQL",

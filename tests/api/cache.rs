@@ -239,6 +239,47 @@ async fn a_page_read_before_a_write_is_not_cached_after_it() {
 }
 
 #[tokio::test]
+async fn a_generation_never_repeats_even_after_its_key_expired() {
+    // The ABA race: a reader sees generation G, the generation key expires, and two writes later
+    // the counter is back at G, so the reader's stale page would pass the check.
+    let (settings, _, _) = test_settings();
+    let keys = hotfeed::cache::Keys::new(settings.cache.key_prefix.clone());
+    let metrics = std::sync::Arc::new(Metrics::new(10));
+    let cache = Cache::connect(&settings.cache, metrics)
+        .await
+        .expect("valid settings");
+    let listing = ListingKey::UserPosts(UserId::from_trusted(8));
+    let page = PageRequest::new(50, 0);
+    let stale = CachedPage {
+        ids: vec![PostId::from_trusted(1)],
+        has_more: false,
+    };
+    let mut redis = redis::cluster::ClusterClient::new(settings.cache.redis_urls.clone())
+        .expect("valid REDIS_URLS")
+        .get_async_connection()
+        .await
+        .expect("the cluster answers");
+    cache.invalidate_listing(listing).await.expect("invalidate");
+
+    // Act: the reader looks up; its generation expires; the same number of writes happen again.
+    let seen = cache.lookup_page(listing, page).await;
+    let _: () = redis
+        .del(keys.generation(listing))
+        .await
+        .expect("expire the generation");
+    cache.invalidate_listing(listing).await.expect("invalidate");
+    cache
+        .store_page(listing, page, &seen.generation.expect("answered"), &stale)
+        .await;
+
+    // Assert
+    assert!(
+        cache.lookup_page(listing, page).await.page.is_none(),
+        "a page read before the write is refused, whatever happened to the generation key"
+    );
+}
+
+#[tokio::test]
 async fn posts_and_users_are_read_through_the_object_cache() {
     let app = spawn_app().await;
     let user = app.create_user("single").await;

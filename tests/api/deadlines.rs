@@ -228,5 +228,9 @@ async fn a_request_past_the_request_deadline_answers_503_timeout_at_the_deadline
         "answered at the request deadline, not the statement's: {waited:?}"
     );
     let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
-    assert_eq!(res.status(), 200, "the dropped request freed its connection");
+    assert_eq!(
+        res.status(),
+        200,
+        "the dropped request freed its connection"
+    );
 }
