@@ -49,6 +49,8 @@ pub struct Metrics {
     pub cache_keys_per_batch: Histogram,
     /// PostgreSQL queries by kind.
     pub db_queries: IntCounterVec,
+    /// Requests that waited for another request's PostgreSQL read of the same thing, by kind.
+    pub coalesced_waits: IntCounterVec,
     /// Requests answered 503 `overloaded` because `DB_MAX_INFLIGHT` were already on PostgreSQL.
     pub db_shed: IntCounter,
     /// Boxes (inboxes and the author's outbox) one new or deleted post was written to.
@@ -179,6 +181,11 @@ impl Metrics {
             cache_invalidation_failures: counter(
                 "cache_invalidation_failures_total",
                 "Writes whose cached pages could not be invalidated; they expire within CACHE_LIST_TTL_SECS",
+            ),
+            coalesced_waits: counter_vec(
+                "coalesced_waits_total",
+                "Misses that waited for a concurrent request's PostgreSQL read instead of their own",
+                &["kind"],
             ),
             db_shed: counter(
                 "db_shed_total",

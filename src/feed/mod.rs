@@ -5,6 +5,7 @@
 //! is a file of its own, dispatched by [`Listing`] (`listing.rs`).
 
 mod error;
+mod flights;
 mod health;
 mod home_feed;
 mod listing;
@@ -17,17 +18,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use error::{Conflict, FeedError, Reference, Resource};
+use flights::Flights;
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
 pub use listing::{Change, Listing};
 use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
-use crate::cache::{BoxKey, Cache, CachedObject};
+use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
     Follow, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User, UserEdit, UserId,
 };
 use crate::metrics::Metrics;
-use crate::store::{FollowList, Store, StoreError};
+use crate::store::{FollowList, PostsPage, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,12 +42,21 @@ pub struct Feed {
     metrics: Arc<Metrics>,
     /// Followers from which an author's posts are pulled by readers instead of pushed.
     celebrity_followers: u32,
+    /// Page misses being read from PostgreSQL, by listing, page and generation seen.
+    page_flights: Flights<PageFlight, Result<(Arc<PostsPage>, Timings), FeedError>>,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
     rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
     /// Boxes a fan-out could not reach, since when: their drop is retried by one background
     /// worker, and this instance does not serve them meanwhile.
     pending_drops: Arc<Mutex<PendingDrops>>,
 }
+
+/// How long a landed page read still answers requests that saw its generation (`flights.rs`):
+/// the stragglers of a stampede, whose look-up missed just before the fill.
+const FLIGHT_GRACE: Duration = Duration::from_millis(500);
+
+/// What makes a coalesced page read valid for a joiner: see `flights.rs`.
+type PageFlight = (ListingKey, PageRequest, Generation);
 
 /// The retried drops of [`Feed::defer_drops`].
 #[derive(Default)]
@@ -74,6 +85,7 @@ impl Feed {
             cache,
             metrics,
             celebrity_followers,
+            page_flights: Flights::new(FLIGHT_GRACE),
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
         }

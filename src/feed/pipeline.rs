@@ -3,11 +3,14 @@
 //! PostgreSQL, and write it back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
+use super::flights::Role;
 use super::listing::{Listing, Remember};
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
-use crate::cache::CachedPage;
+use crate::cache::{CachedPage, Generation, ListingKey};
 use crate::domain::{Cursor, Page, PageRequest, Post, PostId};
 use crate::metrics::OTHER_USERS;
 use crate::store::PostsPage;
@@ -53,7 +56,20 @@ impl Feed {
             // A listed post is gone from PostgreSQL: the cached page is stale, rebuild it.
         }
 
-        let loaded = self.load_page(listing, page, &mut timings).await;
+        let loaded = match lookup.remember {
+            // A listed page found stale reads for itself: the landed flight may be that page.
+            Remember::Page(key, generation) if !listed => {
+                self.load_page_coalesced(listing, page, key, generation, &mut timings)
+                    .await
+            }
+            remember => {
+                let loaded = self.load_page(listing, page, &mut timings).await;
+                if let Ok(loaded) = &loaded {
+                    self.remember(remember, page, loaded, &mut timings).await;
+                }
+                loaded
+            }
+        };
         if !listed {
             // Only a user PostgreSQL knows takes a label slot; unknown ids count as `other`.
             let user_label = match &loaded {
@@ -66,29 +82,6 @@ impl Feed {
                 .inc();
         }
         let loaded = loaded?;
-        let objects: Vec<&Post> = loaded.posts.iter().collect();
-        match lookup.remember {
-            Remember::Nothing => {}
-            Remember::Objects => timed(&mut timings.redis, self.cache.fill(&objects)).await,
-            Remember::Page(key, generation) => {
-                let cached = CachedPage {
-                    ids: loaded.posts.iter().map(|post| post.id).collect(),
-                    has_more: loaded.has_more,
-                };
-                timed(
-                    &mut timings.redis,
-                    futures::future::join(
-                        self.cache.fill(&objects),
-                        self.cache.store_page(key, page, &generation, &cached),
-                    ),
-                )
-                .await;
-            }
-            Remember::Rebuild(boxes) => {
-                timed(&mut timings.redis, self.cache.fill(&objects)).await;
-                self.spawn_rebuilds(boxes);
-            }
-        }
         let source = database_source(listing);
         Ok(self.finish(listing, page, loaded, CacheOutcome::Miss, timings, source))
     }
@@ -127,6 +120,81 @@ impl Feed {
             .map(|(id, cached)| cached.or_else(|| loaded.get(id).map(|&post| post.clone())))
             .collect();
         Ok(posts.map(|posts| (posts, CacheOutcome::Partial)))
+    }
+
+    /// A missed page of a cacheable listing, read from PostgreSQL and stored (its posts, and the
+    /// page if `generation` still holds) once for every concurrent request that saw the same
+    /// generation: the first leads, the rest wait for its page (their wait is their db time).
+    async fn load_page_coalesced(
+        &self,
+        listing: Listing,
+        page: PageRequest,
+        key: ListingKey,
+        generation: Generation,
+        timings: &mut Timings,
+    ) -> Result<PostsPage, FeedError> {
+        let feed = self.clone();
+        let flight_key = (key, page, generation.clone());
+        let lead = async move {
+            let mut timings = Timings::default();
+            let loaded = feed.load_page(listing, page, &mut timings).await?;
+            feed.remember(Remember::Page(key, generation), page, &loaded, &mut timings)
+                .await;
+            Ok((Arc::new(loaded), timings))
+        };
+        let started = Instant::now();
+        let (outcome, role) = self.page_flights.run(flight_key, lead).await;
+        let (loaded, flight_timings) = outcome?;
+        match role {
+            Role::Leader => {
+                timings.db += flight_timings.db;
+                timings.redis += flight_timings.redis;
+            }
+            Role::Joiner => {
+                self.metrics
+                    .coalesced_waits
+                    .with_label_values(&["page"])
+                    .inc();
+                timings.db += started.elapsed();
+            }
+        }
+        Ok(PostsPage {
+            posts: loaded.posts.clone(),
+            has_more: loaded.has_more,
+        })
+    }
+
+    /// Stores what `remember` says after `loaded` was read from PostgreSQL.
+    async fn remember(
+        &self,
+        remember: Remember,
+        page: PageRequest,
+        loaded: &PostsPage,
+        timings: &mut Timings,
+    ) {
+        let objects: Vec<&Post> = loaded.posts.iter().collect();
+        match remember {
+            Remember::Nothing => {}
+            Remember::Objects => timed(&mut timings.redis, self.cache.fill(&objects)).await,
+            Remember::Page(key, generation) => {
+                let cached = CachedPage {
+                    ids: loaded.posts.iter().map(|post| post.id).collect(),
+                    has_more: loaded.has_more,
+                };
+                timed(
+                    &mut timings.redis,
+                    futures::future::join(
+                        self.cache.fill(&objects),
+                        self.cache.store_page(key, page, &generation, &cached),
+                    ),
+                )
+                .await;
+            }
+            Remember::Rebuild(boxes) => {
+                timed(&mut timings.redis, self.cache.fill(&objects)).await;
+                self.spawn_rebuilds(boxes);
+            }
+        }
     }
 
     async fn load_page(

@@ -7,7 +7,7 @@ use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::Connection as _;
 
-use crate::helpers::{owners, page_ids, spawn_app, test_settings};
+use crate::helpers::{owners, page_ids, spawn_app, spawn_app_with, test_settings};
 
 const PAGE: &str = "/api/v1/users/{}/posts";
 
@@ -330,4 +330,52 @@ async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgre
     let body: Value = res.json().await.expect("JSON");
     let expected: Vec<i64> = ids.iter().rev().copied().filter(|&id| id != gone).collect();
     assert_eq!(page_ids(&body), expected);
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
+    // Arrange: a page never read, and its query count before.
+    let app = spawn_app_with(|settings| settings.database.db_max_connections = 2).await;
+    let user = app.create_user("coalesced").await;
+    app.create_posts(user, 60).await;
+    let queries = |scrape: &loadgen::scrape::Scrape| {
+        scrape
+            .get("db_queries_total", &[("query", "user_posts_page")])
+            .unwrap_or(0.0)
+    };
+    let before = app.metrics().await;
+
+    // Act: 200 cold reads at once.
+    let path = page_path(user);
+    let reads = (0..200).map(|_| app.get(&path));
+    let responses = futures::future::join_all(reads).await;
+
+    // Assert: requests that arrived after the fill are hits; every other one waited on one read.
+    let mut bodies = BTreeSet::new();
+    let mut misses = 0.0;
+    for res in responses {
+        assert_eq!(res.status(), 200);
+        if header(&res, "x-cache") == "MISS" {
+            misses += 1.0;
+        }
+        bodies.insert(page_ids(&res.json::<Value>().await.expect("JSON")));
+    }
+    assert_eq!(bodies.len(), 1, "every request got the same page");
+    assert!(misses >= 10.0, "the reads overlapped: {misses} misses");
+    let after = app.metrics().await;
+    assert_eq!(
+        queries(&after) - queries(&before),
+        1.0,
+        "one page query for {misses} misses"
+    );
+    assert_eq!(
+        after.get("coalesced_waits_total", &[("kind", "page")]),
+        Some(misses - 1.0)
+    );
+    let hit = app.get(&page_path(user)).await;
+    assert_eq!(
+        header(&hit, "x-cache"),
+        "HIT",
+        "the one fill cached the page"
+    );
 }
