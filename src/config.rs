@@ -69,7 +69,7 @@ pub struct DatabaseSettings {
 
     /// Most requests that may wait on PostgreSQL at once (misses and writes; cache hits never
     /// count); past it a request is answered 503 `overloaded` at once instead of queueing.
-    #[arg(long, env = "DB_MAX_INFLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "DB_MAX_INFLIGHT", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub db_max_inflight: u32,
 
     /// How long a request waits for a pooled PostgreSQL connection, in milliseconds.

@@ -4,16 +4,15 @@
 //! A flight is keyed by what makes its answer valid for a joiner. For a page that is the
 //! listing's generation as the joiner's own look-up saw it: a reader that looked up after a write
 //! was acknowledged saw the write's new generation and so starts a flight of its own, never one
-//! whose PostgreSQL read began before the write. The same key makes it safe to keep a landed
-//! flight for a short grace: a reader that saw that generation would read exactly the page the
-//! flight stored, so the stragglers of a stampede (their look-up missed just before the fill)
-//! take the landed answer instead of reading again.
+//! whose PostgreSQL read began before the write. A landed flight is gone at once: its answer is
+//! never kept (a generation that failed to change must not keep serving it), so the leader of a
+//! flight looks the cache up once more before it reads, and the stragglers of a stampede (their
+//! look-up missed just before the fill) find the page there.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt as _;
@@ -25,17 +24,23 @@ pub(super) enum Role {
     Joiner,
 }
 
-/// The flights in the air (and landed within the grace), by key; cheap to clone.
+/// The flights in the air, by key; cheap to clone.
 pub(super) struct Flights<K, V> {
     inflight: Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>>,
-    grace: Duration,
 }
 
 impl<K, V> Clone for Flights<K, V> {
     fn clone(&self) -> Self {
         Self {
             inflight: Arc::clone(&self.inflight),
-            grace: self.grace,
+        }
+    }
+}
+
+impl<K, V> Default for Flights<K, V> {
+    fn default() -> Self {
+        Self {
+            inflight: Arc::default(),
         }
     }
 }
@@ -45,14 +50,6 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// No flights yet; a landed flight answers joiners for `grace` more (zero: not at all).
-    pub(super) fn new(grace: Duration) -> Self {
-        Self {
-            inflight: Arc::default(),
-            grace,
-        }
-    }
-
     /// Joins the flight of `key` if one is in the air, else runs `lead` as a new one. `lead` is
     /// only polled when this request leads. A leader dropped before landing (its client went
     /// away) leaves its joiners to drive the flight to the end; new arrivals start another.
@@ -87,41 +84,22 @@ where
     }
 }
 
-/// Removes a leader's flight when the leader is done with it (landed or dropped), after the
-/// grace; a newer flight of the same key is left alone.
-struct Landing<K, V>
-where
-    K: Hash + Eq + Clone + Send + 'static,
-    V: Clone + Send + Sync + 'static,
-{
+/// Removes a leader's flight when the leader is done with it, landed or dropped; a newer flight
+/// of the same key is left alone.
+struct Landing<K: Hash + Eq, V> {
     flights: Flights<K, V>,
     key: K,
     flight: Shared<BoxFuture<'static, V>>,
 }
 
-impl<K, V> Drop for Landing<K, V>
-where
-    K: Hash + Eq + Clone + Send + 'static,
-    V: Clone + Send + Sync + 'static,
-{
+impl<K: Hash + Eq, V> Drop for Landing<K, V> {
     fn drop(&mut self) {
-        let flights = self.flights.clone();
-        let key = self.key.clone();
-        let flight = self.flight.clone();
-        let remove = move || {
-            let mut inflight = super::lock(&flights.inflight);
-            if inflight.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
-                inflight.remove(&key);
-            }
-        };
-        if self.flights.grace.is_zero() {
-            remove();
-        } else {
-            let grace = self.flights.grace;
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                remove();
-            });
+        let mut inflight = super::lock(&self.flights.inflight);
+        if inflight
+            .get(&self.key)
+            .is_some_and(|flight| flight.ptr_eq(&self.flight))
+        {
+            inflight.remove(&self.key);
         }
     }
 }
@@ -129,12 +107,13 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
     #[tokio::test]
     async fn concurrent_runs_of_one_key_share_one_flight_and_the_next_one_flies_again() {
-        let flights: Flights<u32, usize> = Flights::new(Duration::ZERO);
+        let flights: Flights<u32, usize> = Flights::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let lead = |runs: Arc<AtomicUsize>| async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -156,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_leader_leaves_its_joiners_a_flight_that_still_lands() {
-        let flights: Flights<u32, &'static str> = Flights::new(Duration::ZERO);
+        let flights: Flights<u32, &'static str> = Flights::default();
         let slow = async {
             tokio::time::sleep(Duration::from_millis(30)).await;
             "landed"
@@ -174,18 +153,5 @@ mod tests {
 
         assert!(dropped.is_err(), "the leader was dropped mid-flight");
         assert_eq!(joined, ("landed", Role::Joiner));
-    }
-
-    #[tokio::test]
-    async fn a_landed_flight_answers_stragglers_within_the_grace_only() {
-        let flights: Flights<u32, u32> = Flights::new(Duration::from_millis(50));
-
-        let (first, _) = flights.run(1, async { 1 }).await;
-        let (straggler, role) = flights.run(1, async { 2 }).await;
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        let (later, later_role) = flights.run(1, async { 3 }).await;
-
-        assert_eq!((first, straggler, role), (1, 1, Role::Joiner));
-        assert_eq!((later, later_role), (3, Role::Leader));
     }
 }

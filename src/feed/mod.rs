@@ -51,10 +51,6 @@ pub struct Feed {
     pending_drops: Arc<Mutex<PendingDrops>>,
 }
 
-/// How long a landed page read still answers requests that saw its generation (`flights.rs`):
-/// the stragglers of a stampede, whose look-up missed just before the fill.
-const FLIGHT_GRACE: Duration = Duration::from_millis(500);
-
 /// What makes a coalesced page read valid for a joiner: see `flights.rs`.
 type PageFlight = (ListingKey, PageRequest, Generation);
 
@@ -85,7 +81,7 @@ impl Feed {
             cache,
             metrics,
             celebrity_followers,
-            page_flights: Flights::new(FLIGHT_GRACE),
+            page_flights: Flights::default(),
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
         }

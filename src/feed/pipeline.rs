@@ -125,6 +125,8 @@ impl Feed {
     /// A missed page of a cacheable listing, read from PostgreSQL and stored (its posts, and the
     /// page if `generation` still holds) once for every concurrent request that saw the same
     /// generation: the first leads, the rest wait for its page (their wait is their db time).
+    /// The leader looks the page up once more first, so a request whose look-up missed just
+    /// before a flight landed takes the page that flight stored instead of reading again.
     async fn load_page_coalesced(
         &self,
         listing: Listing,
@@ -137,6 +139,17 @@ impl Feed {
         let flight_key = (key, page, generation.clone());
         let lead = async move {
             let mut timings = Timings::default();
+            // Double-checked: a flight that landed just before this one began filled the page.
+            let again = timed(&mut timings.redis, listing.lookup(&feed, page)).await;
+            if let Some(cached) = again.ids {
+                if let Some((posts, _)) = feed.posts_for_ids(&cached.ids, &mut timings).await? {
+                    let loaded = PostsPage {
+                        posts,
+                        has_more: cached.has_more,
+                    };
+                    return Ok((Arc::new(loaded), timings));
+                }
+            }
             let loaded = feed.load_page(listing, page, &mut timings).await?;
             feed.remember(Remember::Page(key, generation), page, &loaded, &mut timings)
                 .await;

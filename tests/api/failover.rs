@@ -302,7 +302,12 @@ async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
-    let app = spawn_app_with(|settings| settings.cache.redis_urls = urls).await;
+    let app = spawn_app_with(|settings| {
+        settings.cache.redis_urls = urls;
+        // This test is about a refusing node, not a slow one: no timeouts on a busy machine.
+        settings.cache.redis_timeout_ms = 2_000;
+    })
+    .await;
     let author = app.create_user("oom.author").await;
     app.create_posts(author, 3).await;
     let path = format!("/api/v1/users/{author}/posts");

@@ -17,5 +17,4 @@ mod metrics;
 mod outage;
 mod postgres;
 mod resilience;
-mod slow_clients;
 mod tls;

@@ -1,12 +1,19 @@
 //! Slow and abusive clients: bodies that trickle in byte by byte are cut at the body deadline
 //! (408), and while hundreds of them hang on, normal requests are served as fast as before.
+//!
+//! A test binary of its own, not a module of `tests/api`: cargo runs test binaries one after
+//! another, so the latency this test compares is not shared with the rest of the suite.
 
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::helpers::{spawn_app_with, TestApp};
+#[allow(dead_code)] // the helpers serve every test binary; this one uses a few
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use helpers::{spawn_app_with, TestApp};
 
 /// How many trickling connections the test holds open at once.
 const TRICKLERS: usize = 500;
@@ -14,7 +21,7 @@ const TRICKLERS: usize = 500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_bodies_are_cut_at_the_deadline_and_do_not_slow_normal_requests() {
     // Arrange: a cached page to time, before any slow client arrives.
-    let app = spawn_app_with(|settings| settings.http_body_timeout_ms = 3_000).await;
+    let app = spawn_app_with(|settings| settings.http_body_timeout_ms = 6_000).await;
     let user = app.create_user("steady").await;
     app.create_posts(user, 5).await;
     let page = format!("/api/v1/users/{user}/posts");
@@ -37,13 +44,14 @@ async fn trickled_bodies_are_cut_at_the_deadline_and_do_not_slow_normal_requests
 
     // Assert
     assert!(
-        measured_within < Duration::from_millis(3_000),
+        measured_within < Duration::from_millis(6_000),
         "the reads ran while every trickler was still connected ({measured_within:?})"
     );
-    // A debug build on a shared 2-core machine, with this test's own 500 tricklers on the same
-    // cores: below 25 ms a p99 is noise. A server the tricklers starved would be seconds off;
-    // the release-build ratio is measured in docs/reliability.md.
-    let floor = Duration::from_millis(25);
+    // A debug build on a 2-core machine, with this test's own 500 tricklers on the same cores:
+    // below 50 ms a p99 of 200 reads is noise (measured 30 ms alone under a busy machine). A
+    // server the tricklers starved would be seconds off. The release-build ratio on a quiet
+    // machine is measured in docs/reliability.md.
+    let floor = Duration::from_millis(50);
     assert!(
         during <= 2 * before.max(floor),
         "p99 of a cached read went from {before:?} to {during:?} with {TRICKLERS} slow clients"
