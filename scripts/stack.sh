@@ -26,6 +26,7 @@
 #
 # Environment:
 #   STACK_REDIS_BASE_PORT  first Redis port (default 7000; uses base..base+5 and base+10000.. for the bus)
+#   STACK_REDIS_MAXMEMORY  maxmemory of each node (default 256mb; the policy is allkeys-lfu)
 #   STACK_PG_PORT          port of the private PostgreSQL (default 5433)
 #   STACK_DIR              state directory (default <repo>/.stack)
 #   STACK_WAIT_SECS        how long `up` waits for a healthy cluster (default 60)
@@ -484,6 +485,10 @@ cluster-require-full-coverage no
 cluster-allow-reads-when-down yes
 save ""
 appendonly no
+# A cache: bounded, and full means "evict the least frequently used key", never "refuse writes"
+# (noeviction would reject the service's fills and invalidations). STACK_REDIS_MAXMEMORY per node.
+maxmemory ${STACK_REDIS_MAXMEMORY:-256mb}
+maxmemory-policy allkeys-lfu
 # Start a replica's first full sync at once instead of waiting 5 s for other replicas.
 repl-diskless-sync-delay 0
 EOF

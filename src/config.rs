@@ -67,8 +67,13 @@ pub struct DatabaseSettings {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 
+    /// Most requests that may wait on PostgreSQL at once (misses and writes; cache hits never
+    /// count); past it a request is answered 503 `overloaded` at once instead of queueing.
+    #[arg(long, env = "DB_MAX_INFLIGHT", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub db_max_inflight: u32,
+
     /// How long a request waits for a pooled PostgreSQL connection, in milliseconds.
-    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub db_acquire_timeout_ms: u64,
 
     /// Longest any PostgreSQL statement may run, in milliseconds (`statement_timeout` on every
@@ -94,6 +99,30 @@ pub struct Settings {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "APP_WORKERS")]
     pub app_workers: Option<usize>,
+
+    /// Longest a client may take to send a request's head (line and headers), in milliseconds;
+    /// past it the connection gets 408 and is closed.
+    #[arg(long, env = "HTTP_HEAD_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub http_head_timeout_ms: u64,
+
+    /// Longest from a request's start to the last byte of its body, in milliseconds; past it the
+    /// request is answered 408 `body_timeout`, however slowly the bytes still trickle in.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub http_body_timeout_ms: u64,
+
+    /// Longest from a request's start to its response, in milliseconds; past it the request is
+    /// answered 503 `timeout`.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub http_request_timeout_ms: u64,
+
+    /// Seconds an idle keep-alive connection stays open (0: no keep-alive).
+    #[arg(long, env = "HTTP_KEEP_ALIVE_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub http_keep_alive_secs: u64,
+
+    /// Most open connections per worker thread; past it new connections wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
 
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
@@ -217,6 +246,14 @@ impl Settings {
             ));
         }
         self.cache.validate()
+    }
+
+    /// The body and whole-request deadlines of every request.
+    pub fn deadlines(&self) -> crate::deadlines::Deadlines {
+        crate::deadlines::Deadlines {
+            body: Duration::from_millis(self.http_body_timeout_ms),
+            request: Duration::from_millis(self.http_request_timeout_ms),
+        }
     }
 
     /// Grace period for in-flight requests at shutdown.

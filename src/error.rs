@@ -11,8 +11,12 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::deadlines::is_body_timeout;
 use crate::domain::InvalidInput;
 use crate::feed::{Conflict, FeedError, Reference};
+
+/// `Retry-After` of every 503, in seconds.
+pub const RETRY_AFTER_SECS: &str = "1";
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +36,18 @@ pub enum ApiError {
     /// The request body is larger than accepted (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The request body did not arrive within `HTTP_BODY_TIMEOUT_MS` (408).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The request body is not JSON (415).
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     /// PostgreSQL cannot serve the request right now (503).
     #[error("the database is unavailable, try again later")]
     Unavailable(#[source] FeedError),
+    /// Too many requests already wait on PostgreSQL (503), answered at once.
+    #[error("too many requests are waiting on the database; try again shortly")]
+    Overloaded,
     /// Anything else (500); the cause is logged, never returned.
     #[error("internal error")]
     Internal(#[source] FeedError),
@@ -53,7 +63,9 @@ impl ApiError {
             Self::UnknownAuthor => "unknown_user",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTimeout => "body_timeout",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -66,6 +78,7 @@ impl From<FeedError> for ApiError {
             FeedError::Conflict(Conflict::UsernameTaken) => Self::UsernameTaken,
             FeedError::InvalidReference(Reference::Author) => Self::UnknownAuthor,
             FeedError::Unavailable(_) => Self::Unavailable(error),
+            FeedError::Overloaded => Self::Overloaded,
             FeedError::Internal(_) => Self::Internal(error),
         }
     }
@@ -80,21 +93,32 @@ impl ResponseError for ApiError {
             Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            let cause = match self {
-                Self::Unavailable(e) | Self::Internal(e) => error_chain(e),
-                _ => String::new(),
-            };
-            tracing::error!(code = self.code(), cause, "request failed");
+        match self {
+            Self::Unavailable(e) | Self::Internal(e) => {
+                tracing::error!(code = self.code(), cause = error_chain(e), "request failed");
+            }
+            // Counted by `db_shed_total`; a line each would flood the log exactly when it hurts.
+            Self::Overloaded => tracing::debug!("request shed: DB_MAX_INFLIGHT reached"),
+            _ => {}
         }
-        error_body(status, self.code(), &self.to_string())
+        let mut response = error_body(status, self.code(), &self.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Whatever made it unavailable (PostgreSQL restarting, a failover) is usually over in
+            // seconds; say when a retry is worth it, so clients do not hammer or give up.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
 
@@ -134,6 +158,7 @@ pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Err
         JsonPayloadError::OverflowKnownLength { limit, .. }
         | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(*limit),
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Payload(payload) if is_body_timeout(payload) => ApiError::BodyTimeout,
         JsonPayloadError::Deserialize(serde) if serde.is_data() => InvalidInput::new(
             "invalid_body",
             format!("request body is not valid: {serde}"),

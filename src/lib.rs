@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod deadlines;
 pub mod domain;
 pub mod error;
 pub mod feed;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Failed cache operations by kind (timeout, unavailable, io, moved, cluster_down, decode, ...).
     pub cache_errors: IntCounterVec,
+    /// Writes whose listing invalidation failed after its retry (pages then live out their TTL).
+    pub cache_invalidation_failures: IntCounter,
     /// Round trips (pipelines) sent to each Redis node.
     pub redis_round_trips: IntCounterVec,
     /// Commands sent to each Redis node.
@@ -47,6 +49,10 @@ pub struct Metrics {
     pub cache_keys_per_batch: Histogram,
     /// PostgreSQL queries by kind.
     pub db_queries: IntCounterVec,
+    /// Requests that waited for another request's PostgreSQL read of the same thing, by kind.
+    pub coalesced_waits: IntCounterVec,
+    /// Requests answered 503 `overloaded` because `DB_MAX_INFLIGHT` were already on PostgreSQL.
+    pub db_shed: IntCounter,
     /// Boxes (inboxes and the author's outbox) one new or deleted post was written to.
     pub feed_fanout_size: Histogram,
     /// Time from a post's commit to the end of its fan-out.
@@ -172,6 +178,19 @@ impl Metrics {
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0],
             ),
             db_queries: counter_vec("db_queries_total", "PostgreSQL queries by kind", &["query"]),
+            cache_invalidation_failures: counter(
+                "cache_invalidation_failures_total",
+                "Writes whose cached pages could not be invalidated; they expire within CACHE_LIST_TTL_SECS",
+            ),
+            coalesced_waits: counter_vec(
+                "coalesced_waits_total",
+                "Misses that waited for a concurrent request's PostgreSQL read instead of their own",
+                &["kind"],
+            ),
+            db_shed: counter(
+                "db_shed_total",
+                "Requests shed (503 overloaded) because DB_MAX_INFLIGHT were waiting on PostgreSQL",
+            ),
             feed_fanout_size: histogram(
                 "feed_fanout_size",
                 "Boxes one new or deleted post was written to (inboxes and the author's outbox)",

@@ -2,8 +2,10 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -71,9 +73,11 @@ impl Application {
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
             .with_context(|| format!("binding {}:{}", settings.app_host, settings.app_port))?;
         let port = listener.local_addr()?.port();
+        let deadlines = web::Data::new(settings.deadlines());
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(deadlines.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_BODY_BYTES)
@@ -85,6 +89,12 @@ impl Application {
                 .wrap(from_fn(telemetry::observe))
         })
         .shutdown_timeout(settings.shutdown_timeout().as_secs())
+        .client_request_timeout(Duration::from_millis(settings.http_head_timeout_ms))
+        .keep_alive(match settings.http_keep_alive_secs {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
+        .max_connections(settings.http_max_connections as usize)
         .listen(listener)?;
         if let Some(workers) = settings.app_workers {
             server = server.workers(workers);

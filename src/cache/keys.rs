@@ -7,7 +7,7 @@
 //! - `hf:{user:<id>}:pages`: a hash holding every cached page of one user's posts (the listing
 //!   [`ListingKey::UserPosts`]), field `<limit>:<offset>` or `<limit>:c<micros>.<id>` (cursor). One `DEL` drops them all, whatever their
 //!   number.
-//! - `hf:{user:<id>}:gen`: that listing's generation, bumped on every write to it, so a page read
+//! - `hf:{user:<id>}:gen`: that listing's generation, a random token replaced on every write to it, so a page read
 //!   from PostgreSQL before a write cannot be cached after it. The `{user:<id>}` hash tag keeps it
 //!   in the same slot as the pages hash: one atomic pipeline or script touches both.
 //! - `hf:{user:<id>}:inbox` (+ `:meta`, `:building`): a reader's home-feed inbox, a sorted set of
@@ -160,7 +160,7 @@ impl Keys {
         }
     }
 
-    /// The generation counter of a listing's pages; same slot as [`Keys::pages`].
+    /// The generation token of a listing's pages; same slot as [`Keys::pages`].
     pub fn generation(&self, listing: ListingKey) -> String {
         match listing {
             ListingKey::UserPosts(id) => format!("{}:{{user:{id}}}:gen", self.prefix),
@@ -186,7 +186,7 @@ impl Keys {
         self.pages(ListingKey::UserPosts(id))
     }
 
-    /// The generation counter of a user's pages of their own posts.
+    /// The generation token of a user's pages of their own posts.
     pub fn user_generation(&self, id: UserId) -> String {
         self.generation(ListingKey::UserPosts(id))
     }

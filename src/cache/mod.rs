@@ -31,7 +31,7 @@ pub struct CachedPage {
 }
 
 /// A listing's generation as seen by a page look-up: the token a page fill must present.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Generation(String);
 
 /// What one look-up of a page found.

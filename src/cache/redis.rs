@@ -39,6 +39,9 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
+/// Pause before an invalidation's second and last attempt.
+const INVALIDATION_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The Redis Cluster tier; cheap to clone.
 #[derive(Clone)]
 pub struct RedisCache {
@@ -210,18 +213,33 @@ impl RedisCache {
         }
     }
 
+    /// Gives the listing a new generation, then drops its pages: two separate commands (not a
+    /// `MULTI`), so a node that refuses the write of the generation (`maxmemory` under
+    /// `noeviction`) still runs the `DEL`, which it never refuses. In this order a reader that
+    /// looked the page up before the write either stores its page before the `DEL` (and loses
+    /// it) or after the new generation (and is refused). The generation is a random 128-bit
+    /// token, never a counter, so it cannot come back to a value a slow reader holds (ABA), even
+    /// after its key expired. A failed attempt is retried once.
     pub(super) async fn invalidate_listing(&self, listing: ListingKey) -> Result<(), CacheError> {
         let pages_key = self.keys.pages(listing);
         let generation_key = self.keys.generation(listing);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .incr(&generation_key, 1)
-            .ignore()
-            .expire(&generation_key, (self.list_ttl_secs + 60) as i64)
-            .ignore()
-            .del(&pages_key)
-            .ignore();
-        self.cluster.single_slot::<()>(&pages_key, &pipe).await
+        let mut outcome = Ok(());
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(INVALIDATION_RETRY_AFTER).await;
+            }
+            let token = format!("{:032x}", rand::rng().random::<u128>());
+            let mut pipe = redis::pipe();
+            pipe.set_ex(&generation_key, token, self.list_ttl_secs + 60)
+                .ignore()
+                .del(&pages_key)
+                .ignore();
+            outcome = self.cluster.single_slot::<()>(&pages_key, &pipe).await;
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        outcome
     }
 
     pub(super) async fn health(&self) -> CacheHealth {

@@ -1,6 +1,7 @@
 //! The one error type of the feed: what went wrong in the service's terms, not the database's.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::domain::{PostId, UserId};
 use crate::store::{Constraint, StoreError};
@@ -35,8 +36,9 @@ pub enum Reference {
     Author,
 }
 
-/// Why a feed operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a feed operation failed; cloneable, so a coalesced read can hand its outcome to every
+/// request that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FeedError {
     /// The resource the request is about does not exist.
     #[error("{0} does not exist")]
@@ -49,10 +51,13 @@ pub enum FeedError {
     InvalidReference(Reference),
     /// PostgreSQL cannot serve this right now; the client may retry.
     #[error("the database is unavailable, try again later")]
-    Unavailable(#[source] StoreError),
+    Unavailable(#[source] Arc<StoreError>),
+    /// Too many requests already wait on PostgreSQL; the client may retry shortly.
+    #[error("the service is overloaded, try again shortly")]
+    Overloaded,
     /// A bug or an unexpected database state; the cause is for the log only.
     #[error("internal error")]
-    Internal(#[source] StoreError),
+    Internal(#[source] Arc<StoreError>),
 }
 
 impl From<StoreError> for FeedError {
@@ -64,9 +69,10 @@ impl From<StoreError> for FeedError {
             StoreError::ForeignKey(Constraint::PostAuthor) => {
                 Self::InvalidReference(Reference::Author)
             }
-            StoreError::Unavailable(_) => Self::Unavailable(error),
+            StoreError::Unavailable(_) => Self::Unavailable(Arc::new(error)),
+            StoreError::Overloaded => Self::Overloaded,
             StoreError::Unique(_) | StoreError::ForeignKey(_) | StoreError::Other(_) => {
-                Self::Internal(error)
+                Self::Internal(Arc::new(error))
             }
         }
     }

@@ -10,6 +10,7 @@ use super::user_posts::UserPosts;
 use super::Feed;
 use crate::cache::{BoxKey, Cache, CachedPage, Generation, ListingKey};
 use crate::domain::{Follow, PageRequest, Post, User, UserId};
+use crate::metrics::Metrics;
 use crate::store::{PostsPage, Store, StoreError};
 
 /// A write, as the listings need to hear of it.
@@ -100,14 +101,15 @@ impl Listing {
 
     /// Brings every listing's cache up to date with a committed write, before it is answered.
     pub(super) async fn apply(feed: &Feed, change: Change<'_>) {
-        UserPosts::apply(&feed.cache, change).await;
+        UserPosts::apply(&feed.cache, &feed.metrics, change).await;
         HomeFeed::apply(feed, change).await;
     }
 }
 
 /// Used by the listings that cache pages by generation.
-pub(super) async fn invalidate(cache: &Cache, key: ListingKey) {
+pub(super) async fn invalidate(cache: &Cache, metrics: &Metrics, key: ListingKey) {
     if let Err(error) = cache.invalidate_listing(key).await {
-        tracing::error!(%error, ?key, "write saved but a listing's cached pages could not be invalidated; they expire within the list TTL");
+        metrics.cache_invalidation_failures.inc();
+        tracing::error!(%error, ?key, "write saved but a listing's cached pages may not be invalidated; they expire within CACHE_LIST_TTL_SECS");
     }
 }

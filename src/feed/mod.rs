@@ -5,6 +5,7 @@
 //! is a file of its own, dispatched by [`Listing`] (`listing.rs`).
 
 mod error;
+mod flights;
 mod health;
 mod home_feed;
 mod listing;
@@ -17,17 +18,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use error::{Conflict, FeedError, Reference, Resource};
+use flights::Flights;
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
 pub use listing::{Change, Listing};
 use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
-use crate::cache::{BoxKey, Cache, CachedObject};
+use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
     Follow, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User, UserEdit, UserId,
 };
 use crate::metrics::Metrics;
-use crate::store::{FollowList, Store, StoreError};
+use crate::store::{FollowList, PostsPage, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,12 +42,17 @@ pub struct Feed {
     metrics: Arc<Metrics>,
     /// Followers from which an author's posts are pulled by readers instead of pushed.
     celebrity_followers: u32,
+    /// Page misses being read from PostgreSQL, by listing, page and generation seen.
+    page_flights: Flights<PageFlight, Result<(Arc<PostsPage>, Timings), FeedError>>,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
     rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
     /// Boxes a fan-out could not reach, since when: their drop is retried by one background
     /// worker, and this instance does not serve them meanwhile.
     pending_drops: Arc<Mutex<PendingDrops>>,
 }
+
+/// What makes a coalesced page read valid for a joiner: see `flights.rs`.
+type PageFlight = (ListingKey, PageRequest, Generation);
 
 /// The retried drops of [`Feed::defer_drops`].
 #[derive(Default)]
@@ -74,6 +81,7 @@ impl Feed {
             cache,
             metrics,
             celebrity_followers,
+            page_flights: Flights::default(),
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
         }
@@ -192,6 +200,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::Conflict`] when the username is taken; PostgreSQL failures.
     pub async fn create_user(&self, user: &NewUser) -> Result<User, FeedError> {
+        let _admitted = self.store.admit()?;
         Ok(self.store.insert_user(user).await?)
     }
 
@@ -202,6 +211,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::InvalidReference`] when the author does not exist; PostgreSQL failures.
     pub async fn create_post(&self, post: &NewPost) -> Result<Post, FeedError> {
+        let _admitted = self.store.admit()?;
         let created = self.store.insert_post(post).await?;
         self.publish(&created).await;
         self.invalidate(Change::PostCreated(&created)).await;
@@ -214,6 +224,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     pub async fn edit_post(&self, id: PostId, edit: &PostEdit) -> Result<Post, FeedError> {
+        let _admitted = self.store.admit()?;
         let edited = self
             .store
             .update_post(id, edit)
@@ -230,6 +241,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     pub async fn delete_post(&self, id: PostId) -> Result<(), FeedError> {
+        let _admitted = self.store.admit()?;
         let deleted = self
             .store
             .delete_post(id)
@@ -247,6 +259,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     pub async fn edit_user(&self, id: UserId, edit: &UserEdit) -> Result<User, FeedError> {
+        let _admitted = self.store.admit()?;
         let edited = self
             .store
             .update_user(id, edit)
@@ -262,6 +275,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`] naming the user that does not exist; PostgreSQL failures.
     pub async fn follow(&self, follow: Follow) -> Result<(), FeedError> {
+        let _admitted = self.store.admit()?;
         let changed = self.store.follow(follow).await?;
         self.after_follows(follow, changed).await
     }
@@ -271,6 +285,7 @@ impl Feed {
     /// # Errors
     /// [`FeedError::NotFound`] naming the user that does not exist; PostgreSQL failures.
     pub async fn unfollow(&self, follow: Follow) -> Result<(), FeedError> {
+        let _admitted = self.store.admit()?;
         let changed = self.store.unfollow(follow).await?;
         self.after_follows(follow, changed).await
     }
@@ -285,6 +300,7 @@ impl Feed {
         list: FollowList,
         page: PageRequest,
     ) -> Result<Page<User>, FeedError> {
+        let _admitted = self.store.admit()?;
         let rows = self.store.follows_page(user, list, page).await?;
         if rows.users.is_empty() && !self.store.user_exists(user).await? {
             return Err(FeedError::NotFound(Resource::User(user)));
@@ -356,6 +372,7 @@ impl Feed {
                 });
             }
         }
+        let _admitted = self.store.admit()?;
         let value = timed(&mut timings.db, load)
             .await?
             .ok_or(FeedError::NotFound(resource))?;

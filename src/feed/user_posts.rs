@@ -4,6 +4,7 @@
 use super::listing::{invalidate, Change, IdsLookup, Remember};
 use crate::cache::{Cache, ListingKey};
 use crate::domain::{PageRequest, UserId};
+use crate::metrics::Metrics;
 use crate::store::{PostsPage, Store, StoreError};
 
 /// One author's posts.
@@ -51,10 +52,10 @@ impl UserPosts {
 
     /// A new or deleted post changes its author's listing. An edit does not: cached pages hold
     /// ids, and the edit rewrites the post's own object.
-    pub(super) async fn apply(cache: &Cache, change: Change<'_>) {
+    pub(super) async fn apply(cache: &Cache, metrics: &Metrics, change: Change<'_>) {
         match change {
             Change::PostCreated(post) | Change::PostDeleted(post) => {
-                invalidate(cache, Self::new(post.user_id).key()).await;
+                invalidate(cache, metrics, Self::new(post.user_id).key()).await;
             }
             Change::PostEdited(_) | Change::UserEdited(_) | Change::Follows { .. } => {}
         }

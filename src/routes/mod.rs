@@ -9,47 +9,104 @@ mod metrics;
 mod posts;
 mod users;
 
+use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse, Route};
 use serde::Serialize;
 
 use crate::domain::{Page, Post};
+use crate::error::error_body;
 use crate::feed::Served;
 
 pub use health::{health, ping};
 pub use metrics::metrics;
 
-/// Mounts every route. Resources (not bare routes) so a wrong method is a 405, not a 404.
+/// Mounts every route, each path one [`resource`] so a wrong method is a 405 with `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/ping").get(ping))
-        .service(web::resource("/health").get(health))
-        .service(web::resource("/metrics").get(metrics))
+    use Method as M;
+    cfg.service(resource("/ping", [(M::GET, web::to(ping))]))
+        .service(resource("/health", [(M::GET, web::to(health))]))
+        .service(resource("/metrics", [(M::GET, web::to(metrics))]))
         .service(
             web::scope("/api/v1")
-                .service(web::resource("/users").post(users::create_user))
-                .service(
-                    web::resource("/users/{id}")
-                        .get(users::get_user)
-                        .patch(users::edit_user),
-                )
-                .service(web::resource("/users/{id}/posts").get(users::list_user_posts))
-                .service(
-                    web::resource("/users/{id}/following/{target}")
-                        .put(users::follow)
-                        .delete(users::unfollow),
-                )
-                .service(web::resource("/users/{id}/following").get(users::list_following))
-                .service(web::resource("/users/{id}/followers").get(users::list_followers))
-                .service(web::resource("/users/{id}/feed").get(users::home_feed))
-                .service(web::resource("/posts").post(posts::create_post))
-                .service(
-                    web::resource("/posts/{id}")
-                        .get(posts::get_post)
-                        .patch(posts::edit_post)
-                        .delete(posts::delete_post),
-                ),
+                .service(resource("/users", [(M::POST, web::to(users::create_user))]))
+                .service(resource(
+                    "/users/{id}",
+                    [
+                        (M::GET, web::to(users::get_user)),
+                        (M::PATCH, web::to(users::edit_user)),
+                    ],
+                ))
+                .service(resource(
+                    "/users/{id}/posts",
+                    [(M::GET, web::to(users::list_user_posts))],
+                ))
+                .service(resource(
+                    "/users/{id}/following/{target}",
+                    [
+                        (M::PUT, web::to(users::follow)),
+                        (M::DELETE, web::to(users::unfollow)),
+                    ],
+                ))
+                .service(resource(
+                    "/users/{id}/following",
+                    [(M::GET, web::to(users::list_following))],
+                ))
+                .service(resource(
+                    "/users/{id}/followers",
+                    [(M::GET, web::to(users::list_followers))],
+                ))
+                .service(resource(
+                    "/users/{id}/feed",
+                    [(M::GET, web::to(users::home_feed))],
+                ))
+                .service(resource("/posts", [(M::POST, web::to(posts::create_post))]))
+                .service(resource(
+                    "/posts/{id}",
+                    [
+                        (M::GET, web::to(posts::get_post)),
+                        (M::PATCH, web::to(posts::edit_post)),
+                        (M::DELETE, web::to(posts::delete_post)),
+                    ],
+                )),
         );
+}
+
+/// A resource serving `routes`, one handler per method; any other method is a 405 whose `Allow`
+/// lists these (RFC 9110, section 15.5.6), derived from the same list so the two cannot drift.
+///
+/// The resource is wrapped in the request [`deadlines`](crate::deadlines): here, after routing,
+/// because the deadline middleware keeps a handle on the request to answer a timeout with.
+fn resource<const N: usize>(
+    path: &str,
+    routes: [(Method, Route); N],
+) -> impl HttpServiceFactory + 'static {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let allow = HeaderValue::from_str(&allow).expect("method names are header-safe");
+    routes
+        .into_iter()
+        .fold(web::resource(path), |resource, (method, route)| {
+            resource.route(route.method(method))
+        })
+        .default_service(web::to(move || {
+            let allow = allow.clone();
+            async move {
+                let mut response = error_body(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "method not allowed on this route; Allow lists the ones that are",
+                );
+                response.headers_mut().insert(header::ALLOW, allow);
+                response
+            }
+        }))
+        .wrap(from_fn(crate::deadlines::enforce))
 }
 
 /// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].

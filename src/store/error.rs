@@ -33,6 +33,9 @@ pub enum StoreError {
     /// Retrying later may succeed.
     #[error("PostgreSQL is unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// `DB_MAX_INFLIGHT` requests already wait on PostgreSQL: this one is shed, not queued.
+    #[error("too many requests are waiting on PostgreSQL")]
+    Overloaded,
     /// Anything else: a bug or a schema mismatch.
     #[error(transparent)]
     Other(sqlx::Error),

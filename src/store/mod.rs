@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::{Constraint, StoreError};
 
@@ -78,8 +79,14 @@ pub struct Store {
     /// One connection of its own for readiness probes, so a pool busy with requests is not
     /// mistaken for a database that is down.
     probe: PgPool,
+    /// One permit per request allowed to wait on PostgreSQL at once (`DB_MAX_INFLIGHT`).
+    admission: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
+
+/// A request's right to use PostgreSQL, from [`Store::admit`]; released when dropped.
+#[must_use = "the admission ends when the permit is dropped"]
+pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// Which side of the follows a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +146,25 @@ impl Store {
         Ok(Self {
             pool,
             probe,
+            admission: Arc::new(Semaphore::new(settings.db_max_inflight as usize)),
             metrics,
         })
+    }
+
+    /// Admits one more request to PostgreSQL, or refuses at once when `DB_MAX_INFLIGHT` are
+    /// already in: a bounded queue in front of the pool, so overload is a fast 503, not seconds of
+    /// waiting that pile up. Taken once per request, before its first query, and held to its end.
+    ///
+    /// # Errors
+    /// [`StoreError::Overloaded`] when no slot is free.
+    pub fn admit(&self) -> Result<Admitted, StoreError> {
+        match Arc::clone(&self.admission).try_acquire_owned() {
+            Ok(permit) => Ok(Admitted(permit)),
+            Err(_) => {
+                self.metrics.db_shed.inc();
+                Err(StoreError::Overloaded)
+            }
+        }
     }
 
     /// Round trip of a trivial statement on the probe connection.

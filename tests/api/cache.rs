@@ -7,7 +7,7 @@ use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::Connection as _;
 
-use crate::helpers::{owners, page_ids, spawn_app, test_settings};
+use crate::helpers::{owners, page_ids, spawn_app, spawn_app_with, test_settings};
 
 const PAGE: &str = "/api/v1/users/{}/posts";
 
@@ -239,6 +239,47 @@ async fn a_page_read_before_a_write_is_not_cached_after_it() {
 }
 
 #[tokio::test]
+async fn a_generation_never_repeats_even_after_its_key_expired() {
+    // The ABA race: a reader sees generation G, the generation key expires, and two writes later
+    // the counter is back at G, so the reader's stale page would pass the check.
+    let (settings, _, _) = test_settings();
+    let keys = hotfeed::cache::Keys::new(settings.cache.key_prefix.clone());
+    let metrics = std::sync::Arc::new(Metrics::new(10));
+    let cache = Cache::connect(&settings.cache, metrics)
+        .await
+        .expect("valid settings");
+    let listing = ListingKey::UserPosts(UserId::from_trusted(8));
+    let page = PageRequest::new(50, 0);
+    let stale = CachedPage {
+        ids: vec![PostId::from_trusted(1)],
+        has_more: false,
+    };
+    let mut redis = redis::cluster::ClusterClient::new(settings.cache.redis_urls.clone())
+        .expect("valid REDIS_URLS")
+        .get_async_connection()
+        .await
+        .expect("the cluster answers");
+    cache.invalidate_listing(listing).await.expect("invalidate");
+
+    // Act: the reader looks up; its generation expires; the same number of writes happen again.
+    let seen = cache.lookup_page(listing, page).await;
+    let _: () = redis
+        .del(keys.generation(listing))
+        .await
+        .expect("expire the generation");
+    cache.invalidate_listing(listing).await.expect("invalidate");
+    cache
+        .store_page(listing, page, &seen.generation.expect("answered"), &stale)
+        .await;
+
+    // Assert
+    assert!(
+        cache.lookup_page(listing, page).await.page.is_none(),
+        "a page read before the write is refused, whatever happened to the generation key"
+    );
+}
+
+#[tokio::test]
 async fn posts_and_users_are_read_through_the_object_cache() {
     let app = spawn_app().await;
     let user = app.create_user("single").await;
@@ -289,4 +330,52 @@ async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgre
     let body: Value = res.json().await.expect("JSON");
     let expected: Vec<i64> = ids.iter().rev().copied().filter(|&id| id != gone).collect();
     assert_eq!(page_ids(&body), expected);
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
+    // Arrange: a page never read, and its query count before.
+    let app = spawn_app_with(|settings| settings.database.db_max_connections = 2).await;
+    let user = app.create_user("coalesced").await;
+    app.create_posts(user, 60).await;
+    let queries = |scrape: &loadgen::scrape::Scrape| {
+        scrape
+            .get("db_queries_total", &[("query", "user_posts_page")])
+            .unwrap_or(0.0)
+    };
+    let before = app.metrics().await;
+
+    // Act: 200 cold reads at once.
+    let path = page_path(user);
+    let reads = (0..200).map(|_| app.get(&path));
+    let responses = futures::future::join_all(reads).await;
+
+    // Assert: requests that arrived after the fill are hits; every other one waited on one read.
+    let mut bodies = BTreeSet::new();
+    let mut misses = 0.0;
+    for res in responses {
+        assert_eq!(res.status(), 200);
+        if header(&res, "x-cache") == "MISS" {
+            misses += 1.0;
+        }
+        bodies.insert(page_ids(&res.json::<Value>().await.expect("JSON")));
+    }
+    assert_eq!(bodies.len(), 1, "every request got the same page");
+    assert!(misses >= 10.0, "the reads overlapped: {misses} misses");
+    let after = app.metrics().await;
+    assert_eq!(
+        queries(&after) - queries(&before),
+        1.0,
+        "one page query for {misses} misses"
+    );
+    let waited = after
+        .get("coalesced_waits_total", &[("kind", "page")])
+        .unwrap_or(0.0);
+    assert!(waited >= 1.0, "misses waited on the one read: {waited}");
+    let hit = app.get(&page_path(user)).await;
+    assert_eq!(
+        header(&hit, "x-cache"),
+        "HIT",
+        "the one fill cached the page"
+    );
 }

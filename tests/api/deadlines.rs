@@ -116,3 +116,121 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
     let res = app.get(&format!("/api/v1/users/{flooded}/posts")).await;
     assert_eq!(res.status(), 200, "the service recovers with the lock gone");
 }
+
+#[tokio::test]
+async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
+    // Arrange: at most 4 requests may wait on PostgreSQL, and PostgreSQL is stuck behind a lock.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_statement_timeout_ms = 1500;
+        settings.database.db_max_connections = 2;
+        settings.database.db_max_inflight = 4;
+        settings.database.db_acquire_timeout_ms = 2000;
+    })
+    .await;
+    let user = app.create_user("shed").await;
+    app.create_posts(user, 3).await;
+    let cached_page = format!("/api/v1/users/{user}/posts");
+    app.get(&cached_page).await;
+    let lock = PostsLock::take(&app).await;
+
+    // Act: 4 misses take the slots; then 20 more misses and writes arrive.
+    let holders = join_all((0..4).map(|n| {
+        let path = format!("/api/v1/users/{user}/posts?limit=1&offset={n}");
+        let app = &app;
+        async move { app.get(&path).await.status().as_u16() }
+    }));
+    let latecomers = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        join_all((0..20).map(|n| {
+            let app = &app;
+            async move {
+                let started = Instant::now();
+                let res = if n % 2 == 0 {
+                    app.get(&format!("/api/v1/users/{user}/posts?limit=2&offset={n}"))
+                        .await
+                } else {
+                    let body = serde_json::json!({"user_id": user, "content": "shed me"});
+                    app.post_json("/api/v1/posts", &body).await
+                };
+                let took = started.elapsed();
+                let retry_after = res.headers().contains_key("retry-after");
+                (
+                    res.status().as_u16(),
+                    retry_after,
+                    error_code(res).await,
+                    took,
+                )
+            }
+        }))
+        .await
+    };
+    let hit = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let res = app.get(&cached_page).await;
+        (
+            res.status().as_u16(),
+            res.headers()["x-cache"].to_str().expect("ASCII").to_owned(),
+        )
+    };
+    let (held, shed, hit) = tokio::join!(holders, latecomers, hit);
+    lock.release().await;
+
+    // Assert
+    for (status, retry_after, code, took) in shed {
+        assert_eq!((status, code.as_str()), (503, "overloaded"));
+        assert!(retry_after, "an overloaded 503 says when to retry");
+        assert!(
+            took < Duration::from_millis(250),
+            "shed at once, not queued: {took:?}"
+        );
+    }
+    assert!(
+        held.iter().all(|&s| s == 503),
+        "the stuck ones time out: {held:?}"
+    );
+    assert_eq!(hit, (200, "HIT".to_owned()), "cache hits are never shed");
+    let shed_total = app.metrics().await.get("db_shed_total", &[]);
+    assert_eq!(shed_total, Some(20.0));
+    let res = app
+        .get(&format!("/api/v1/users/{user}/posts?limit=3"))
+        .await;
+    assert_eq!(
+        res.status(),
+        200,
+        "with the lock gone the slots are free again"
+    );
+}
+
+#[tokio::test]
+async fn a_request_past_the_request_deadline_answers_503_timeout_at_the_deadline() {
+    // Arrange: statements may run 5 s, but a whole request only 400 ms.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_statement_timeout_ms = 5_000;
+        settings.http_request_timeout_ms = 400;
+    })
+    .await;
+    let user = app.create_user("deadline").await;
+    app.create_posts(user, 2).await;
+    let lock = PostsLock::take(&app).await;
+
+    // Act
+    let started = Instant::now();
+    let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
+    let waited = started.elapsed();
+    lock.release().await;
+
+    // Assert
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(error_code(res).await, "timeout");
+    assert!(
+        waited < Duration::from_millis(1_500),
+        "answered at the request deadline, not the statement's: {waited:?}"
+    );
+    let res = app.get(&format!("/api/v1/users/{user}/posts")).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the dropped request freed its connection"
+    );
+}

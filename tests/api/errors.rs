@@ -417,3 +417,49 @@ async fn boundary_values_are_accepted() {
         assert_eq!(res.status(), 200, "{query}");
     }
 }
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_allow_naming_the_methods_that_work() {
+    // Arrange: every resource, the methods it serves, and one it does not.
+    let app = spawn_app().await;
+    let cases = [
+        ("/ping", "GET", Method::POST),
+        ("/health", "GET", Method::DELETE),
+        ("/metrics", "GET", Method::PUT),
+        ("/api/v1/users", "POST", Method::GET),
+        ("/api/v1/users/1", "GET, PATCH", Method::DELETE),
+        ("/api/v1/users/1/posts", "GET", Method::POST),
+        ("/api/v1/users/1/following/2", "PUT, DELETE", Method::GET),
+        ("/api/v1/users/1/following", "GET", Method::PATCH),
+        ("/api/v1/users/1/followers", "GET", Method::PUT),
+        ("/api/v1/users/1/feed", "GET", Method::POST),
+        ("/api/v1/posts", "POST", Method::GET),
+        ("/api/v1/posts/1", "GET, PATCH, DELETE", Method::PUT),
+    ];
+
+    for (path, allowed, wrong) in cases {
+        // Act
+        let res = app
+            .client
+            .request(wrong.clone(), app.url(path))
+            .send()
+            .await
+            .expect("the app answers");
+
+        // Assert
+        assert_eq!(res.status(), 405, "{wrong} {path}");
+        let allow = res
+            .headers()
+            .get("allow")
+            .unwrap_or_else(|| panic!("{wrong} {path}: a 405 carries Allow (RFC 9110)"))
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert_eq!(allow, allowed, "{wrong} {path}");
+        assert_eq!(
+            error_code(res).await,
+            "method_not_allowed",
+            "{wrong} {path}"
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotfeed::cache::BoxKey;
+use hotfeed::cache::{BoxKey, ListingKey};
 use hotfeed::domain::UserId;
 use serde_json::Value;
 
@@ -286,4 +286,67 @@ async fn read_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// A master that refuses writes (`maxmemory` reached under `noeviction`) rejects a `MULTI` whole;
+/// the invalidation must still drop the author's pages, so the acknowledged post shows at once.
+#[tokio::test]
+async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
+    // Arrange: a private cluster, a cached page, and its master out of memory.
+    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(7400)
+        + 20;
+    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+        .await
+        .expect("cluster starts");
+    let urls = cluster.urls();
+    let app = spawn_app_with(|settings| {
+        settings.cache.redis_urls = urls;
+        // This test is about a refusing node, not a slow one: no timeouts on a busy machine.
+        settings.cache.redis_timeout_ms = 2_000;
+    })
+    .await;
+    let author = app.create_user("oom.author").await;
+    app.create_posts(author, 3).await;
+    let path = format!("/api/v1/users/{author}/posts");
+    app.get(&path).await;
+    let cached = app.get(&path).await;
+    assert_eq!(cached.headers()["x-cache"], "HIT");
+    let pages = app
+        .keys
+        .pages(ListingKey::UserPosts(UserId::from_trusted(author)));
+    let port = master_port_of(&app, pages).await;
+    cli(port, &["config", "set", "maxmemory-policy", "noeviction"]);
+    cli(port, &["config", "set", "maxmemory", "1"]);
+
+    // Act
+    let created = app
+        .post_json(
+            "/api/v1/posts",
+            &serde_json::json!({"user_id": author, "content": "written while the node is full"}),
+        )
+        .await;
+    let read = app.get(&path).await;
+    cli(port, &["config", "set", "maxmemory", "0"]);
+
+    // Assert
+    assert_eq!(created.status(), 201);
+    let post: Value = created.json().await.expect("JSON post");
+    let page: Value = read.json().await.expect("JSON page");
+    assert_eq!(
+        crate::helpers::page_ids(&page).first(),
+        post["id"].as_i64().as_ref(),
+        "the acknowledged post is on the author's next page read"
+    );
+    let failures = app
+        .metrics()
+        .await
+        .get("cache_invalidation_failures_total", &[]);
+    assert_eq!(
+        failures,
+        Some(1.0),
+        "the refused generation write is said, not swallowed"
+    );
 }

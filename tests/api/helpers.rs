@@ -41,6 +41,9 @@ pub fn test_settings() -> (Settings, String, String) {
     url.set_path(&database);
     settings.database.database_url = url.to_string();
     settings.database.db_max_connections = 4;
+    // The whole suite shares two cores: a new connection can take longer than the production
+    // default (500 ms) to open. Tests about failing fast set their own.
+    settings.database.db_acquire_timeout_ms = 3_000;
     settings.app_host = "127.0.0.1".into();
     settings.app_port = 0;
     settings.app_workers = Some(1);
@@ -65,6 +68,11 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("create the test database");
     start(settings, admin_url, database, true).await
+}
+
+/// Spawns the app on `settings` as given: its database is the caller's to create and drop.
+pub async fn spawn_app_on(settings: Settings) -> TestApp {
+    start(settings, String::new(), String::new(), false).await
 }
 
 async fn start(

@@ -14,5 +14,7 @@ mod helpers;
 mod home_feed;
 mod loadgen;
 mod metrics;
+mod outage;
+mod postgres;
 mod resilience;
 mod tls;

@@ -1,3 +1,4 @@
+use futures::StreamExt as _;
 use std::process::Command;
 
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -122,5 +123,63 @@ async fn the_metrics_output_passes_promtool() {
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Lines of a `/metrics` scrape that are series (not comments).
+fn series(text: &str) -> usize {
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .count()
+}
+
+#[tokio::test]
+async fn no_client_input_grows_metrics_beyond_a_few_series() {
+    // Arrange: one request of each kind first, so the series legitimate traffic makes exist.
+    let app = spawn_app().await;
+    let user = app.create_user("bounded").await;
+    app.create_posts(user, 2).await;
+    app.get(&format!("/api/v1/users/{user}/posts")).await;
+    app.get("/api/v1/users/999999999/posts").await;
+    app.get("/no/such/route").await;
+    app.client
+        .request(
+            reqwest::Method::from_bytes(b"BREW").expect("a token"),
+            app.url("/ping"),
+        )
+        .send()
+        .await
+        .expect("the app answers");
+    let before = series(&app.metrics_text().await);
+
+    // Act: 10,000 requests with made-up methods, paths never seen and users that do not exist.
+    let requests = (0..10_000u32).map(|n| {
+        let request = match n % 3 {
+            0 => {
+                let method = reqwest::Method::from_bytes(format!("M{n}").as_bytes())
+                    .expect("an extension method is a token");
+                app.client.request(method, app.url("/ping"))
+            }
+            1 => app
+                .client
+                .get(app.url(&format!("/made/up/{n}/{}", "x".repeat(200)))),
+            _ => app
+                .client
+                .get(app.url(&format!("/api/v1/users/{}/posts", 1_000_000 + n))),
+        };
+        async move { request.send().await.map(|res| res.status()) }
+    });
+    let statuses: Vec<_> = futures::stream::iter(requests)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+
+    // Assert
+    let answered = statuses.iter().filter(|status| status.is_ok()).count();
+    assert_eq!(answered, 10_000, "every request is answered");
+    let after = series(&app.metrics_text().await);
+    assert!(
+        after <= before + 40,
+        "/metrics grew from {before} to {after} series after 10,000 hostile requests"
     );
 }

@@ -12,20 +12,12 @@ use serde_json::{json, Value};
 use sqlx::{Connection as _, PgConnection};
 
 use crate::helpers::{spawn_app_with, test_settings};
+use crate::postgres::{run, wait_until, PrivatePostgres};
 
 /// Port of the private TLS PostgreSQL (the stack's is 5432, a private stack's 5433).
 const TLS_PG_PORT: u16 = 5491;
 /// First port of the private TLS cluster (the stack uses 7000+, CI 7200+, the failover test 7400+).
 const TLS_REDIS_BASE_PORT: u16 = 7500;
-
-fn run(command: &mut Command) {
-    let status = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed");
-}
 
 /// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, made with openssl. It serves
 /// as a client certificate too: Redis's cluster bus authenticates its peers with it.
@@ -95,75 +87,32 @@ fn scratch_dir(what: &str) -> PathBuf {
     dir
 }
 
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A PostgreSQL server of its own whose pg_hba.conf accepts TCP clients over TLS only.
 struct TlsPostgres {
-    server: Child,
-    dir: PathBuf,
+    server: PrivatePostgres,
     certs: Certs,
 }
 
 impl TlsPostgres {
     fn start() -> Self {
-        let dir = scratch_dir("pg");
-        let certs = Certs::make(&dir, "ca");
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
-            .filter(|bin| bin.join("initdb").exists())
-            .max()
-            .expect("an initdb");
-        let data = dir.join("data");
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir));
-        run(Command::new("chmod").arg("600").arg(&certs.key));
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("initdb"))
-            .args(["-U", "postgres", "--auth=trust", "-D"])
-            .arg(&data));
-        std::fs::write(
-            data.join("pg_hba.conf"),
+        let mut certs = None;
+        let mut server = PrivatePostgres::init(
+            scratch_dir("pg"),
+            TLS_PG_PORT,
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-        )
-        .expect("pg_hba.conf");
-        let server = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &TLS_PG_PORT.to_string()])
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "ssl=on",
-            ])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.display()))
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", certs.cert.display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", certs.key.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        let pg = Self { server, dir, certs };
-        wait_until("the TLS PostgreSQL accepts connections", || {
-            std::net::TcpStream::connect(("127.0.0.1", TLS_PG_PORT)).is_ok()
-        });
-        pg
+            |dir| {
+                let made = Certs::make(dir, "ca");
+                run(Command::new("chmod").arg("600").arg(&made.key));
+                certs = Some(made);
+            },
+        );
+        let certs = certs.expect("prepare made the certificates");
+        server.start(&[
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", certs.cert.display()),
+            format!("ssl_key_file={}", certs.key.display()),
+        ]);
+        Self { server, certs }
     }
 
     fn url(&self, database: &str, ca: &Path) -> String {
@@ -171,26 +120,6 @@ impl TlsPostgres {
             "postgres://postgres@localhost:{TLS_PG_PORT}/{database}?sslmode=verify-full&sslrootcert={}",
             ca.display()
         )
-    }
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        // postgres runs under runuser: a fast shutdown of the postmaster (its pid heads
-        // postmaster.pid), then reap runuser.
-        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
-            .ok()
-            .and_then(|text| text.lines().next().map(str::to_owned));
-        match pid {
-            Some(pid) => {
-                let _ = Command::new("kill").args(["-INT", &pid]).status();
-            }
-            None => {
-                let _ = self.server.kill();
-            }
-        }
-        let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -246,7 +175,7 @@ async fn the_service_migrates_and_serves_over_verified_tls_and_refuses_a_foreign
     assert!(encrypted);
 
     // A certificate from another CA is refused before anything is sent.
-    let foreign = Certs::make(&pg.dir, "foreign");
+    let foreign = Certs::make(&pg.server.dir, "foreign");
     settings.database.database_url = pg.url("hotfeed_tls", &foreign.ca);
     let refused = match Application::build(settings).await {
         Ok(_) => panic!("a server whose certificate the CA did not sign is trusted"),
