@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's second command: bring up the local stack if it is not up, install the test tools
 # the suite shells out to (promtool to lint /metrics, openssl for TLS certificates), then run every test of the
-# workspace against the real PostgreSQL and Redis Cluster. Extra arguments go to `cargo test`.
+# workspace against the real PostgreSQL and Redis Cluster, then fuzz the live API from its OpenAPI
+# document with schemathesis (scripts/schemathesis.sh). Extra arguments go to `cargo test` (and
+# skip the fuzzing).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -20,4 +22,8 @@ need promtool prometheus # lints /metrics (tests/api/metrics.rs)
 need openssl openssl     # makes the TLS tests' certificates (tests/api/tls.rs)
 
 "$repo/scripts/stack.sh" up
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+# The whole suite (no filter given) also fuzzes the live API from its OpenAPI document.
+if [[ $# -eq 0 ]]; then
+    "$repo/scripts/schemathesis.sh"
+fi

@@ -134,14 +134,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
+/// Every error response: `{"error":{"code","message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope<'a> {
     error: ErrorBody<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// What went wrong: a stable `code` to branch on and a `message` for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable, machine-readable: `invalid_id`, `not_found`, `unavailable`, ... (docs/API.md).
     code: &'a str,
+    /// What was wrong and, where it helps, what to send instead.
     message: &'a str,
 }
 

@@ -11,7 +11,7 @@ pub const USERNAME_MAX_CHARS: usize = 32;
 pub const DISPLAY_NAME_MAX_CHARS: usize = 100;
 
 /// A user as stored and as returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub username: String,
@@ -25,7 +25,7 @@ pub struct User {
 }
 
 /// A post as stored and as returned by the API (the reference document's shape).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Post {
     pub id: PostId,
     pub user_id: UserId,

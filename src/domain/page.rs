@@ -129,7 +129,7 @@ impl PageRequest {
 }
 
 /// One page of a listing, in the reference document's response shape plus `next_cursor`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
@@ -137,7 +137,9 @@ pub struct Page<T> {
     /// Present on offset pages, as in the reference demo.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u32>,
-    /// Where the next (older) page starts; `null` on the last page.
+    /// Where the next (older) page starts; `null` on the last page. Opaque: pass it back as
+    /// `cursor`.
+    #[schema(value_type = Option<String>)]
     pub next_cursor: Option<Cursor>,
 }
 

@@ -8,6 +8,8 @@ use crate::feed::{Overall, PostgresHealth, RedisStatus};
 use crate::startup::AppState;
 
 /// `GET /ping`: liveness; the process answers HTTP.
+#[utoipa::path(get, path = "/ping", tag = "operations",
+    responses((status = 200, description = "Liveness: the process answers HTTP", body = serde_json::Value)))]
 pub async fn ping() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "message": "pong" }))
 }
@@ -45,6 +47,11 @@ struct NodeBody {
 
 /// `GET /health`: readiness. 200 while PostgreSQL answers (Redis only speeds reads up, so a Redis
 /// problem is `degraded`, not unready); 503 when PostgreSQL does not.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: PostgreSQL answers (`status` ok, or degraded when Redis is impaired)", body = serde_json::Value),
+        (status = 503, description = "Not ready: PostgreSQL does not answer", body = serde_json::Value),
+    ))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let health = state.feed.health().await;
     let overall = health.overall();

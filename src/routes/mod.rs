@@ -6,6 +6,7 @@
 
 mod health;
 mod metrics;
+mod openapi;
 mod posts;
 mod users;
 
@@ -22,6 +23,7 @@ use crate::feed::Served;
 
 pub use health::{health, ping};
 pub use metrics::metrics;
+pub use openapi::ApiDoc;
 
 /// Mounts every route, each path one [`resource`] so a wrong method is a 405 with `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,6 +33,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", [(M::GET, web::to(metrics))]))
         .service(
             web::scope("/api/v1")
+                .service(resource(
+                    "/openapi.json",
+                    [(M::GET, web::to(openapi::openapi))],
+                ))
                 .service(resource("/users", [(M::POST, web::to(users::create_user))]))
                 .service(resource(
                     "/users/{id}",

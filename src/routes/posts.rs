@@ -2,20 +2,36 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::served_json;
-use crate::domain::{NewPost, PostEdit, PostId};
-use crate::error::ApiError;
+use crate::domain::{NewPost, Post, PostEdit, PostId};
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::startup::AppState;
 
 /// Body of `POST /api/v1/posts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePostBody {
+    #[schema(minimum = 1)]
     user_id: i64,
+    /// Not blank; at most 5000 characters.
+    #[schema(min_length = 1, max_length = 5000, pattern = "\\S")]
     content: String,
 }
 
 /// `POST /api/v1/posts`: 201 with the post once it is committed and the author's cached pages are
 /// invalidated; 422 when the author does not exist.
+#[utoipa::path(post, path = "/api/v1/posts", tag = "posts",
+    request_body = CreatePostBody,
+    responses(
+        (status = 201, description = "Created; the author's pages are invalidated and the followers' inboxes fed", body = Post,
+            headers(("Location" = String, description = "the post's URL"))),
+        (status = 400, description = "Invalid content or body", body = ErrorEnvelope),
+        (status = 408, description = "body_timeout: the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 422, description = "unknown_user: user_id names no user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = body.user_id))]
 pub async fn create_post(
     state: web::Data<AppState>,
@@ -30,6 +46,19 @@ pub async fn create_post(
 }
 
 /// `GET /api/v1/posts/{id}`.
+#[utoipa::path(get, path = "/api/v1/posts/{id}", tag = "posts",
+    params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
+    responses(
+        (status = 200, description = "The post", body = Post, headers(
+            ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
+            ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
+            ("X-Request-Id" = String, description = "the request's id, as in the logs"),
+        )),
+        (status = 400, description = "invalid_id", body = ErrorEnvelope),
+        (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn get_post(
     state: web::Data<AppState>,
@@ -40,14 +69,28 @@ pub async fn get_post(
 }
 
 /// Body of `PATCH /api/v1/posts/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditPostBody {
+    /// Not blank; at most 5000 characters.
+    #[schema(min_length = 1, max_length = 5000, pattern = "\\S")]
     content: String,
 }
 
 /// `PATCH /api/v1/posts/{id}`: 200 with the edited post; every later read shows the new content.
 // Authorization goes here when writes are authenticated: the caller must be the post's author.
+#[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts",
+    params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
+    request_body = EditPostBody,
+    responses(
+        (status = 200, description = "The edited post; every later read shows it", body = Post),
+        (status = 400, description = "Invalid id, content or body", body = ErrorEnvelope),
+        (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_post(
     state: web::Data<AppState>,
@@ -61,6 +104,15 @@ pub async fn edit_post(
 
 /// `DELETE /api/v1/posts/{id}`: 204; the post is then a 404 and gone from every page.
 // Authorization goes here when writes are authenticated: the caller must be the post's author.
+#[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts",
+    params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
+    responses(
+        (status = 204, description = "Deleted; gone from every page"),
+        (status = 400, description = "invalid_id", body = ErrorEnvelope),
+        (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn delete_post(
     state: web::Data<AppState>,

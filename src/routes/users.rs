@@ -2,17 +2,22 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::{paged_json, served_json, served_page};
-use crate::domain::{Follow, InvalidInput, NewUser, PageRequest, UserEdit, UserId};
-use crate::error::ApiError;
+use crate::domain::{
+    Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
+};
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::feed::Listing;
 use crate::startup::AppState;
 use crate::store::FollowList;
 
 /// Body of `POST /api/v1/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.]+$")]
     username: String,
+    /// Defaults to the username.
+    #[schema(min_length = 1, max_length = 100)]
     display_name: Option<String>,
 }
 
@@ -25,13 +30,25 @@ pub struct PageQuery {
 }
 
 /// Body of `PATCH /api/v1/users/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditUserBody {
+    #[schema(min_length = 1, max_length = 100)]
     display_name: String,
 }
 
 /// `POST /api/v1/users`: 201 with the user, 409 if the username is taken.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    request_body = CreateUserBody,
+    responses(
+        (status = 201, description = "Created", body = User, headers(("Location" = String, description = "the user's URL"))),
+        (status = 400, description = "Invalid username, display name or body", body = ErrorEnvelope),
+        (status = 409, description = "username_taken", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_user(
     state: web::Data<AppState>,
@@ -46,6 +63,19 @@ pub async fn create_user(
 }
 
 /// `GET /api/v1/users/{id}`.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer")),
+    responses(
+        (status = 200, description = "The user", body = User, headers(
+            ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
+            ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
+            ("X-Request-Id" = String, description = "the request's id, as in the logs"),
+        )),
+        (status = 400, description = "invalid_id", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn get_user(
     state: web::Data<AppState>,
@@ -57,6 +87,18 @@ pub async fn get_user(
 
 /// `PATCH /api/v1/users/{id}`: 200 with the edited user.
 // Authorization goes here when writes are authenticated: the caller must be this user.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer")),
+    request_body = EditUserBody,
+    responses(
+        (status = 200, description = "The edited user", body = User),
+        (status = 400, description = "Invalid id, display name or body", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_user(
     state: web::Data<AppState>,
@@ -69,6 +111,20 @@ pub async fn edit_user(
 }
 
 /// `GET /api/v1/users/{id}/posts?limit=50&cursor=...` (or `&offset=N`): newest first.
+#[utoipa::path(get, path = "/api/v1/users/{id}/posts", tag = "feeds",
+    params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "page size (PAGE_SIZE_DEFAULT 50, at most PAGE_SIZE_MAX 100)"), ("offset" = Option<u32>, Query, minimum = 0, maximum = 10000, description = "entries to skip, at most PAGE_OFFSET_MAX (10000); not with `cursor`"), ("cursor" = Option<String>, Query, description = "a `next_cursor` from the previous page; opaque")),
+    responses(
+        (status = 200, description = "A page of the user's posts, newest first", body = Page<Post>, headers(
+            ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
+            ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
+            ("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"),
+            ("X-Request-Id" = String, description = "the request's id, as in the logs"),
+        )),
+        (status = 400, description = "invalid_id, invalid_limit, invalid_offset, offset_too_deep, invalid_cursor or invalid_query", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn list_user_posts(
     state: web::Data<AppState>,
@@ -88,6 +144,15 @@ pub async fn list_user_posts(
 
 /// `PUT /api/v1/users/{id}/following/{target}`: 204 once `id` follows `target` (idempotent).
 // Authorization goes here when writes are authenticated: the caller must be `id`.
+#[utoipa::path(put, path = "/api/v1/users/{id}/following/{target}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
+    responses(
+        (status = 204, description = "`id` follows `target` (already did: the same)"),
+        (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn follow(
     state: web::Data<AppState>,
@@ -100,6 +165,15 @@ pub async fn follow(
 /// `DELETE /api/v1/users/{id}/following/{target}`: 204 once `id` does not follow `target`
 /// (idempotent).
 // Authorization goes here when writes are authenticated: the caller must be `id`.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/following/{target}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
+    responses(
+        (status = 204, description = "`id` does not follow `target` (already did not: the same)"),
+        (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn unfollow(
     state: web::Data<AppState>,
@@ -110,6 +184,16 @@ pub async fn unfollow(
 }
 
 /// `GET /api/v1/users/{id}/following?limit=&cursor=`: whom the user follows, newest follow first.
+#[utoipa::path(get, path = "/api/v1/users/{id}/following", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "page size (PAGE_SIZE_DEFAULT 50, at most PAGE_SIZE_MAX 100)"), ("cursor" = Option<String>, Query, description = "a `next_cursor` from the previous page; opaque")),
+    responses(
+        (status = 200, description = "Whom the user follows, newest follow first", body = Page<User>,
+            headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
+        (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn list_following(
     state: web::Data<AppState>,
@@ -120,6 +204,16 @@ pub async fn list_following(
 }
 
 /// `GET /api/v1/users/{id}/followers?limit=&cursor=`: who follows the user, newest follow first.
+#[utoipa::path(get, path = "/api/v1/users/{id}/followers", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "page size (PAGE_SIZE_DEFAULT 50, at most PAGE_SIZE_MAX 100)"), ("cursor" = Option<String>, Query, description = "a `next_cursor` from the previous page; opaque")),
+    responses(
+        (status = 200, description = "Who follows the user, newest follow first", body = Page<User>,
+            headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
+        (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn list_followers(
     state: web::Data<AppState>,
@@ -148,6 +242,21 @@ fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
 
 /// `GET /api/v1/users/{id}/feed?limit=&cursor=`: the user's own posts and those of everyone they
 /// follow, newest first. Paged by cursor only.
+#[utoipa::path(get, path = "/api/v1/users/{id}/feed", tag = "feeds",
+    params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "page size (PAGE_SIZE_DEFAULT 50, at most PAGE_SIZE_MAX 100)"), ("cursor" = Option<String>, Query, description = "a `next_cursor` from the previous page; opaque")),
+    responses(
+        (status = 200, description = "A page of the user's home feed: their posts and those of everyone they follow, newest first", body = Page<Post>,
+            headers(
+                ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS"),
+                ("X-Feed-Source" = String, description = "inbox, inbox+pulled or database: where the ids came from"),
+                ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
+                ("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"),
+            )),
+        (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn home_feed(
     state: web::Data<AppState>,

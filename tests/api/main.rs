@@ -14,6 +14,7 @@ mod helpers;
 mod home_feed;
 mod loadgen;
 mod metrics;
+mod openapi;
 mod outage;
 mod postgres;
 mod resilience;
