@@ -72,6 +72,10 @@ impl Query {
     }
 }
 
+/// How much longer than `statement_timeout` a query may take before the client gives up on it:
+/// room for the server's own cancellation to arrive first.
+const QUERY_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
 /// The PostgreSQL side of the service; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -81,6 +85,9 @@ pub struct Store {
     probe: PgPool,
     /// One permit per request allowed to wait on PostgreSQL at once (`DB_MAX_INFLIGHT`).
     admission: Arc<Semaphore>,
+    /// Client-side bound on one query: `statement_timeout` cannot fire on a server that stopped
+    /// answering (frozen, partitioned), and sqlx has no TCP keepalive to notice it.
+    query_deadline: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -147,6 +154,7 @@ impl Store {
             pool,
             probe,
             admission: Arc::new(Semaphore::new(settings.db_max_inflight as usize)),
+            query_deadline: settings.statement_timeout() + QUERY_DEADLINE_MARGIN,
             metrics,
         })
     }
@@ -528,7 +536,15 @@ impl Store {
             .db_queries
             .with_label_values(&[query.name()])
             .inc();
-        call.await.map_err(StoreError::from)
+        match tokio::time::timeout(self.query_deadline, call).await {
+            Ok(outcome) => outcome.map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "PostgreSQL did not answer within DB_STATEMENT_TIMEOUT_MS + 1 s",
+                ),
+            ))),
+        }
     }
 }
 

@@ -12,6 +12,9 @@ pub enum Shutdown {
     Fast,
     /// SIGQUIT: every process exits at once, as in a crash (57P02 to whoever hears it).
     Immediate,
+    /// SIGSTOP: the server stops answering but keeps its connections open (a hung host, a
+    /// partition); [`PrivatePostgres::resume`] sends SIGCONT.
+    Freeze,
 }
 
 /// A private PostgreSQL: `initdb` into a scratch directory, `postgres` run as the `postgres` user.
@@ -103,6 +106,18 @@ impl PrivatePostgres {
         let signal = match how {
             Shutdown::Fast => "-INT",
             Shutdown::Immediate => "-QUIT",
+            Shutdown::Freeze => {
+                // The postmaster's children (backends) too, so that no session answers either.
+                let _ = Command::new("pkill")
+                    .args(["-STOP", "-P"])
+                    .arg(pid.clone().unwrap_or_default())
+                    .status();
+                if let Some(pid) = &pid {
+                    let _ = Command::new("kill").args(["-STOP", pid]).status();
+                }
+                self.server = Some(server);
+                return;
+            }
         };
         match pid {
             Some(pid) => {
@@ -115,6 +130,22 @@ impl PrivatePostgres {
         let _ = server.wait();
     }
 
+    /// Resumes a server stopped with [`Shutdown::Freeze`].
+    pub fn resume(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_owned))
+            .expect("a running server has a postmaster.pid");
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        let _ = Command::new("pkill").args(["-CONT", "-P", &pid]).status();
+        // runuser stops itself when its child stops (as su does, for job control).
+        if let Some(server) = &self.server {
+            let _ = Command::new("kill")
+                .args(["-CONT", &server.id().to_string()])
+                .status();
+        }
+    }
+
     /// A plain-TCP URL of `database` on this server.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
@@ -123,6 +154,9 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
+        if self.server.is_some() {
+            self.resume();
+        }
         self.stop(Shutdown::Fast);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
