@@ -214,7 +214,7 @@ impl Report {
                 mean_pages: share(pages, walks),
             }
         });
-        let writes = plan.writes.zip(measured.writes.as_ref()).map(|(load, w)| {
+        let writes = plan.writes.as_ref().zip(measured.writes.as_ref()).map(|(load, w)| {
             let responses = w.responses();
             Writes {
                 target_rate: load.rate,
