@@ -29,6 +29,13 @@ pub enum ApiError {
     /// A post names an author that does not exist (422).
     #[error("user_id does not name an existing user")]
     UnknownAuthor,
+    /// No usable credentials (401, with `WWW-Authenticate: Bearer`).
+    #[error("{}", .0.message())]
+    Unauthenticated(Unauthenticated),
+    /// The credentials do not allow this (403): another user's key, or a user's key where the
+    /// admin key is needed.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request body is larger than accepted (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -51,6 +58,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::UsernameTaken => "username_taken",
             Self::UnknownAuthor => "unknown_user",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
@@ -71,6 +80,12 @@ impl From<FeedError> for ApiError {
     }
 }
 
+impl From<Unauthenticated> for ApiError {
+    fn from(why: Unauthenticated) -> Self {
+        Self::Unauthenticated(why)
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -78,6 +93,8 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UsernameTaken => StatusCode::CONFLICT,
             Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,7 +111,45 @@ impl ResponseError for ApiError {
             };
             tracing::error!(code = self.code(), cause, "request failed");
         }
-        error_body(status, self.code(), &self.to_string())
+        let mut response = error_body(status, self.code(), &self.to_string());
+        if let Self::Unauthenticated(why) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(why.challenge()),
+            );
+        }
+        response
+    }
+}
+
+/// Why a request that needs credentials has none that count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header that is not `Bearer <token>`.
+    Malformed,
+    /// A bearer token that is no key of this service (or no longer one).
+    UnknownKey,
+}
+
+impl Unauthenticated {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "this request needs an API key: send Authorization: Bearer <api key>",
+            Self::Malformed => "the Authorization header must be Bearer <api key>",
+            Self::UnknownKey => "the API key is not valid",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750): which scheme, and what was wrong if a
+    /// credential was sent.
+    fn challenge(self) -> &'static str {
+        match self {
+            Self::Missing => r#"Bearer realm="hotfeed""#,
+            Self::Malformed => r#"Bearer realm="hotfeed", error="invalid_request""#,
+            Self::UnknownKey => r#"Bearer realm="hotfeed", error="invalid_token""#,
+        }
     }
 }
 

@@ -9,10 +9,10 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::cache::Cache;
-use crate::config::Settings;
-use crate::domain::PageLimits;
+use crate::config::{AdminKey, ApiKeyArgs, Settings};
+use crate::domain::{ApiKey, PageLimits};
 use crate::error::{ensure_json_error, json_error, query_error};
-use crate::feed::Feed;
+use crate::feed::{Feed, FeedError};
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::{routes, telemetry};
@@ -25,6 +25,8 @@ pub struct AppState {
     pub feed: Feed,
     pub metrics: Arc<Metrics>,
     pub page_limits: PageLimits,
+    /// `ADMIN_API_KEY`, if set (held as a hash).
+    pub admin_key: Option<AdminKey>,
 }
 
 /// A built, bound, not yet running application.
@@ -58,6 +60,14 @@ impl Application {
             Arc::clone(&metrics),
             settings.feed_celebrity_followers,
         );
+        let admin_key = settings.auth.admin_api_key;
+        match admin_key {
+            Some(key) if key.is_placeholder() => tracing::warn!(
+                "ADMIN_API_KEY is the public placeholder of compose.yml: anyone can act as any user; set your own"
+            ),
+            Some(_) => tracing::info!("admin API key configured"),
+            None => tracing::info!("no ADMIN_API_KEY: writes need a user's own API key"),
+        }
         let state = web::Data::new(AppState {
             feed: feed.clone(),
             metrics,
@@ -66,6 +76,7 @@ impl Application {
                 max: settings.page_size_max,
                 offset_max: settings.page_offset_max,
             },
+            admin_key,
         });
 
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
@@ -116,5 +127,23 @@ impl Application {
         self.feed.close().await;
         tracing::info!("hotfeed stopped");
         outcome
+    }
+}
+
+/// `hotfeed api-key`: issues a new API key for an existing user, to print once.
+///
+/// # Errors
+/// PostgreSQL is unreachable, or the user does not exist.
+pub async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
+    let metrics = Arc::new(Metrics::new(0));
+    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics))
+        .context("invalid DATABASE_URL")?;
+    let feed = Feed::new(store, Cache::None, metrics, 1);
+    let issued = feed.issue_api_key(args.user_id).await;
+    feed.close().await;
+    match issued {
+        Ok(key) => Ok(key),
+        Err(FeedError::NotFound(resource)) => anyhow::bail!("{resource} does not exist"),
+        Err(error) => Err(anyhow::Error::new(error).context("issuing the API key")),
     }
 }

@@ -1,10 +1,12 @@
 //! Domain types: what the API accepts, parsed once at the edge.
 
+mod api_key;
 mod cursor;
 mod ids;
 mod models;
 mod page;
 
+pub use api_key::{ApiKey, KeyHash, API_KEY_PREFIX};
 pub use cursor::Cursor;
 pub use ids::{PostId, UserId};
 pub use models::{

@@ -24,10 +24,11 @@ pub use served::{CacheOutcome, Served, Timings};
 
 use crate::cache::{BoxKey, Cache, CachedObject};
 use crate::domain::{
-    Follow, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User, UserEdit, UserId,
+    ApiKey, Follow, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User,
+    UserEdit, UserId,
 };
 use crate::metrics::Metrics;
-use crate::store::{FollowList, Store, StoreError};
+use crate::store::{Constraint, FollowList, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,6 +46,13 @@ pub struct Feed {
     /// Boxes a fan-out could not reach, since when: their drop is retried by one background
     /// worker, and this instance does not serve them meanwhile.
     pending_drops: Arc<Mutex<PendingDrops>>,
+}
+
+/// A new user and their API key, in clear this once.
+#[derive(Debug)]
+pub struct Account {
+    pub user: User,
+    pub api_key: ApiKey,
 }
 
 /// The retried drops of [`Feed::defer_drops`].
@@ -187,12 +195,48 @@ impl Feed {
             .await
     }
 
-    /// Creates a user.
+    /// Creates a user with an API key, shown to them this once.
     ///
     /// # Errors
     /// [`FeedError::Conflict`] when the username is taken; PostgreSQL failures.
-    pub async fn create_user(&self, user: &NewUser) -> Result<User, FeedError> {
-        Ok(self.store.insert_user(user).await?)
+    pub async fn create_user(&self, user: &NewUser) -> Result<Account, FeedError> {
+        let api_key = ApiKey::generate();
+        let user = self.store.insert_user(user, &api_key).await?;
+        Ok(Account { user, api_key })
+    }
+
+    /// Issues another API key for an existing user (`hotfeed api-key`).
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`] when the user does not exist; PostgreSQL failures.
+    pub async fn issue_api_key(&self, user: UserId) -> Result<ApiKey, FeedError> {
+        let api_key = ApiKey::generate();
+        match self.store.insert_api_key(user, &api_key).await {
+            Ok(()) => Ok(api_key),
+            Err(StoreError::ForeignKey(Constraint::ApiKeyUser)) => {
+                Err(FeedError::NotFound(Resource::User(user)))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The user an API key (by its hash) acts as; `None` for a key nobody holds.
+    ///
+    /// # Errors
+    /// PostgreSQL failures.
+    pub async fn api_key_owner(&self, key: &KeyHash) -> Result<Option<UserId>, FeedError> {
+        Ok(self.store.api_key_owner(key).await?)
+    }
+
+    /// Who wrote a post, from PostgreSQL (the source of truth decides who may change it).
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    pub async fn post_author(&self, id: PostId) -> Result<UserId, FeedError> {
+        self.store
+            .post_author(id)
+            .await?
+            .ok_or(FeedError::NotFound(Resource::Post(id)))
     }
 
     /// Creates a post, then caches it and invalidates the listings that show it before

@@ -1,9 +1,10 @@
 //! HTTP handlers, one file per resource. Handlers parse, call the feed, and shape the response.
 //!
-//! Writes are not authenticated yet: anyone may edit anything. When they are, the caller's
-//! identity is established here (an extractor) and checked in the handler, before the feed is
-//! called; the feed and below never see HTTP.
+//! Writes are authenticated: the caller's identity is established here (the [`Caller`]
+//! extractor, from an API key) and checked in the handler, before the feed is called; the feed
+//! and below never see HTTP. Reads are public.
 
+mod auth;
 mod health;
 mod metrics;
 mod posts;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use crate::domain::{Page, Post};
 use crate::feed::Served;
 
+pub use auth::{Admin, Caller};
 pub use health::{health, ping};
 pub use metrics::metrics;
 
@@ -50,6 +52,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .delete(posts::delete_post),
                 ),
         );
+}
+
+/// 201 with `Location` and `body`.
+fn created_json<B: Serialize>(location: String, body: &B) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((header::LOCATION, location))
+        .json(body)
 }
 
 /// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].

@@ -14,8 +14,8 @@ pub use error::{Constraint, StoreError};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{
-    Cursor, Follow, NewPost, NewUser, PageRequest, Position, Post, PostEdit, PostId, User,
-    UserEdit, UserId,
+    ApiKey, Cursor, Follow, KeyHash, NewPost, NewUser, PageRequest, Position, Post, PostEdit,
+    PostId, User, UserEdit, UserId,
 };
 use crate::metrics::Metrics;
 
@@ -43,6 +43,9 @@ pub enum Query {
     FeedSources,
     NewestPostsOf,
     FollowerIds,
+    InsertApiKey,
+    ApiKeyOwner,
+    PostAuthor,
 }
 
 impl Query {
@@ -67,6 +70,9 @@ impl Query {
             Self::FeedSources => "feed_sources",
             Self::NewestPostsOf => "newest_posts_of",
             Self::FollowerIds => "follower_ids",
+            Self::InsertApiKey => "insert_api_key",
+            Self::ApiKeyOwner => "api_key_owner",
+            Self::PostAuthor => "post_author",
         }
     }
 }
@@ -158,18 +164,68 @@ impl Store {
         futures::join!(self.pool.close(), self.probe.close());
     }
 
-    /// Inserts a user.
+    /// Inserts a user with their first API key (stored by its hash).
     ///
     /// # Errors
     /// [`StoreError::Unique`] with [`Constraint::UsernameUnique`] when the username is taken.
     #[tracing::instrument(skip_all, fields(username = %user.username))]
-    pub async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError> {
+    pub async fn insert_user(&self, user: &NewUser, key: &ApiKey) -> Result<User, StoreError> {
         self.run(
             Query::InsertUser,
             sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
                 .bind(&user.username)
                 .bind(&user.display_name)
+                .bind(key.hash().as_bytes())
+                .bind(key.prefix())
                 .fetch_one(&self.pool),
+        )
+        .await
+    }
+
+    /// Records another API key of an existing user.
+    ///
+    /// # Errors
+    /// [`StoreError::ForeignKey`] with [`Constraint::ApiKeyUser`] when the user does not exist.
+    #[tracing::instrument(skip_all, fields(%user, prefix = key.prefix()))]
+    pub async fn insert_api_key(&self, user: UserId, key: &ApiKey) -> Result<(), StoreError> {
+        self.run(
+            Query::InsertApiKey,
+            sqlx::query(include_str!("../../db/queries/insert_api_key.sql"))
+                .bind(user)
+                .bind(key.hash().as_bytes())
+                .bind(key.prefix())
+                .execute(&self.pool),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The user an API key acts as, by the key's hash; `None` for a key nobody holds.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip_all)]
+    pub async fn api_key_owner(&self, hash: &KeyHash) -> Result<Option<UserId>, StoreError> {
+        self.run(
+            Query::ApiKeyOwner,
+            sqlx::query_scalar(include_str!("../../db/queries/api_key_owner.sql"))
+                .bind(hash.as_bytes())
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// The author of a post, read from PostgreSQL; `None` when no such post exists.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn post_author(&self, id: PostId) -> Result<Option<UserId>, StoreError> {
+        self.run(
+            Query::PostAuthor,
+            sqlx::query_scalar(include_str!("../../db/queries/post_author.sql"))
+                .bind(id)
+                .fetch_optional(&self.pool),
         )
         .await
     }
