@@ -134,6 +134,9 @@ pub struct Settings {
     #[command(flatten)]
     pub auth: AuthSettings,
 
+    #[command(flatten)]
+    pub rate_limits: RateLimitSettings,
+
     /// Default page size of `GET /api/v1/users/{id}/posts`.
     #[arg(long, env = "PAGE_SIZE_DEFAULT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size_default: u32,
@@ -208,6 +211,56 @@ impl AdminKey {
 impl std::fmt::Debug for AdminKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AdminKey(…)")
+    }
+}
+
+/// How fast clients may go (GCRA: a sustained rate per second and a burst on top). A rate of 0
+/// switches that limit off. The admin key is not limited.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitSettings {
+    /// Writes per second one user may make (posts, edits, deletes, follows, as that user).
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_USER", default_value_t = 5)]
+    pub rate_limit_writes_per_user: u32,
+
+    /// Writes one user may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_USER_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_writes_per_user_burst: u32,
+
+    /// Writes per second from one client address (sign-ups included, and requests with a wrong key).
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_IP", default_value_t = 20)]
+    pub rate_limit_writes_per_ip: u32,
+
+    /// Writes one client address may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_IP_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_writes_per_ip_burst: u32,
+
+    /// Reads per second from one client address: generous, above what one instance serves.
+    #[arg(long, env = "RATE_LIMIT_READS_PER_IP", default_value_t = 10_000)]
+    pub rate_limit_reads_per_ip: u32,
+
+    /// Reads one client address may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_READS_PER_IP_BURST", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_reads_per_ip_burst: u32,
+
+    /// Take the client address from the last `X-Forwarded-For` entry (the one your proxy added)
+    /// instead of the connection's peer. Only behind a proxy that sets it: otherwise any client
+    /// picks its own address.
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+}
+
+impl RateLimitSettings {
+    /// No limit at all: for tests and benchmarks that measure something else.
+    pub fn disabled() -> Self {
+        Self {
+            rate_limit_writes_per_user: 0,
+            rate_limit_writes_per_user_burst: 1,
+            rate_limit_writes_per_ip: 0,
+            rate_limit_writes_per_ip_burst: 1,
+            rate_limit_reads_per_ip: 0,
+            rate_limit_reads_per_ip_burst: 1,
+            trust_forwarded_for: false,
+        }
     }
 }
 

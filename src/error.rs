@@ -10,9 +10,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use std::time::Duration;
 
 use crate::domain::InvalidInput;
 use crate::feed::{Conflict, FeedError, Reference};
+use crate::limits::Throttled;
 
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,14 @@ pub enum ApiError {
     /// admin key is needed.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many requests for a rate limit (429, with `Retry-After`).
+    #[error("too many requests ({limit}); retry after {} s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        /// Which limit, for the message and the log.
+        limit: &'static str,
+        /// How long until the limit admits a request again.
+        retry_after: Duration,
+    },
     /// The request body is larger than accepted (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -60,6 +70,7 @@ impl ApiError {
             Self::UnknownAuthor => "unknown_user",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
@@ -86,6 +97,15 @@ impl From<Unauthenticated> for ApiError {
     }
 }
 
+impl From<Throttled> for ApiError {
+    fn from(throttled: Throttled) -> Self {
+        Self::RateLimited {
+            limit: throttled.limit.as_str(),
+            retry_after: throttled.retry_after,
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -95,6 +115,7 @@ impl ResponseError for ApiError {
             Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -112,11 +133,21 @@ impl ResponseError for ApiError {
             tracing::error!(code = self.code(), cause, "request failed");
         }
         let mut response = error_body(status, self.code(), &self.to_string());
-        if let Self::Unauthenticated(why) = self {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(why.challenge()),
-            );
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthenticated(why) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(why.challenge()),
+                );
+            }
+            Self::RateLimited { retry_after, .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(retry_after_secs(*retry_after)),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -151,6 +182,13 @@ impl Unauthenticated {
             Self::UnknownKey => r#"Bearer realm="hotfeed", error="invalid_token""#,
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1: a client that waits that long is
+/// admitted.
+fn retry_after_secs(wait: Duration) -> u64 {
+    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded_up.max(1)
 }
 
 /// `error: cause: cause ...`, for the log.
@@ -251,4 +289,23 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(
         req, response,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        let cases = [
+            ("no wait", Duration::ZERO, 1),
+            ("a millisecond", Duration::from_millis(1), 1),
+            ("exactly one second", Duration::from_secs(1), 1),
+            ("just over one second", Duration::from_millis(1001), 2),
+            ("2.5 s", Duration::from_millis(2500), 3),
+        ];
+        for (what, wait, secs) in cases {
+            assert_eq!(retry_after_secs(wait), secs, "{what}");
+        }
+    }
 }

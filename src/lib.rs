@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod feed;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

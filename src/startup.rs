@@ -13,6 +13,7 @@ use crate::config::{AdminKey, ApiKeyArgs, Settings};
 use crate::domain::{ApiKey, PageLimits};
 use crate::error::{ensure_json_error, json_error, query_error};
 use crate::feed::{Feed, FeedError};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::{routes, telemetry};
@@ -27,6 +28,9 @@ pub struct AppState {
     pub page_limits: PageLimits,
     /// `ADMIN_API_KEY`, if set (held as a hash).
     pub admin_key: Option<AdminKey>,
+    pub limits: Arc<RateLimits>,
+    /// Whether the client address comes from `X-Forwarded-For` (`TRUST_FORWARDED_FOR`).
+    pub trust_forwarded_for: bool,
 }
 
 /// A built, bound, not yet running application.
@@ -34,6 +38,8 @@ pub struct Application {
     port: u16,
     server: Server,
     feed: Feed,
+    /// Periodic housekeeping (limiter cleanup), stopped with the server.
+    housekeeping: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -68,6 +74,8 @@ impl Application {
             Some(_) => tracing::info!("admin API key configured"),
             None => tracing::info!("no ADMIN_API_KEY: writes need a user's own API key"),
         }
+        let limits = Arc::new(RateLimits::new(&settings.rate_limits, Arc::clone(&metrics)));
+        let housekeeping = vec![limits.spawn_cleanup()];
         let state = web::Data::new(AppState {
             feed: feed.clone(),
             metrics,
@@ -77,6 +85,8 @@ impl Application {
                 offset_max: settings.page_offset_max,
             },
             admin_key,
+            limits,
+            trust_forwarded_for: settings.rate_limits.trust_forwarded_for,
         });
 
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
@@ -110,6 +120,7 @@ impl Application {
             port,
             server: server.run(),
             feed,
+            housekeeping,
         })
     }
 
@@ -124,6 +135,9 @@ impl Application {
     /// The server failed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let outcome = self.server.await;
+        for task in &self.housekeeping {
+            task.abort();
+        }
         self.feed.close().await;
         tracing::info!("hotfeed stopped");
         outcome

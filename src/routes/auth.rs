@@ -9,6 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, FromRequest, HttpRequest};
 
+use crate::config::AdminKey;
 use crate::domain::{ApiKey, KeyHash, UserId};
 use crate::error::{ApiError, Unauthenticated};
 use crate::startup::AppState;
@@ -16,7 +17,7 @@ use crate::startup::AppState;
 /// Who a request acts as, from its API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// The admin key (`ADMIN_API_KEY`): may act as any user.
+    /// The admin key (`ADMIN_API_KEY`): may act as any user, and is not rate limited.
     Admin,
     /// A user's API key: acts as that user only.
     User(UserId),
@@ -37,8 +38,9 @@ impl Caller {
     }
 }
 
-/// Resolves the request's API key (401 without one that counts), so every handler that takes a
-/// `Caller` is an authenticated write.
+/// Resolves the request's API key (401 without one that counts) and counts a user's write
+/// against their rate limit (429), so every handler that takes a `Caller` is an authenticated,
+/// rate-limited write.
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
@@ -46,7 +48,13 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = app_state(req);
         let presented = presented_key(req.headers());
-        Box::pin(async move { authenticate(&state, presented?).await })
+        Box::pin(async move {
+            let caller = authenticate(&state, presented?).await?;
+            if let Self::User(user) = caller {
+                state.limits.write_as(user)?;
+            }
+            Ok(caller)
+        })
     }
 }
 
@@ -75,7 +83,7 @@ impl FromRequest for Admin {
 
 /// A bearer token as presented: its hash, and whether it is shaped like a user's key.
 #[derive(Debug, Clone, Copy)]
-struct Presented {
+pub(super) struct Presented {
     hash: KeyHash,
     user_key_shaped: bool,
 }
@@ -85,7 +93,7 @@ struct Presented {
 /// # Errors
 /// [`Unauthenticated::Missing`] without the header, [`Unauthenticated::Malformed`] when it is not
 /// exactly one `Bearer <token>`.
-fn presented_key(headers: &HeaderMap) -> Result<Presented, Unauthenticated> {
+pub(super) fn presented_key(headers: &HeaderMap) -> Result<Presented, Unauthenticated> {
     let mut values = headers.get_all(header::AUTHORIZATION);
     let value = values.next().ok_or(Unauthenticated::Missing)?;
     if values.next().is_some() {
@@ -101,6 +109,14 @@ fn presented_key(headers: &HeaderMap) -> Result<Presented, Unauthenticated> {
         hash: KeyHash::of(token),
         user_key_shaped: ApiKey::parse(token).is_some(),
     })
+}
+
+/// Whether a request carries the admin key (rate limits do not apply to it).
+pub(super) fn is_admin(headers: &HeaderMap, admin: Option<&AdminKey>) -> bool {
+    match (presented_key(headers), admin) {
+        (Ok(presented), Some(admin)) => admin.matches(&presented.hash),
+        _ => false,
+    }
 }
 
 /// The admin key first (compared in constant time), then a user's key by its hash in PostgreSQL.

@@ -2,16 +2,19 @@
 //!
 //! Writes are authenticated: the caller's identity is established here (the [`Caller`]
 //! extractor, from an API key) and checked in the handler, before the feed is called; the feed
-//! and below never see HTTP. Reads are public.
+//! and below never see HTTP. Reads are public. Rate limits per client address wrap the whole
+//! `/api/v1` scope (`limits.rs`); the per-user write limit is counted by the extractor.
 
 mod auth;
 mod health;
+mod limits;
 mod metrics;
 mod posts;
 mod users;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
@@ -29,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/metrics").get(metrics))
         .service(
             web::scope("/api/v1")
+                .wrap(from_fn(limits::limit_by_address))
                 .service(web::resource("/users").post(users::create_user))
                 .service(
                     web::resource("/users/{id}")

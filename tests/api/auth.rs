@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use actix_web::{test as actix_test, web, App, HttpResponse};
 use hotfeed::cache::Cache;
-use hotfeed::config::AdminKey;
+use hotfeed::config::{AdminKey, RateLimitSettings};
 use hotfeed::domain::{KeyHash, PageLimits};
 use hotfeed::feed::Feed;
+use hotfeed::limits::RateLimits;
 use hotfeed::metrics::Metrics;
 use hotfeed::routes::Admin;
 use hotfeed::startup::AppState;
@@ -477,13 +478,15 @@ async fn the_admin_guard_admits_the_admin_key_only() {
     let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics)).expect("store");
     let state = web::Data::new(AppState {
         feed: Feed::new(store, Cache::None, Arc::clone(&metrics), 1000),
-        metrics,
+        metrics: Arc::clone(&metrics),
         page_limits: PageLimits {
             default: 50,
             max: 100,
             offset_max: 10_000,
         },
         admin_key: Some(AdminKey::parse(TEST_ADMIN_KEY).expect("valid")),
+        limits: Arc::new(RateLimits::new(&RateLimitSettings::disabled(), metrics)),
+        trust_forwarded_for: false,
     });
     let service = actix_test::init_service(App::new().app_data(state).route(
         "/api/v1/admin/ping",

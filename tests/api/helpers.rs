@@ -2,7 +2,7 @@ use std::sync::Once;
 
 use hotfeed::cache::topology::SlotMap;
 use hotfeed::cache::Keys;
-use hotfeed::config::{AdminKey, Settings};
+use hotfeed::config::{AdminKey, RateLimitSettings, Settings};
 use hotfeed::startup::Application;
 use loadgen::scrape::Scrape;
 use redis::cluster::ClusterClient;
@@ -53,6 +53,8 @@ pub fn test_settings() -> (Settings, String, String) {
     settings.app_workers = Some(1);
     settings.cache.key_prefix = format!("t{}", &suffix[..12]);
     settings.auth.admin_api_key = Some(AdminKey::parse(TEST_ADMIN_KEY).expect("a valid admin key"));
+    // Rate limits would make unrelated tests flaky; the rate-limit tests switch them on.
+    settings.rate_limits = RateLimitSettings::disabled();
     (settings, admin_url, database)
 }
 

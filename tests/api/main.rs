@@ -15,5 +15,6 @@ mod helpers;
 mod home_feed;
 mod loadgen;
 mod metrics;
+mod rate_limits;
 mod resilience;
 mod tls;
