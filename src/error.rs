@@ -46,6 +46,11 @@ pub enum ApiError {
         /// How long until the limit admits a request again.
         retry_after: Duration,
     },
+    /// An `Idempotency-Key` already named a different request (422).
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     /// The request body is larger than accepted (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -71,6 +76,7 @@ impl ApiError {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::RateLimited { .. } => "rate_limited",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable(_) => "unavailable",
@@ -85,6 +91,7 @@ impl From<FeedError> for ApiError {
             FeedError::NotFound(resource) => Self::NotFound(format!("{resource} does not exist")),
             FeedError::Conflict(Conflict::UsernameTaken) => Self::UsernameTaken,
             FeedError::InvalidReference(Reference::Author) => Self::UnknownAuthor,
+            FeedError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             FeedError::Unavailable(_) => Self::Unavailable(error),
             FeedError::Internal(_) => Self::Internal(error),
         }
@@ -112,7 +119,7 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UsernameTaken => StatusCode::CONFLICT,
-            Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownAuthor | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, ErrorHandlers};
@@ -20,6 +21,8 @@ use crate::{routes, telemetry};
 
 /// Largest accepted JSON request body. A post of 5000 four-byte characters fits with room to spare.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How often expired idempotency keys are swept from PostgreSQL.
+const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// What every handler shares.
 pub struct AppState {
@@ -38,7 +41,7 @@ pub struct Application {
     port: u16,
     server: Server,
     feed: Feed,
-    /// Periodic housekeeping (limiter cleanup), stopped with the server.
+    /// Periodic housekeeping (limiter cleanup, idempotency key sweep), stopped with the server.
     housekeeping: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -75,7 +78,10 @@ impl Application {
             None => tracing::info!("no ADMIN_API_KEY: writes need a user's own API key"),
         }
         let limits = Arc::new(RateLimits::new(&settings.rate_limits, Arc::clone(&metrics)));
-        let housekeeping = vec![limits.spawn_cleanup()];
+        let housekeeping = vec![
+            limits.spawn_cleanup(),
+            feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY),
+        ];
         let state = web::Data::new(AppState {
             feed: feed.clone(),
             metrics,

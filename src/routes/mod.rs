@@ -12,18 +12,23 @@ mod metrics;
 mod posts;
 mod users;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use crate::domain::{Page, Post};
-use crate::feed::Served;
+use crate::domain::{IdempotencyKey, InvalidInput, Page, Post};
+use crate::feed::{Created, Served};
 
 pub use auth::{Admin, Caller};
 pub use health::{health, ping};
 pub use metrics::metrics;
+
+/// The request header naming a create, so that repeating it creates nothing more.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header that marks an answer replayed from an earlier request's create.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Mounts every route. Resources (not bare routes) so a wrong method is a 405, not a 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -58,11 +63,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// 201 with `Location` and `body`.
-fn created_json<B: Serialize>(location: String, body: &B) -> HttpResponse {
-    HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
-        .json(body)
+/// The `Idempotency-Key` of a create, if it has one.
+///
+/// # Errors
+/// `invalid_idempotency_key` when it is not 1 to 255 printable ASCII characters, or is sent twice.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, InvalidInput> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(InvalidInput::new(
+            "invalid_idempotency_key",
+            "send one Idempotency-Key, not several",
+        ));
+    }
+    IdempotencyKey::parse(value.as_bytes()).map(Some)
+}
+
+/// 201 with `Location` and `body`, and `Idempotent-Replayed: true` when an earlier request with the
+/// same idempotency key created it.
+fn created_json<T, B: Serialize>(location: String, created: &Created<T>, body: &B) -> HttpResponse {
+    let mut response = HttpResponse::Created();
+    response.insert_header((header::LOCATION, location));
+    if created.replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.json(body)
 }
 
 /// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].

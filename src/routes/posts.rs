@@ -1,7 +1,7 @@
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{created_json, served_json, Caller};
+use super::{created_json, idempotency_key, served_json, Caller};
 use crate::domain::{NewPost, PostEdit, PostId};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -15,18 +15,26 @@ pub struct CreatePostBody {
 }
 
 /// `POST /api/v1/posts` as `user_id`: 201 with the post once it is committed and the author's
-/// cached pages are invalidated; 422 when the author does not exist.
+/// cached pages are invalidated; 422 when the author does not exist. With an `Idempotency-Key`,
+/// a repeat answers with the first post instead of creating another.
 #[tracing::instrument(skip_all, fields(user_id = body.user_id))]
 pub async fn create_post(
     caller: Caller,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreatePostBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_post = NewPost::parse(body.user_id, body.content)?;
+    let key = idempotency_key(&req)?;
     caller.act_as(new_post.user_id)?;
-    let post = state.feed.create_post(&new_post).await?;
-    Ok(created_json(format!("/api/v1/posts/{}", post.id), &post))
+    let created = state.feed.create_post(&new_post, key.as_ref()).await?;
+    let post = &created.value;
+    Ok(created_json(
+        format!("/api/v1/posts/{}", post.id),
+        &created,
+        post,
+    ))
 }
 
 /// `GET /api/v1/posts/{id}`.

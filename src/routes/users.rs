@@ -1,7 +1,7 @@
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{created_json, paged_json, served_json, served_page, Caller};
+use super::{created_json, idempotency_key, paged_json, served_json, served_page, Caller};
 use crate::domain::{Follow, InvalidInput, NewUser, PageRequest, User, UserEdit, UserId};
 use crate::error::ApiError;
 use crate::feed::Listing;
@@ -40,17 +40,22 @@ struct CreatedUser<'a> {
 }
 
 /// `POST /api/v1/users` (public: anyone may sign up): 201 with the user and their API key, 409 if
-/// the username is taken.
+/// the username is taken. With an `Idempotency-Key`, a repeat answers with the first user (and a
+/// new key for them) instead of a 409.
 #[tracing::instrument(skip_all)]
 pub async fn create_user(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreateUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_user = NewUser::parse(body.username, body.display_name)?;
-    let account = state.feed.create_user(&new_user).await?;
+    let key = idempotency_key(&req)?;
+    let created = state.feed.create_user(&new_user, key.as_ref()).await?;
+    let account = &created.value;
     Ok(created_json(
         format!("/api/v1/users/{}", account.user.id),
+        &created,
         &CreatedUser {
             user: &account.user,
             api_key: account.api_key.expose(),

@@ -2,6 +2,7 @@
 //! errors leave this module decoded as [`StoreError`], and every query is counted by [`Query`].
 
 mod error;
+mod idempotency;
 mod migrate;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use error::{Constraint, StoreError};
+pub use idempotency::{IdempotencyScope, Idempotent, Once};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{
@@ -46,6 +48,10 @@ pub enum Query {
     InsertApiKey,
     ApiKeyOwner,
     PostAuthor,
+    ClaimIdempotencyKey,
+    IdempotentResponse,
+    RecordIdempotentResponse,
+    DeleteExpiredIdempotencyKeys,
 }
 
 impl Query {
@@ -73,6 +79,10 @@ impl Query {
             Self::InsertApiKey => "insert_api_key",
             Self::ApiKeyOwner => "api_key_owner",
             Self::PostAuthor => "post_author",
+            Self::ClaimIdempotencyKey => "claim_idempotency_key",
+            Self::IdempotentResponse => "idempotent_response",
+            Self::RecordIdempotentResponse => "record_idempotent_response",
+            Self::DeleteExpiredIdempotencyKeys => "delete_expired_idempotency_keys",
         }
     }
 }
@@ -164,21 +174,29 @@ impl Store {
         futures::join!(self.pool.close(), self.probe.close());
     }
 
-    /// Inserts a user with their first API key (stored by its hash).
+    /// Inserts a user with their first API key (stored by its hash), once per idempotency key.
     ///
     /// # Errors
     /// [`StoreError::Unique`] with [`Constraint::UsernameUnique`] when the username is taken.
     #[tracing::instrument(skip_all, fields(username = %user.username))]
-    pub async fn insert_user(&self, user: &NewUser, key: &ApiKey) -> Result<User, StoreError> {
-        self.run(
-            Query::InsertUser,
-            sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
-                .bind(&user.username)
-                .bind(&user.display_name)
-                .bind(key.hash().as_bytes())
-                .bind(key.prefix())
-                .fetch_one(&self.pool),
-        )
+    pub async fn insert_user(
+        &self,
+        user: &NewUser,
+        key: &ApiKey,
+        once: Option<&Idempotent<'_>>,
+    ) -> Result<Once<User>, StoreError> {
+        self.create_once(once, async |connection| {
+            self.run(
+                Query::InsertUser,
+                sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
+                    .bind(&user.username)
+                    .bind(&user.display_name)
+                    .bind(key.hash().as_bytes())
+                    .bind(key.prefix())
+                    .fetch_one(connection),
+            )
+            .await
+        })
         .await
     }
 
@@ -260,19 +278,26 @@ impl Store {
         .await
     }
 
-    /// Inserts a post.
+    /// Inserts a post, once per idempotency key.
     ///
     /// # Errors
     /// [`StoreError::ForeignKey`] with [`Constraint::PostAuthor`] when the author does not exist.
     #[tracing::instrument(skip_all, fields(user_id = %post.user_id))]
-    pub async fn insert_post(&self, post: &NewPost) -> Result<Post, StoreError> {
-        self.run(
-            Query::InsertPost,
-            sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
-                .bind(post.user_id)
-                .bind(&post.content)
-                .fetch_one(&self.pool),
-        )
+    pub async fn insert_post(
+        &self,
+        post: &NewPost,
+        once: Option<&Idempotent<'_>>,
+    ) -> Result<Once<Post>, StoreError> {
+        self.create_once(once, async |connection| {
+            self.run(
+                Query::InsertPost,
+                sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
+                    .bind(post.user_id)
+                    .bind(&post.content)
+                    .fetch_one(connection),
+            )
+            .await
+        })
         .await
     }
 

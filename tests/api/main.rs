@@ -13,6 +13,7 @@ mod follows;
 mod health;
 mod helpers;
 mod home_feed;
+mod idempotency;
 mod loadgen;
 mod metrics;
 mod rate_limits;
