@@ -50,9 +50,9 @@ pub enum Once<T> {
 }
 
 impl Store {
-    /// Runs `create` in a transaction that first claims `once`'s key and then records what it
-    /// returned, or answers from the key's earlier use without running it. Without a key,
-    /// `create` runs alone on a pooled connection.
+    /// Runs `create` in a transaction (its statements commit together or not at all) that, with
+    /// a key, first claims `once`'s key and then records what it returned, or answers from the
+    /// key's earlier use without running it.
     ///
     /// # Errors
     /// `create`'s; database errors; a recorded response that does not decode as `T`.
@@ -65,8 +65,10 @@ impl Store {
         T: Serialize + DeserializeOwned,
     {
         let Some(once) = once else {
-            let mut connection = self.pool.acquire().await?;
-            return Ok(Once::Created(create(&mut connection).await?));
+            let mut tx = self.pool.begin().await?;
+            let value = create(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(Once::Created(value));
         };
         let scope = once.scope.as_text();
         let key = once.key.as_str();

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use error::{Constraint, StoreError};
 pub use idempotency::{IdempotencyScope, Idempotent, Once};
@@ -174,7 +174,8 @@ impl Store {
         futures::join!(self.pool.close(), self.probe.close());
     }
 
-    /// Inserts a user with their first API key (stored by its hash), once per idempotency key.
+    /// Inserts a user and their first API key (stored by its hash) in one transaction, so no
+    /// user is left without a key; once per idempotency key.
     ///
     /// # Errors
     /// [`StoreError::Unique`] with [`Constraint::UsernameUnique`] when the username is taken.
@@ -186,16 +187,17 @@ impl Store {
         once: Option<&Idempotent<'_>>,
     ) -> Result<Once<User>, StoreError> {
         self.create_once(once, async |connection| {
-            self.run(
-                Query::InsertUser,
-                sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
-                    .bind(&user.username)
-                    .bind(&user.display_name)
-                    .bind(key.hash().as_bytes())
-                    .bind(key.prefix())
-                    .fetch_one(connection),
-            )
-            .await
+            let created: User = self
+                .run(
+                    Query::InsertUser,
+                    sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
+                        .bind(&user.username)
+                        .bind(&user.display_name)
+                        .fetch_one(&mut *connection),
+                )
+                .await?;
+            self.record_api_key(connection, created.id, key).await?;
+            Ok(created)
         })
         .await
     }
@@ -206,13 +208,24 @@ impl Store {
     /// [`StoreError::ForeignKey`] with [`Constraint::ApiKeyUser`] when the user does not exist.
     #[tracing::instrument(skip_all, fields(%user, prefix = key.prefix()))]
     pub async fn insert_api_key(&self, user: UserId, key: &ApiKey) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        self.record_api_key(&mut connection, user, key).await
+    }
+
+    /// `insert_api_key.sql` on a connection (perhaps inside a transaction).
+    async fn record_api_key(
+        &self,
+        connection: &mut PgConnection,
+        user: UserId,
+        key: &ApiKey,
+    ) -> Result<(), StoreError> {
         self.run(
             Query::InsertApiKey,
             sqlx::query(include_str!("../../db/queries/insert_api_key.sql"))
                 .bind(user)
                 .bind(key.hash().as_bytes())
                 .bind(key.prefix())
-                .execute(&self.pool),
+                .execute(connection),
         )
         .await
         .map(drop)
