@@ -170,9 +170,34 @@ pub struct AuthSettings {
         long,
         env = "ADMIN_API_KEY",
         hide_env_values = true,
-        value_parser = AdminKey::parse
+        value_parser = AdminKeyParser
     )]
     pub admin_api_key: Option<AdminKey>,
+}
+
+/// Parses `ADMIN_API_KEY` with an error that does not repeat the value: clap's own errors quote
+/// what they refuse, which would print a key that is merely too short.
+#[derive(Clone)]
+struct AdminKeyParser;
+
+impl clap::builder::TypedValueParser for AdminKeyParser {
+    type Value = AdminKey;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<AdminKey, clap::Error> {
+        let refused = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid ADMIN_API_KEY (--admin-api-key): {reason}\n"),
+            )
+        };
+        let raw = value.to_str().ok_or_else(|| refused("not UTF-8"))?;
+        AdminKey::parse(raw).map_err(|reason| refused(&reason))
+    }
 }
 
 /// The admin API key, held only as its hash: it cannot be printed, logged or leaked by a dump.
@@ -450,6 +475,15 @@ mod tests {
         let key = AdminKey::parse(PLACEHOLDER_ADMIN_API_KEY).expect("the placeholder is valid");
         assert!(key.is_placeholder());
         assert_eq!(format!("{key:?}"), "AdminKey(…)");
+    }
+
+    #[test]
+    fn a_refused_admin_key_is_not_repeated_in_the_error() {
+        let secret = "my-admin-secret-that-is-too-short";
+        let parsed = Cli::try_parse_from(["hotfeed", "serve", "--admin-api-key", &secret[..20]]);
+        let error = parsed.expect_err("20 characters are too few").to_string();
+        assert!(error.contains("ADMIN_API_KEY"), "{error}");
+        assert!(!error.contains(&secret[..20]), "{error}");
     }
 
     #[test]
