@@ -1,7 +1,7 @@
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::served_json;
+use super::{created_json, idempotency_key, served_json, Caller};
 use crate::domain::{NewPost, Post, PostEdit, PostId};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::startup::AppState;
@@ -17,8 +17,9 @@ pub struct CreatePostBody {
     content: String,
 }
 
-/// `POST /api/v1/posts`: 201 with the post once it is committed and the author's cached pages are
-/// invalidated; 422 when the author does not exist.
+/// `POST /api/v1/posts` as `user_id`: 201 with the post once it is committed and the author's
+/// cached pages are invalidated; 422 when the author does not exist. With an `Idempotency-Key`,
+/// a repeat answers with the first post instead of creating another.
 #[utoipa::path(post, path = "/api/v1/posts", tag = "posts",
     request_body = CreatePostBody,
     responses(
@@ -34,15 +35,22 @@ pub struct CreatePostBody {
     ))]
 #[tracing::instrument(skip_all, fields(user_id = body.user_id))]
 pub async fn create_post(
+    caller: Caller,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreatePostBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_post = NewPost::parse(body.user_id, body.content)?;
-    let post = state.feed.create_post(&new_post).await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/posts/{}", post.id)))
-        .json(post))
+    let key = idempotency_key(&req)?;
+    caller.act_as(new_post.user_id)?;
+    let created = state.feed.create_post(&new_post, key.as_ref()).await?;
+    let post = &created.value;
+    Ok(created_json(
+        format!("/api/v1/posts/{}", post.id),
+        &created,
+        post,
+    ))
 }
 
 /// `GET /api/v1/posts/{id}`.
@@ -77,8 +85,8 @@ pub struct EditPostBody {
     content: String,
 }
 
-/// `PATCH /api/v1/posts/{id}`: 200 with the edited post; every later read shows the new content.
-// Authorization goes here when writes are authenticated: the caller must be the post's author.
+/// `PATCH /api/v1/posts/{id}` as the post's author: 200 with the edited post; every later read
+/// shows the new content.
 #[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts",
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     request_body = EditPostBody,
@@ -93,17 +101,19 @@ pub struct EditPostBody {
     ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_post(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<EditPostBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = PostId::parse(&id)?;
     let edit = PostEdit::parse(body.into_inner().content)?;
+    act_as_author(caller, &state, id).await?;
     Ok(HttpResponse::Ok().json(state.feed.edit_post(id, &edit).await?))
 }
 
-/// `DELETE /api/v1/posts/{id}`: 204; the post is then a 404 and gone from every page.
-// Authorization goes here when writes are authenticated: the caller must be the post's author.
+/// `DELETE /api/v1/posts/{id}` as the post's author: 204; the post is then a 404 and gone from
+/// every page.
 #[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts",
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     responses(
@@ -115,10 +125,21 @@ pub async fn edit_post(
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn delete_post(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = PostId::parse(&id)?;
+    act_as_author(caller, &state, id).await?;
     state.feed.delete_post(id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Checks that the caller may act as the post's author, as PostgreSQL has it (a post never
+/// changes author). The admin key may act as anyone, so its author is not looked up.
+async fn act_as_author(caller: Caller, state: &AppState, id: PostId) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::User(_) => caller.act_as(state.feed.post_author(id).await?),
+    }
 }

@@ -1,7 +1,7 @@
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
 
-use super::{paged_json, served_json, served_page};
+use super::{created_json, idempotency_key, paged_json, served_json, served_page, Caller};
 use crate::domain::{
     Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
 };
@@ -37,7 +37,17 @@ pub struct EditUserBody {
     display_name: String,
 }
 
-/// `POST /api/v1/users`: 201 with the user, 409 if the username is taken.
+/// Body of a `201` to `POST /api/v1/users`: the user and their API key, shown this once.
+#[derive(Serialize)]
+struct CreatedUser<'a> {
+    #[serde(flatten)]
+    user: &'a User,
+    api_key: &'a str,
+}
+
+/// `POST /api/v1/users` (public: anyone may sign up): 201 with the user and their API key, 409 if
+/// the username is taken. With an `Idempotency-Key`, a repeat answers with the first user (and a
+/// new key for them) instead of a 409.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users",
     request_body = CreateUserBody,
     responses(
@@ -52,14 +62,22 @@ pub struct EditUserBody {
 #[tracing::instrument(skip_all)]
 pub async fn create_user(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreateUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_user = NewUser::parse(body.username, body.display_name)?;
-    let user = state.feed.create_user(&new_user).await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
-        .json(user))
+    let key = idempotency_key(&req)?;
+    let created = state.feed.create_user(&new_user, key.as_ref()).await?;
+    let account = &created.value;
+    Ok(created_json(
+        format!("/api/v1/users/{}", account.user.id),
+        &created,
+        &CreatedUser {
+            user: &account.user,
+            api_key: account.api_key.expose(),
+        },
+    ))
 }
 
 /// `GET /api/v1/users/{id}`.
@@ -85,8 +103,7 @@ pub async fn get_user(
     Ok(served_json(&state.feed.user(id).await?))
 }
 
-/// `PATCH /api/v1/users/{id}`: 200 with the edited user.
-// Authorization goes here when writes are authenticated: the caller must be this user.
+/// `PATCH /api/v1/users/{id}` as that user: 200 with the edited user.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer")),
     request_body = EditUserBody,
@@ -101,12 +118,14 @@ pub async fn get_user(
     ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_user(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<EditUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id)?;
     let edit = UserEdit::parse(body.into_inner().display_name)?;
+    caller.act_as(id)?;
     Ok(HttpResponse::Ok().json(state.feed.edit_user(id, &edit).await?))
 }
 
@@ -142,8 +161,8 @@ pub async fn list_user_posts(
     Ok(served_page(&format!("/api/v1/users/{id}/posts"), &served))
 }
 
-/// `PUT /api/v1/users/{id}/following/{target}`: 204 once `id` follows `target` (idempotent).
-// Authorization goes here when writes are authenticated: the caller must be `id`.
+/// `PUT /api/v1/users/{id}/following/{target}` as `id`: 204 once `id` follows `target`
+/// (idempotent).
 #[utoipa::path(put, path = "/api/v1/users/{id}/following/{target}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
     responses(
@@ -155,16 +174,18 @@ pub async fn list_user_posts(
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn follow(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    state.feed.follow(parse_follow(&path)?).await?;
+    let follow = parse_follow(&path)?;
+    caller.act_as(follow.follower)?;
+    state.feed.follow(follow).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `DELETE /api/v1/users/{id}/following/{target}`: 204 once `id` does not follow `target`
-/// (idempotent).
-// Authorization goes here when writes are authenticated: the caller must be `id`.
+/// `DELETE /api/v1/users/{id}/following/{target}` as `id`: 204 once `id` does not follow
+/// `target` (idempotent).
 #[utoipa::path(delete, path = "/api/v1/users/{id}/following/{target}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
     responses(
@@ -176,10 +197,13 @@ pub async fn follow(
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn unfollow(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    state.feed.unfollow(parse_follow(&path)?).await?;
+    let follow = parse_follow(&path)?;
+    caller.act_as(follow.follower)?;
+    state.feed.unfollow(follow).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
