@@ -21,6 +21,8 @@ pub struct CreatePostBody {
 /// cached pages are invalidated; 422 when the author does not exist. With an `Idempotency-Key`,
 /// a repeat answers with the first post instead of creating another.
 #[utoipa::path(post, path = "/api/v1/posts", tag = "posts",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters; a repeat with the same key and body answers with the first response (Idempotent-Replayed: true) and creates nothing, for 24 h")),
     request_body = CreatePostBody,
     responses(
         (status = 201, description = "Created; the author's pages are invalidated and the followers' inboxes fed", body = Post,
@@ -29,7 +31,12 @@ pub struct CreatePostBody {
         (status = 408, description = "body_timeout: the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
-        (status = 422, description = "unknown_user: user_id names no user", body = ErrorEnvelope),
+        (status = 422, description = "unknown_user: user_id names no user; or idempotency_key_reused", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -64,6 +71,8 @@ pub async fn create_post(
         )),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -88,6 +97,7 @@ pub struct EditPostBody {
 /// `PATCH /api/v1/posts/{id}` as the post's author: 200 with the edited post; every later read
 /// shows the new content.
 #[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     request_body = EditPostBody,
     responses(
@@ -96,6 +106,11 @@ pub struct EditPostBody {
         (status = 404, description = "No such post", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -115,11 +130,17 @@ pub async fn edit_post(
 /// `DELETE /api/v1/posts/{id}` as the post's author: 204; the post is then a 404 and gone from
 /// every page.
 #[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     responses(
         (status = 204, description = "Deleted; gone from every page"),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]

@@ -38,10 +38,11 @@ pub struct EditUserBody {
 }
 
 /// Body of a `201` to `POST /api/v1/users`: the user and their API key, shown this once.
-#[derive(Serialize)]
-struct CreatedUser<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedUser<'a> {
     #[serde(flatten)]
     user: &'a User,
+    /// `hf_` and 43 base64url characters; keep it, it is not shown again.
     api_key: &'a str,
 }
 
@@ -49,13 +50,17 @@ struct CreatedUser<'a> {
 /// the username is taken. With an `Idempotency-Key`, a repeat answers with the first user (and a
 /// new key for them) instead of a 409.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters; a repeat with the same key and body answers with the first response (Idempotent-Replayed: true) and creates nothing, for 24 h")),
     request_body = CreateUserBody,
     responses(
-        (status = 201, description = "Created", body = User, headers(("Location" = String, description = "the user's URL"))),
+        (status = 201, description = "Created: the user and its API key, shown this once", body = CreatedUser, headers(("Location" = String, description = "the user's URL"))),
         (status = 400, description = "Invalid username, display name or body", body = ErrorEnvelope),
         (status = 409, description = "username_taken", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 422, description = "idempotency_key_reused: the same Idempotency-Key with another request", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -91,6 +96,8 @@ pub async fn create_user(
         )),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -105,6 +112,7 @@ pub async fn get_user(
 
 /// `PATCH /api/v1/users/{id}` as that user: 200 with the edited user.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer")),
     request_body = EditUserBody,
     responses(
@@ -113,6 +121,11 @@ pub async fn get_user(
         (status = 404, description = "No such user", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -141,6 +154,8 @@ pub async fn edit_user(
         )),
         (status = 400, description = "invalid_id, invalid_limit, invalid_offset, offset_too_deep, invalid_cursor or invalid_query", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -164,11 +179,17 @@ pub async fn list_user_posts(
 /// `PUT /api/v1/users/{id}/following/{target}` as `id`: 204 once `id` follows `target`
 /// (idempotent).
 #[utoipa::path(put, path = "/api/v1/users/{id}/following/{target}", tag = "users",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
     responses(
         (status = 204, description = "`id` follows `target` (already did: the same)"),
         (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -187,11 +208,17 @@ pub async fn follow(
 /// `DELETE /api/v1/users/{id}/following/{target}` as `id`: 204 once `id` does not follow
 /// `target` (idempotent).
 #[utoipa::path(delete, path = "/api/v1/users/{id}/following/{target}", tag = "users",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
     responses(
         (status = 204, description = "`id` does not follow `target` (already did not: the same)"),
         (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -215,6 +242,8 @@ pub async fn unfollow(
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -235,6 +264,8 @@ pub async fn list_following(
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -278,6 +309,8 @@ fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
             )),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
