@@ -20,7 +20,7 @@ RATE=${FREEZE_RATE:-200}
 PREFIX="freeze$$"
 
 DATABASE_URL=$BENCH_URL CACHE_KEY_PREFIX=$PREFIX APP_HOST=127.0.0.1 APP_PORT=$PORT \
-  RUST_LOG=error NO_MIGRATE=true target/release/hotfeed serve >"/tmp/hotfeed-freeze-$$.log" 2>&1 &
+  RATE_LIMIT_READS_PER_IP=0 RUST_LOG=error NO_MIGRATE=true target/release/hotfeed serve >"/tmp/hotfeed-freeze-$$.log" 2>&1 &
 app=$!
 pid=""
 cleanup() {

@@ -122,12 +122,14 @@ seed() {
   psql -X -q "$BENCH_URL" -c "VACUUM ANALYZE posts"
 }
 
-# start_hotfeed on|off: one release instance with the cache on or off, logs in BENCH_OUT.
+# start_hotfeed on|off: one release instance with the cache on or off, logs in BENCH_OUT. The read
+# limit per address is off: the maximum-throughput runs come from one address and measure capacity.
 start_hotfeed() {
   local mode=$1 port=$BENCH_PORT
   [[ $mode == on ]] || port=$((BENCH_PORT + 1))
   DATABASE_URL=$BENCH_URL REDIS_URLS=$REDIS_URLS CACHE=$mode CACHE_KEY_PREFIX=$PREFIX \
     APP_HOST=127.0.0.1 APP_PORT=$port RUST_LOG=warn NO_MIGRATE=true PAGE_OFFSET_MAX=$BENCH_OFFSET_MAX \
+    RATE_LIMIT_READS_PER_IP=0 \
     FEED_CELEBRITY_FOLLOWERS=$BENCH_CELEBRITY_FOLLOWERS \
     "$BENCH_OUT/bin/hotfeed-lbench" serve >>"$BENCH_OUT/hotfeed-cache-$mode.log" 2>&1 &
   PIDS+=($!)

@@ -61,7 +61,9 @@ trap cleanup EXIT
 
 psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database" >/dev/null ||
     die "cannot create $database at ${admin_url%%@*}@... (is the stack up? scripts/stack.sh up)"
-DATABASE_URL=$app_url APP_HOST=127.0.0.1 APP_PORT=$port APP_WORKERS=2 \
+# Writes need a key: the fuzzer acts with an admin key of its own, which may act as any user.
+admin_key="hf_schemathesis_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+DATABASE_URL=$app_url APP_HOST=127.0.0.1 APP_PORT=$port APP_WORKERS=2 ADMIN_API_KEY=$admin_key \
     CACHE_KEY_PREFIX="st$(date +%s)" LOG_FORMAT=json RUST_LOG=warn \
     target/debug/hotfeed serve >"$repo/.stack/schemathesis-serve.log" 2>&1 &
 server=$!
@@ -73,18 +75,19 @@ for _ in $(seq 100); do
 done
 
 # A few users, posts and follows, so operations on ids 1..3 reach their real logic, not only 404.
-json=(-H 'content-type: application/json')
+json=(-H 'content-type: application/json' -H "Authorization: Bearer $admin_key")
 for name in alice bob carol; do
     curl -fs "${json[@]}" -d "{\"username\":\"$name\"}" "$base/api/v1/users" >/dev/null
 done
 for author in 1 2 3; do
     curl -fs "${json[@]}" -d "{\"user_id\":$author,\"content\":\"hello from $author\"}" "$base/api/v1/posts" >/dev/null
 done
-curl -fs -X PUT "$base/api/v1/users/1/following/2" >/dev/null
+curl -fs -X PUT -H "Authorization: Bearer $admin_key" "$base/api/v1/users/1/following/2" >/dev/null
 
 log "fuzzing $base/api/v1/openapi.json ($examples examples per operation, seed $seed)"
 seed_args=(--seed "$seed")
 [[ $seed == random ]] && seed_args=()
 "$venv/bin/st" run "$base/api/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,unsupported_method,allow_header_conformance \
+    --header "Authorization: Bearer $admin_key" \
     --max-examples "$examples" "${seed_args[@]}" --request-timeout 10 --no-color

@@ -21,8 +21,8 @@
 # A node is "ours" when its INFO config_file is our redis.conf; other servers on those ports are
 # reported and never stopped. Port 6379 is refused outright.
 #
-# .env: `up` appends DATABASE_URL and REDIS_URLS (all six nodes) only when .env does not already
-# set them, so a user's edits win. `down` leaves .env alone.
+# .env: `up` appends DATABASE_URL, REDIS_URLS (all six nodes) and a random ADMIN_API_KEY only when
+# .env does not already set them, so a user's edits win. `down` leaves .env alone.
 #
 # Environment:
 #   STACK_REDIS_BASE_PORT  first Redis port (default 7000; uses base..base+5 and base+10000.. for the bus)
@@ -700,6 +700,11 @@ cmd_up() {
   urls=$(redis_urls)
   env_file_set_default DATABASE_URL "$USED_DATABASE_URL"
   env_file_set_default REDIS_URLS "$urls"
+  # An admin key of this checkout's own, so the demo's loadgen --write-rate and the workshop can
+  # write as any seeded user; random, so no two clones share one.
+  if ! env_file_get ADMIN_API_KEY >/dev/null; then
+    env_file_set_default ADMIN_API_KEY "$(head -c 32 /dev/urandom | base64 -w0)"
+  fi
   if [[ -n ${DATABASE_URL:-} && $DATABASE_URL != "$USED_DATABASE_URL" ]]; then
     warn "DATABASE_URL in your environment ($(mask_url "$DATABASE_URL")) overrides .env for the app; unset it"
   fi

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::{KeyHash, UserId};
+
 /// PostgreSQL of the local stack (`scripts/stack.sh up`).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/hotfeed";
 /// Seed nodes of the local stack's Redis Cluster.
@@ -11,6 +13,11 @@ pub const DEFAULT_REDIS_URLS: &str =
     "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002";
 /// Prefix of every Redis key of a deployment, unless configured.
 pub const DEFAULT_KEY_PREFIX: &str = "hf";
+/// The `ADMIN_API_KEY` that compose.yml uses when none is set: public, so the service warns.
+pub const PLACEHOLDER_ADMIN_API_KEY: &str = "change-me-hotfeed-compose-admin-key";
+/// Shortest `ADMIN_API_KEY` accepted: 32 characters of `[A-Za-z0-9-._~+/=]` is ~190 bits or more
+/// when random (`openssl rand -base64 32` gives 44).
+pub const ADMIN_API_KEY_MIN_LEN: usize = 32;
 
 /// Top-level command line of the `hotfeed` binary.
 #[derive(Debug, Parser)]
@@ -31,6 +38,24 @@ pub enum Command {
     Serve(Box<Settings>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseSettings),
+    /// Issue a new API key for an existing user and print it (shown this once; e.g. for a
+    /// seeded user). The user's other keys stay valid.
+    ApiKey(ApiKeyArgs),
+}
+
+/// What `hotfeed api-key` needs.
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// The user the key acts as.
+    #[arg(long, value_parser = parse_user_id)]
+    pub user_id: UserId,
+}
+
+fn parse_user_id(raw: &str) -> Result<UserId, String> {
+    UserId::parse(raw).map_err(|invalid| invalid.message)
 }
 
 /// Log output format.
@@ -135,6 +160,12 @@ pub struct Settings {
     #[command(flatten)]
     pub cache: CacheSettings,
 
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub rate_limits: RateLimitSettings,
+
     /// Default page size of `GET /api/v1/users/{id}/posts`.
     #[arg(long, env = "PAGE_SIZE_DEFAULT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size_default: u32,
@@ -156,6 +187,135 @@ pub struct Settings {
     /// Distinct `user_id` label values kept in the per-user cache metrics; the rest are counted as "other".
     #[arg(long, env = "METRICS_USER_LABEL_LIMIT", default_value_t = 1000)]
     pub metrics_user_label_limit: usize,
+}
+
+/// Who may write.
+#[derive(Debug, Clone, Args)]
+pub struct AuthSettings {
+    /// Admin API key: acts as any user and opens admin endpoints; unset, there is no admin. At
+    /// least 32 characters of [A-Za-z0-9-._~+/=], e.g. `openssl rand -base64 32`. Prefer the
+    /// environment to the flag (a flag shows in `ps`); never logged.
+    #[arg(
+        long,
+        env = "ADMIN_API_KEY",
+        hide_env_values = true,
+        value_parser = AdminKeyParser
+    )]
+    pub admin_api_key: Option<AdminKey>,
+}
+
+/// Parses `ADMIN_API_KEY` with an error that does not repeat the value: clap's own errors quote
+/// what they refuse, which would print a key that is merely too short.
+#[derive(Clone)]
+struct AdminKeyParser;
+
+impl clap::builder::TypedValueParser for AdminKeyParser {
+    type Value = AdminKey;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<AdminKey, clap::Error> {
+        let refused = |reason: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid ADMIN_API_KEY (--admin-api-key): {reason}\n"),
+            )
+        };
+        let raw = value.to_str().ok_or_else(|| refused("not UTF-8"))?;
+        AdminKey::parse(raw).map_err(|reason| refused(&reason))
+    }
+}
+
+/// The admin API key, held only as its hash: it cannot be printed, logged or leaked by a dump.
+#[derive(Clone, Copy)]
+pub struct AdminKey(KeyHash);
+
+impl AdminKey {
+    /// Accepts a key of at least [`ADMIN_API_KEY_MIN_LEN`] characters that can go in an
+    /// `Authorization: Bearer` header as it is (RFC 6750's token alphabet).
+    ///
+    /// # Errors
+    /// A reason that does not repeat the key.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let alphabet = raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+        if raw.len() < ADMIN_API_KEY_MIN_LEN || !alphabet {
+            return Err(format!(
+                "the admin API key must be at least {ADMIN_API_KEY_MIN_LEN} characters of [A-Za-z0-9-._~+/=] (try `openssl rand -base64 32`)"
+            ));
+        }
+        Ok(Self(KeyHash::of(raw)))
+    }
+
+    /// Whether a presented secret (by its hash) is this key; constant time.
+    pub fn matches(&self, presented: &KeyHash) -> bool {
+        self.0.matches(presented)
+    }
+
+    /// Whether this is the public placeholder of compose.yml.
+    pub fn is_placeholder(&self) -> bool {
+        self.matches(&KeyHash::of(PLACEHOLDER_ADMIN_API_KEY))
+    }
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKey(…)")
+    }
+}
+
+/// How fast clients may go (GCRA: a sustained rate per second and a burst on top). A rate of 0
+/// switches that limit off. The admin key is not limited.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitSettings {
+    /// Writes per second one user may make (posts, edits, deletes, follows, as that user).
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_USER", default_value_t = 5)]
+    pub rate_limit_writes_per_user: u32,
+
+    /// Writes one user may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_USER_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_writes_per_user_burst: u32,
+
+    /// Writes per second from one client address (sign-ups included, and requests with a wrong key).
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_IP", default_value_t = 20)]
+    pub rate_limit_writes_per_ip: u32,
+
+    /// Writes one client address may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_WRITES_PER_IP_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_writes_per_ip_burst: u32,
+
+    /// Reads per second from one client address: generous, above what one instance serves.
+    #[arg(long, env = "RATE_LIMIT_READS_PER_IP", default_value_t = 10_000)]
+    pub rate_limit_reads_per_ip: u32,
+
+    /// Reads one client address may make at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_READS_PER_IP_BURST", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_reads_per_ip_burst: u32,
+
+    /// Take the client address from the last `X-Forwarded-For` entry (the one your proxy added)
+    /// instead of the connection's peer. Only behind a proxy that sets it: otherwise any client
+    /// picks its own address.
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+}
+
+impl RateLimitSettings {
+    /// No limit at all: for tests and benchmarks that measure something else.
+    pub fn disabled() -> Self {
+        Self {
+            rate_limit_writes_per_user: 0,
+            rate_limit_writes_per_user_burst: 1,
+            rate_limit_writes_per_ip: 0,
+            rate_limit_writes_per_ip_burst: 1,
+            rate_limit_reads_per_ip: 0,
+            rate_limit_reads_per_ip_burst: 1,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 /// Redis Cluster cache settings.
@@ -230,7 +390,9 @@ impl Settings {
         let cli = Cli::try_parse_from(["hotfeed", "serve"])?;
         match cli.command {
             Command::Serve(settings) => Ok(*settings),
-            Command::Migrate(_) => unreachable!("parsed the serve subcommand"),
+            Command::Migrate(_) | Command::ApiKey(_) => {
+                unreachable!("parsed the serve subcommand")
+            }
         }
     }
 
@@ -329,6 +491,51 @@ mod tests {
         let parsed = Cli::try_parse_from(["hotfeed", "serve", "--cache-key-prefix", "a{b}"]);
         let error = parsed.expect_err("a{b} would put every key in one slot");
         assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn admin_keys_too_short_or_outside_the_token_alphabet_are_refused() {
+        let cases = [
+            ("empty", String::new()),
+            ("31 characters", "k".repeat(31)),
+            ("a space", format!("{} x", "k".repeat(32))),
+            ("a quote", format!("{}\"", "k".repeat(32))),
+            ("non-ASCII", format!("{}é", "k".repeat(32))),
+        ];
+        for (what, raw) in cases {
+            let error = AdminKey::parse(&raw).expect_err(what);
+            if !raw.is_empty() {
+                assert!(!error.contains(&raw), "{what}: the reason repeats the key");
+            }
+        }
+        assert!(AdminKey::parse("qZ3+/x9_-.~=".repeat(3).as_str()).is_ok());
+        let key = AdminKey::parse(PLACEHOLDER_ADMIN_API_KEY).expect("the placeholder is valid");
+        assert!(key.is_placeholder());
+        assert_eq!(format!("{key:?}"), "AdminKey(…)");
+    }
+
+    #[test]
+    fn a_refused_admin_key_is_not_repeated_in_the_error() {
+        let secret = "my-admin-secret-that-is-too-short";
+        let parsed = Cli::try_parse_from(["hotfeed", "serve", "--admin-api-key", &secret[..20]]);
+        let error = parsed.expect_err("20 characters are too few").to_string();
+        assert!(error.contains("ADMIN_API_KEY"), "{error}");
+        assert!(!error.contains(&secret[..20]), "{error}");
+    }
+
+    #[test]
+    fn api_key_takes_a_positive_user_id() {
+        let parsed = Cli::try_parse_from(["hotfeed", "api-key", "--user-id", "7"]).expect("valid");
+        let Command::ApiKey(args) = parsed.command else {
+            unreachable!("parsed api-key")
+        };
+        assert_eq!(args.user_id.get(), 7);
+        for bad in ["0", "-1", "x"] {
+            assert!(
+                Cli::try_parse_from(["hotfeed", "api-key", "--user-id", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -10,10 +10,12 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use std::time::Duration;
 
 use crate::deadlines::is_body_timeout;
 use crate::domain::InvalidInput;
 use crate::feed::{Conflict, FeedError, Reference};
+use crate::limits::Throttled;
 
 /// `Retry-After` of every 503, in seconds.
 pub const RETRY_AFTER_SECS: &str = "1";
@@ -33,6 +35,26 @@ pub enum ApiError {
     /// A post names an author that does not exist (422).
     #[error("user_id does not name an existing user")]
     UnknownAuthor,
+    /// No usable credentials (401, with `WWW-Authenticate: Bearer`).
+    #[error("{}", .0.message())]
+    Unauthenticated(Unauthenticated),
+    /// The credentials do not allow this (403): another user's key, or a user's key where the
+    /// admin key is needed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many requests for a rate limit (429, with `Retry-After`).
+    #[error("too many requests ({limit}); retry after {} s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        /// Which limit, for the message and the log.
+        limit: &'static str,
+        /// How long until the limit admits a request again.
+        retry_after: Duration,
+    },
+    /// An `Idempotency-Key` already named a different request (422).
+    #[error(
+        "this Idempotency-Key was used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     /// The request body is larger than accepted (413).
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -61,6 +83,10 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::UsernameTaken => "username_taken",
             Self::UnknownAuthor => "unknown_user",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTimeout => "body_timeout",
@@ -77,9 +103,25 @@ impl From<FeedError> for ApiError {
             FeedError::NotFound(resource) => Self::NotFound(format!("{resource} does not exist")),
             FeedError::Conflict(Conflict::UsernameTaken) => Self::UsernameTaken,
             FeedError::InvalidReference(Reference::Author) => Self::UnknownAuthor,
+            FeedError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
             FeedError::Unavailable(_) => Self::Unavailable(error),
             FeedError::Overloaded => Self::Overloaded,
             FeedError::Internal(_) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<Unauthenticated> for ApiError {
+    fn from(why: Unauthenticated) -> Self {
+        Self::Unauthenticated(why)
+    }
+}
+
+impl From<Throttled> for ApiError {
+    fn from(throttled: Throttled) -> Self {
+        Self::RateLimited {
+            limit: throttled.limit.as_str(),
+            retry_after: throttled.retry_after,
         }
     }
 }
@@ -90,7 +132,10 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UsernameTaken => StatusCode::CONFLICT,
-            Self::UnknownAuthor => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownAuthor | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -110,16 +155,70 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = error_body(status, self.code(), &self.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthenticated(why) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(why.challenge()),
+                );
+            }
+            Self::RateLimited { retry_after, .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(retry_after_secs(*retry_after)),
+                );
+            }
             // Whatever made it unavailable (PostgreSQL restarting, a failover) is usually over in
             // seconds; say when a retry is worth it, so clients do not hammer or give up.
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            Self::Unavailable(_) | Self::Overloaded => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// Why a request that needs credentials has none that count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header that is not `Bearer <token>`.
+    Malformed,
+    /// A bearer token that is no key of this service (or no longer one).
+    UnknownKey,
+}
+
+impl Unauthenticated {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "this request needs an API key: send Authorization: Bearer <api key>",
+            Self::Malformed => "the Authorization header must be Bearer <api key>",
+            Self::UnknownKey => "the API key is not valid",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750): which scheme, and what was wrong if a
+    /// credential was sent.
+    fn challenge(self) -> &'static str {
+        match self {
+            Self::Missing => r#"Bearer realm="hotfeed""#,
+            Self::Malformed => r#"Bearer realm="hotfeed", error="invalid_request""#,
+            Self::UnknownKey => r#"Bearer realm="hotfeed", error="invalid_token""#,
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1: a client that waits that long is
+/// admitted.
+fn retry_after_secs(wait: Duration) -> u64 {
+    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded_up.max(1)
 }
 
 /// `error: cause: cause ...`, for the log.
@@ -225,4 +324,23 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(
         req, response,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        let cases = [
+            ("no wait", Duration::ZERO, 1),
+            ("a millisecond", Duration::from_millis(1), 1),
+            ("exactly one second", Duration::from_secs(1), 1),
+            ("just over one second", Duration::from_millis(1001), 2),
+            ("2.5 s", Duration::from_millis(2500), 3),
+        ];
+        for (what, wait, secs) in cases {
+            assert_eq!(retry_after_secs(wait), secs, "{what}");
+        }
+    }
 }

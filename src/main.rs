@@ -1,6 +1,6 @@
 use clap::Parser as _;
 use hotfeed::config::{Cli, Command};
-use hotfeed::startup::Application;
+use hotfeed::startup::{self, Application};
 use hotfeed::{store, telemetry};
 
 #[tokio::main]
@@ -17,6 +17,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(database) => {
             let applied = store::migrate(&database.database_url).await?;
             tracing::info!(applied, "migrations up to date");
+        }
+        Command::ApiKey(args) => {
+            // The key alone on stdout, so `KEY=$(hotfeed api-key --user-id 1)` works.
+            println!("{}", startup::issue_api_key(&args).await?.expose());
         }
     }
     Ok(())

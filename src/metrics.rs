@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::domain::UserId;
@@ -65,6 +65,10 @@ pub struct Metrics {
     pub feed_rebuilds: IntCounterVec,
     /// Boxes dropped because a fan-out to them failed (they are rebuilt on their next read).
     pub feed_fanout_repairs: IntCounter,
+    /// Requests refused with 429, by limit (writes_per_user, writes_per_address, reads_per_address).
+    pub rate_limited: IntCounterVec,
+    /// Keys each rate limiter holds after its last cleanup (its memory), by limit.
+    pub rate_limiter_keys: IntGaugeVec,
 }
 
 impl Metrics {
@@ -110,6 +114,18 @@ impl Metrics {
         .expect("metric names and labels are valid literals");
         registry
             .register(Box::new(http_duration.clone()))
+            .expect("each metric is registered once");
+
+        let rate_limiter_keys = IntGaugeVec::new(
+            Opts::new(
+                "rate_limiter_keys",
+                "Users or client addresses each rate limiter holds after its last cleanup",
+            ),
+            &["limit"],
+        )
+        .expect("metric names and labels are valid literals");
+        registry
+            .register(Box::new(rate_limiter_keys.clone()))
             .expect("each metric is registered once");
 
         Self {
@@ -221,6 +237,12 @@ impl Metrics {
                 "feed_fanout_repairs_total",
                 "Boxes dropped after a failed fan-out, to be rebuilt on their next read",
             ),
+            rate_limited: counter_vec(
+                "http_rate_limited_total",
+                "Requests refused with 429 by a rate limit, by limit",
+                &["limit"],
+            ),
+            rate_limiter_keys,
             registry,
         }
     }

@@ -11,22 +11,30 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::cache::Cache;
-use crate::config::Settings;
-use crate::domain::PageLimits;
+use crate::config::{AdminKey, ApiKeyArgs, Settings};
+use crate::domain::{ApiKey, PageLimits};
 use crate::error::{ensure_json_error, json_error, query_error};
-use crate::feed::Feed;
+use crate::feed::{Feed, FeedError};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::{routes, telemetry};
 
 /// Largest accepted JSON request body. A post of 5000 four-byte characters fits with room to spare.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How often expired idempotency keys are swept from PostgreSQL.
+const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// What every handler shares.
 pub struct AppState {
     pub feed: Feed,
     pub metrics: Arc<Metrics>,
     pub page_limits: PageLimits,
+    /// `ADMIN_API_KEY`, if set (held as a hash).
+    pub admin_key: Option<AdminKey>,
+    pub limits: Arc<RateLimits>,
+    /// Whether the client address comes from `X-Forwarded-For` (`TRUST_FORWARDED_FOR`).
+    pub trust_forwarded_for: bool,
 }
 
 /// A built, bound, not yet running application.
@@ -34,6 +42,8 @@ pub struct Application {
     port: u16,
     server: Server,
     feed: Feed,
+    /// Periodic housekeeping (limiter cleanup, idempotency key sweep), stopped with the server.
+    housekeeping: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -60,6 +70,19 @@ impl Application {
             Arc::clone(&metrics),
             settings.feed_celebrity_followers,
         );
+        let admin_key = settings.auth.admin_api_key;
+        match admin_key {
+            Some(key) if key.is_placeholder() => tracing::warn!(
+                "ADMIN_API_KEY is the public placeholder of compose.yml: anyone can act as any user; set your own"
+            ),
+            Some(_) => tracing::info!("admin API key configured"),
+            None => tracing::info!("no ADMIN_API_KEY: writes need a user's own API key"),
+        }
+        let limits = Arc::new(RateLimits::new(&settings.rate_limits, Arc::clone(&metrics)));
+        let housekeeping = vec![
+            limits.spawn_cleanup(),
+            feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY),
+        ];
         let state = web::Data::new(AppState {
             feed: feed.clone(),
             metrics,
@@ -68,6 +91,9 @@ impl Application {
                 max: settings.page_size_max,
                 offset_max: settings.page_offset_max,
             },
+            admin_key,
+            limits,
+            trust_forwarded_for: settings.rate_limits.trust_forwarded_for,
         });
 
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
@@ -109,6 +135,7 @@ impl Application {
             port,
             server: server.run(),
             feed,
+            housekeeping,
         })
     }
 
@@ -123,8 +150,29 @@ impl Application {
     /// The server failed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let outcome = self.server.await;
+        for task in &self.housekeeping {
+            task.abort();
+        }
         self.feed.close().await;
         tracing::info!("hotfeed stopped");
         outcome
+    }
+}
+
+/// `hotfeed api-key`: issues a new API key for an existing user, to print once.
+///
+/// # Errors
+/// PostgreSQL is unreachable, or the user does not exist.
+pub async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
+    let metrics = Arc::new(Metrics::new(0));
+    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics))
+        .context("invalid DATABASE_URL")?;
+    let feed = Feed::new(store, Cache::None, metrics, 1);
+    let issued = feed.issue_api_key(args.user_id).await;
+    feed.close().await;
+    match issued {
+        Ok(key) => Ok(key),
+        Err(FeedError::NotFound(resource)) => anyhow::bail!("{resource} does not exist"),
+        Err(error) => Err(anyhow::Error::new(error).context("issuing the API key")),
     }
 }

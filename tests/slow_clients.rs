@@ -92,8 +92,12 @@ async fn p99_of_reads(app: &TestApp, path: &str) -> Duration {
 /// 10 s pass, and returns what the server said.
 async fn trickle(address: String) -> String {
     let mut stream = TcpStream::connect(&address).await.expect("connect");
-    let head = "POST /api/v1/posts HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
-                Content-Length: 1000\r\n\r\n";
+    // With a key: a request without one is refused (401) before its body is read.
+    let head = format!(
+        "POST /api/v1/posts HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {}\r\nContent-Length: 1000\r\n\r\n",
+        helpers::TEST_ADMIN_KEY
+    );
     stream.write_all(head.as_bytes()).await.expect("send head");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answer = Vec::new();

@@ -28,11 +28,14 @@ const SETTINGS_SQL: &str =
 /// Takes the tables for the whole transaction: the service's reads and writes wait for the commit,
 /// so none sees a half-loaded table and no insert takes an id the load is using. `follows` too: it
 /// references users, and a replace empties it.
-const LOCK_SQL: &str = "LOCK TABLE users, posts, follows IN ACCESS EXCLUSIVE MODE";
+const LOCK_SQL: &str =
+    "LOCK TABLE users, posts, follows, api_keys, idempotency_keys IN ACCESS EXCLUSIVE MODE";
 
-/// Empties the tables (follows reference users, so they go too). `RESTART IDENTITY` is
+/// Empties the tables (follows and API keys reference users, so they go too; so do idempotency
+/// keys, which would otherwise replay a post of the old data). `RESTART IDENTITY` is
 /// transactional: on rollback the sequences come back too.
-const TRUNCATE_SQL: &str = "TRUNCATE follows, posts, users RESTART IDENTITY";
+const TRUNCATE_SQL: &str =
+    "TRUNCATE api_keys, idempotency_keys, follows, posts, users RESTART IDENTITY";
 
 /// The constraints of a table that make a load slow: primary key, unique, exclusion, foreign
 /// keys. Checks stay: they cost little per row, and re-adding one would scan the table.

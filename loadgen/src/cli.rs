@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long)]
     pub write_rate: Option<f64>,
 
+    /// Key that `--write-rate` posts are authenticated with (`Authorization: Bearer`): the
+    /// service's ADMIN_API_KEY, which may post as any user, so the Zipf-drawn authors can write.
+    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Redis Cluster seed nodes of the service (comma-separated, as its REDIS_URLS): read once,
     /// for `CLUSTER SLOTS`, to name the node holding the most followed account's outbox. Without
     /// it the report names the account but not the node.
@@ -147,12 +152,14 @@ pub enum Load {
 }
 
 /// Posts written beside the reads: always open loop.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteLoad {
     /// Posts per second.
     pub rate: f64,
     /// Most posts in flight at once (`--max-in-flight`); one due while all are busy is `not_sent`.
     pub max_in_flight: usize,
+    /// Sent as `Authorization: Bearer` with every post (`--api-key`).
+    pub api_key: Option<String>,
 }
 
 /// The listing a run reads.
@@ -286,6 +293,7 @@ impl TryFrom<Args> for Plan {
                 Some(WriteLoad {
                     rate,
                     max_in_flight: args.max_in_flight,
+                    api_key: args.api_key.filter(|key| !key.is_empty()),
                 })
             }
             None => None,
@@ -417,6 +425,8 @@ mod tests {
             "25.5",
             "--max-in-flight",
             "64",
+            "--api-key",
+            "hf_secret",
             "--redis-urls",
             "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
         ];
@@ -432,7 +442,8 @@ mod tests {
             plan.writes,
             Some(WriteLoad {
                 rate: 25.5,
-                max_in_flight: 64
+                max_in_flight: 64,
+                api_key: Some("hf_secret".to_owned()),
             })
         );
         assert_eq!(

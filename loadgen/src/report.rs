@@ -214,20 +214,24 @@ impl Report {
                 mean_pages: share(pages, walks),
             }
         });
-        let writes = plan.writes.zip(measured.writes.as_ref()).map(|(load, w)| {
-            let responses = w.responses();
-            Writes {
-                target_rate: load.rate,
-                requests: w.total(),
-                responses,
-                created: w.count(Status::Http(201)),
-                writes_per_sec: per_sec(responses),
-                latency_ms: Latency::of(&w.latency_us),
-                send_lag_ms: Latency::send_lag(true, w),
-                statuses: statuses(w),
-                top_authors: top_users(w),
-            }
-        });
+        let writes = plan
+            .writes
+            .as_ref()
+            .zip(measured.writes.as_ref())
+            .map(|(load, w)| {
+                let responses = w.responses();
+                Writes {
+                    target_rate: load.rate,
+                    requests: w.total(),
+                    responses,
+                    created: w.count(Status::Http(201)),
+                    writes_per_sec: per_sec(responses),
+                    latency_ms: Latency::of(&w.latency_us),
+                    send_lag_ms: Latency::send_lag(true, w),
+                    statuses: statuses(w),
+                    top_authors: top_users(w),
+                }
+            });
         Self {
             url: plan.base_url.to_string(),
             mode,

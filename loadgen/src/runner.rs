@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -52,6 +52,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         endpoint: plan.endpoint,
         cursor: plan.cursor.clone(),
         limit: plan.limit,
+        authorization: plan
+            .writes
+            .as_ref()
+            .and_then(|writes| writes.api_key.as_ref())
+            .map(|key| format!("Bearer {key}")),
     });
     // Before any load, so its few reads stay out of both phases.
     let hot_outbox = match plan.endpoint {
@@ -119,6 +124,8 @@ struct Requests {
     endpoint: Endpoint,
     cursor: Option<String>,
     limit: u32,
+    /// `Authorization` of the posts, from `--api-key`.
+    authorization: Option<String>,
 }
 
 /// One reader's visit: a user, the position of their first page, and how many pages they read.
@@ -156,9 +163,13 @@ impl Requests {
             "user_id": author,
             "content": format!("loadgen post {n} by user {author}"),
         });
-        request(client, Method::POST, format!("{}/api/v1/posts", self.base))
+        let post = request(client, Method::POST, format!("{}/api/v1/posts", self.base))
             .header(CONTENT_TYPE, "application/json")
-            .body(body.to_string())
+            .body(body.to_string());
+        match &self.authorization {
+            Some(authorization) => post.header(AUTHORIZATION, authorization),
+            None => post,
+        }
     }
 }
 
@@ -229,7 +240,7 @@ async fn run_phase(
     phase: &Phase,
 ) -> Measured {
     let reads = Arc::new(Shared::new(phase.max_requests));
-    let writes = plan.writes.map(|_| Arc::new(Shared::new(None)));
+    let writes = plan.writes.as_ref().map(|_| Arc::new(Shared::new(None)));
     let start = Instant::now();
     let progress = plan.progress.then(|| {
         tokio::spawn(progress_line(
@@ -272,7 +283,7 @@ async fn run_phase(
         }
     };
     let write_load = async {
-        let (Some(load), Some(writes)) = (plan.writes, &writes) else {
+        let (Some(load), Some(writes)) = (plan.writes.as_ref(), &writes) else {
             return;
         };
         let schedule = Schedule::new(start, load.rate);

@@ -1,11 +1,15 @@
 //! Domain types: what the API accepts, parsed once at the edge.
 
+mod api_key;
 mod cursor;
+mod idempotency;
 mod ids;
 mod models;
 mod page;
 
+pub use api_key::{ApiKey, KeyHash, API_KEY_PREFIX};
 pub use cursor::Cursor;
+pub use idempotency::{Fingerprint, IdempotencyKey, IDEMPOTENCY_KEY_MAX_LEN, IDEMPOTENCY_KEY_TTL};
 pub use ids::{PostId, UserId};
 pub use models::{
     Follow, NewPost, NewUser, Post, PostEdit, User, UserEdit, CONTENT_MAX_CHARS,

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{InvalidInput, PostId, UserId};
+use super::{Fingerprint, InvalidInput, PostId, UserId};
 
 /// Longest post content accepted, in Unicode scalar values.
 pub const CONTENT_MAX_CHARS: usize = 5000;
@@ -69,6 +69,15 @@ impl NewUser {
             display_name,
         })
     }
+
+    /// What this create asks for, to tell a repeat from another request under the same key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&[
+            b"user",
+            self.username.as_bytes(),
+            self.display_name.as_bytes(),
+        ])
+    }
 }
 
 /// A validated request to create a post.
@@ -95,6 +104,15 @@ impl NewPost {
             user_id: UserId::from_trusted(user_id),
             content,
         })
+    }
+
+    /// What this create asks for, to tell a repeat from another request under the same key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&[
+            b"post",
+            &self.user_id.get().to_be_bytes(),
+            self.content.as_bytes(),
+        ])
     }
 }
 

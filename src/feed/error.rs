@@ -49,6 +49,9 @@ pub enum FeedError {
     /// The request refers to something that does not exist.
     #[error("{}", match .0 { Reference::Author => "user_id does not name an existing user" })]
     InvalidReference(Reference),
+    /// An idempotency key already named a different request; nothing was done.
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyKeyReused,
     /// PostgreSQL cannot serve this right now; the client may retry.
     #[error("the database is unavailable, try again later")]
     Unavailable(#[source] Arc<StoreError>),

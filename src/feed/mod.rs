@@ -26,10 +26,13 @@ pub use served::{CacheOutcome, Served, Timings};
 
 use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
-    Follow, NewPost, NewUser, Page, PageRequest, Post, PostEdit, PostId, User, UserEdit, UserId,
+    ApiKey, Follow, IdempotencyKey, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit,
+    PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
 };
 use crate::metrics::Metrics;
-use crate::store::{FollowList, PostsPage, Store, StoreError};
+use crate::store::{
+    Constraint, FollowList, IdempotencyScope, Idempotent, Once, PostsPage, Store, StoreError,
+};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,6 +56,28 @@ pub struct Feed {
 
 /// What makes a coalesced page read valid for a joiner: see `flights.rs`.
 type PageFlight = (ListingKey, PageRequest, Generation);
+
+/// What a create answered: the resource, and whether an earlier request with the same
+/// idempotency key created it (this one created nothing).
+#[derive(Debug)]
+pub struct Created<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+/// A new user and their API key, in clear this once.
+#[derive(Debug)]
+pub struct Account {
+    pub user: User,
+    pub api_key: ApiKey,
+}
+
+/// Expired idempotency keys are kept this much longer than [`IDEMPOTENCY_KEY_TTL`] before the
+/// sweep deletes them: a request that saw a key unexpired still finds its row a moment later.
+const IDEMPOTENCY_SWEEP_GRACE: Duration = Duration::from_secs(3600);
+/// Rows one sweep statement deletes, and statements one sweep runs at most.
+const IDEMPOTENCY_SWEEP_BATCH: u32 = 1000;
+const IDEMPOTENCY_SWEEP_MAX_BATCHES: u32 = 100;
 
 /// The retried drops of [`Feed::defer_drops`].
 #[derive(Default)]
@@ -195,27 +220,153 @@ impl Feed {
             .await
     }
 
-    /// Creates a user.
+    /// Creates a user with an API key, once per idempotency key. A repeat answers with the user
+    /// its first request created and a new key for them: the first key was shown once and is not
+    /// kept in clear, so it cannot be shown again (both keys work).
     ///
     /// # Errors
-    /// [`FeedError::Conflict`] when the username is taken; PostgreSQL failures.
-    pub async fn create_user(&self, user: &NewUser) -> Result<User, FeedError> {
+    /// [`FeedError::Conflict`] when the username is taken; [`FeedError::IdempotencyKeyReused`];
+    /// PostgreSQL failures.
+    pub async fn create_user(
+        &self,
+        user: &NewUser,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Created<Account>, FeedError> {
         let _admitted = self.store.admit()?;
-        Ok(self.store.insert_user(user).await?)
+        let api_key = ApiKey::generate();
+        let once = key.map(|key| Idempotent {
+            scope: IdempotencyScope::Users,
+            key,
+            fingerprint: user.fingerprint(),
+            ttl: IDEMPOTENCY_KEY_TTL,
+        });
+        let (user, replayed) = match self
+            .store
+            .insert_user(user, &api_key, once.as_ref())
+            .await?
+        {
+            Once::Created(user) => (user, false),
+            Once::Replayed(user) => {
+                self.store.insert_api_key(user.id, &api_key).await?;
+                (user, true)
+            }
+            Once::KeyReused => return Err(FeedError::IdempotencyKeyReused),
+        };
+        Ok(Created {
+            value: Account { user, api_key },
+            replayed,
+        })
     }
 
-    /// Creates a post, then caches it and invalidates the listings that show it before
-    /// answering, so the next read of them shows it. The post is committed whatever happens to the
-    /// cache.
+    /// Issues another API key for an existing user (`hotfeed api-key`).
     ///
     /// # Errors
-    /// [`FeedError::InvalidReference`] when the author does not exist; PostgreSQL failures.
-    pub async fn create_post(&self, post: &NewPost) -> Result<Post, FeedError> {
+    /// [`FeedError::NotFound`] when the user does not exist; PostgreSQL failures.
+    pub async fn issue_api_key(&self, user: UserId) -> Result<ApiKey, FeedError> {
+        let api_key = ApiKey::generate();
+        match self.store.insert_api_key(user, &api_key).await {
+            Ok(()) => Ok(api_key),
+            Err(StoreError::ForeignKey(Constraint::ApiKeyUser)) => {
+                Err(FeedError::NotFound(Resource::User(user)))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The user an API key (by its hash) acts as; `None` for a key nobody holds.
+    ///
+    /// # Errors
+    /// PostgreSQL failures.
+    pub async fn api_key_owner(&self, key: &KeyHash) -> Result<Option<UserId>, FeedError> {
+        Ok(self.store.api_key_owner(key).await?)
+    }
+
+    /// Who wrote a post, from PostgreSQL (the source of truth decides who may change it).
+    ///
+    /// # Errors
+    /// [`FeedError::NotFound`]; PostgreSQL failures.
+    pub async fn post_author(&self, id: PostId) -> Result<UserId, FeedError> {
+        self.store
+            .post_author(id)
+            .await?
+            .ok_or(FeedError::NotFound(Resource::Post(id)))
+    }
+
+    /// Creates a post, once per idempotency key, then caches it and invalidates the listings that
+    /// show it before answering, so the next read of them shows it. The post is committed whatever
+    /// happens to the cache. A repeat answers with the post its first request created, as first
+    /// answered, and touches nothing.
+    ///
+    /// # Errors
+    /// [`FeedError::InvalidReference`] when the author does not exist;
+    /// [`FeedError::IdempotencyKeyReused`]; PostgreSQL failures.
+    pub async fn create_post(
+        &self,
+        post: &NewPost,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Created<Post>, FeedError> {
         let _admitted = self.store.admit()?;
-        let created = self.store.insert_post(post).await?;
+        let once = key.map(|key| Idempotent {
+            scope: IdempotencyScope::Posts(post.user_id),
+            key,
+            fingerprint: post.fingerprint(),
+            ttl: IDEMPOTENCY_KEY_TTL,
+        });
+        let created = match self.store.insert_post(post, once.as_ref()).await? {
+            Once::Created(created) => created,
+            Once::Replayed(value) => {
+                return Ok(Created {
+                    value,
+                    replayed: true,
+                })
+            }
+            Once::KeyReused => return Err(FeedError::IdempotencyKeyReused),
+        };
         self.publish(&created).await;
         self.invalidate(Change::PostCreated(&created)).await;
-        Ok(created)
+        Ok(Created {
+            value: created,
+            replayed: false,
+        })
+    }
+
+    /// Deletes idempotency keys that expired over an hour ago, in bounded batches; returns how
+    /// many went. Until then an expired key is already ignored (the next request takes it over).
+    ///
+    /// # Errors
+    /// PostgreSQL failures.
+    pub async fn sweep_idempotency_keys(&self) -> Result<u64, FeedError> {
+        let age = IDEMPOTENCY_KEY_TTL + IDEMPOTENCY_SWEEP_GRACE;
+        let mut deleted = 0;
+        for _ in 0..IDEMPOTENCY_SWEEP_MAX_BATCHES {
+            let batch = self
+                .store
+                .delete_expired_idempotency_keys(age, IDEMPOTENCY_SWEEP_BATCH)
+                .await?;
+            deleted += batch;
+            if batch < u64::from(IDEMPOTENCY_SWEEP_BATCH) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Sweeps expired idempotency keys every `period` until the task is aborted.
+    pub fn spawn_idempotency_sweeper(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let feed = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                match feed.sweep_idempotency_keys().await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+                    Err(error) => {
+                        tracing::warn!(%error, "idempotency key sweep failed; the next one retries");
+                    }
+                }
+            }
+        })
     }
 
     /// Replaces a post's content; the cached object is rewritten with the new version before

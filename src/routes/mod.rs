@@ -1,29 +1,38 @@
 //! HTTP handlers, one file per resource. Handlers parse, call the feed, and shape the response.
 //!
-//! Writes are not authenticated yet: anyone may edit anything. When they are, the caller's
-//! identity is established here (an extractor) and checked in the handler, before the feed is
-//! called; the feed and below never see HTTP.
+//! Writes are authenticated: the caller's identity is established here (the [`Caller`]
+//! extractor, from an API key) and checked in the handler, before the feed is called; the feed
+//! and below never see HTTP. Reads are public. Rate limits per client address wrap the whole
+//! `/api/v1` scope (`limits.rs`); the per-user write limit is counted by the extractor.
 
+mod auth;
 mod health;
+mod limits;
 mod metrics;
 mod openapi;
 mod posts;
 mod users;
 
 use actix_web::dev::HttpServiceFactory;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse, Route};
+use actix_web::{web, HttpRequest, HttpResponse, Route};
 use serde::Serialize;
 
-use crate::domain::{Page, Post};
+use crate::domain::{IdempotencyKey, InvalidInput, Page, Post};
 use crate::error::error_body;
-use crate::feed::Served;
+use crate::feed::{Created, Served};
 
+pub use auth::{Admin, Caller};
 pub use health::{health, ping};
 pub use metrics::metrics;
 pub use openapi::ApiDoc;
+
+/// The request header naming a create, so that repeating it creates nothing more.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header that marks an answer replayed from an earlier request's create.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// Mounts every route, each path one [`resource`] so a wrong method is a 405 with `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", [(M::GET, web::to(metrics))]))
         .service(
             web::scope("/api/v1")
+                .wrap(from_fn(limits::limit_by_address))
                 .service(resource(
                     "/openapi.json",
                     [(M::GET, web::to(openapi::openapi))],
@@ -113,6 +123,35 @@ fn resource<const N: usize>(
             }
         }))
         .wrap(from_fn(crate::deadlines::enforce))
+}
+
+/// The `Idempotency-Key` of a create, if it has one.
+///
+/// # Errors
+/// `invalid_idempotency_key` when it is not 1 to 255 printable ASCII characters, or is sent twice.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, InvalidInput> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(InvalidInput::new(
+            "invalid_idempotency_key",
+            "send one Idempotency-Key, not several",
+        ));
+    }
+    IdempotencyKey::parse(value.as_bytes()).map(Some)
+}
+
+/// 201 with `Location` and `body`, and `Idempotent-Replayed: true` when an earlier request with the
+/// same idempotency key created it.
+fn created_json<T, B: Serialize>(location: String, created: &Created<T>, body: &B) -> HttpResponse {
+    let mut response = HttpResponse::Created();
+    response.insert_header((header::LOCATION, location));
+    if created.replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.json(body)
 }
 
 /// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].

@@ -2,7 +2,8 @@
 //! attributes and the types they return, and served at `GET /api/v1/openapi.json`.
 
 use actix_web::HttpResponse;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use super::{health, metrics, posts, users};
 use crate::domain::{Page, Post, User};
@@ -45,10 +46,12 @@ use crate::error::{ErrorBody, ErrorEnvelope};
         ErrorEnvelope,
         ErrorBody,
         users::CreateUserBody,
+        users::CreatedUser,
         users::EditUserBody,
         posts::CreatePostBody,
         posts::EditPostBody,
     )),
+    modifiers(&ApiKeyScheme),
     tags(
         (name = "users", description = "Users and their follows"),
         (name = "posts", description = "Posts"),
@@ -57,6 +60,20 @@ use crate::error::{ErrorBody, ErrorEnvelope};
     )
 )]
 pub struct ApiDoc;
+
+/// The `api_key` security scheme: `Authorization: Bearer <key>`, a key from `POST /api/v1/users`
+/// or `hotfeed api-key`, or ADMIN_API_KEY.
+struct ApiKeyScheme;
+
+impl Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// `GET /api/v1/openapi.json`: this API's OpenAPI document.
 #[utoipa::path(

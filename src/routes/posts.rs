@@ -1,7 +1,7 @@
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::served_json;
+use super::{created_json, idempotency_key, served_json, Caller};
 use crate::domain::{NewPost, Post, PostEdit, PostId};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::startup::AppState;
@@ -17,9 +17,12 @@ pub struct CreatePostBody {
     content: String,
 }
 
-/// `POST /api/v1/posts`: 201 with the post once it is committed and the author's cached pages are
-/// invalidated; 422 when the author does not exist.
+/// `POST /api/v1/posts` as `user_id`: 201 with the post once it is committed and the author's
+/// cached pages are invalidated; 422 when the author does not exist. With an `Idempotency-Key`,
+/// a repeat answers with the first post instead of creating another.
 #[utoipa::path(post, path = "/api/v1/posts", tag = "posts",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters; a repeat with the same key and body answers with the first response (Idempotent-Replayed: true) and creates nothing, for 24 h")),
     request_body = CreatePostBody,
     responses(
         (status = 201, description = "Created; the author's pages are invalidated and the followers' inboxes fed", body = Post,
@@ -28,21 +31,33 @@ pub struct CreatePostBody {
         (status = 408, description = "body_timeout: the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
-        (status = 422, description = "unknown_user: user_id names no user", body = ErrorEnvelope),
+        (status = 422, description = "unknown_user: user_id names no user; or idempotency_key_reused", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = body.user_id))]
 pub async fn create_post(
+    caller: Caller,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreatePostBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_post = NewPost::parse(body.user_id, body.content)?;
-    let post = state.feed.create_post(&new_post).await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/posts/{}", post.id)))
-        .json(post))
+    let key = idempotency_key(&req)?;
+    caller.act_as(new_post.user_id)?;
+    let created = state.feed.create_post(&new_post, key.as_ref()).await?;
+    let post = &created.value;
+    Ok(created_json(
+        format!("/api/v1/posts/{}", post.id),
+        &created,
+        post,
+    ))
 }
 
 /// `GET /api/v1/posts/{id}`.
@@ -56,6 +71,8 @@ pub async fn create_post(
         )),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -77,9 +94,10 @@ pub struct EditPostBody {
     content: String,
 }
 
-/// `PATCH /api/v1/posts/{id}`: 200 with the edited post; every later read shows the new content.
-// Authorization goes here when writes are authenticated: the caller must be the post's author.
+/// `PATCH /api/v1/posts/{id}` as the post's author: 200 with the edited post; every later read
+/// shows the new content.
 #[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     request_body = EditPostBody,
     responses(
@@ -88,37 +106,61 @@ pub struct EditPostBody {
         (status = 404, description = "No such post", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_post(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<EditPostBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = PostId::parse(&id)?;
     let edit = PostEdit::parse(body.into_inner().content)?;
+    act_as_author(caller, &state, id).await?;
     Ok(HttpResponse::Ok().json(state.feed.edit_post(id, &edit).await?))
 }
 
-/// `DELETE /api/v1/posts/{id}`: 204; the post is then a 404 and gone from every page.
-// Authorization goes here when writes are authenticated: the caller must be the post's author.
+/// `DELETE /api/v1/posts/{id}` as the post's author: 204; the post is then a 404 and gone from
+/// every page.
 #[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     responses(
         (status = 204, description = "Deleted; gone from every page"),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn delete_post(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = PostId::parse(&id)?;
+    act_as_author(caller, &state, id).await?;
     state.feed.delete_post(id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Checks that the caller may act as the post's author, as PostgreSQL has it (a post never
+/// changes author). The admin key may act as anyone, so its author is not looked up.
+async fn act_as_author(caller: Caller, state: &AppState, id: PostId) -> Result<(), ApiError> {
+    match caller {
+        Caller::Admin => Ok(()),
+        Caller::User(_) => caller.act_as(state.feed.post_author(id).await?),
+    }
 }

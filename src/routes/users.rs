@@ -1,7 +1,7 @@
-use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
 
-use super::{paged_json, served_json, served_page};
+use super::{created_json, idempotency_key, paged_json, served_json, served_page, Caller};
 use crate::domain::{
     Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
 };
@@ -37,29 +37,52 @@ pub struct EditUserBody {
     display_name: String,
 }
 
-/// `POST /api/v1/users`: 201 with the user, 409 if the username is taken.
+/// Body of a `201` to `POST /api/v1/users`: the user and their API key, shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedUser<'a> {
+    #[serde(flatten)]
+    user: &'a User,
+    /// `hf_` and 43 base64url characters; keep it, it is not shown again.
+    api_key: &'a str,
+}
+
+/// `POST /api/v1/users` (public: anyone may sign up): 201 with the user and their API key, 409 if
+/// the username is taken. With an `Idempotency-Key`, a repeat answers with the first user (and a
+/// new key for them) instead of a 409.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters; a repeat with the same key and body answers with the first response (Idempotent-Replayed: true) and creates nothing, for 24 h")),
     request_body = CreateUserBody,
     responses(
-        (status = 201, description = "Created", body = User, headers(("Location" = String, description = "the user's URL"))),
+        (status = 201, description = "Created: the user and its API key, shown this once", body = CreatedUser, headers(("Location" = String, description = "the user's URL"))),
         (status = 400, description = "Invalid username, display name or body", body = ErrorEnvelope),
         (status = 409, description = "username_taken", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 422, description = "idempotency_key_reused: the same Idempotency-Key with another request", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_user(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<CreateUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let new_user = NewUser::parse(body.username, body.display_name)?;
-    let user = state.feed.create_user(&new_user).await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
-        .json(user))
+    let key = idempotency_key(&req)?;
+    let created = state.feed.create_user(&new_user, key.as_ref()).await?;
+    let account = &created.value;
+    Ok(created_json(
+        format!("/api/v1/users/{}", account.user.id),
+        &created,
+        &CreatedUser {
+            user: &account.user,
+            api_key: account.api_key.expose(),
+        },
+    ))
 }
 
 /// `GET /api/v1/users/{id}`.
@@ -73,6 +96,8 @@ pub async fn create_user(
         )),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -85,9 +110,9 @@ pub async fn get_user(
     Ok(served_json(&state.feed.user(id).await?))
 }
 
-/// `PATCH /api/v1/users/{id}`: 200 with the edited user.
-// Authorization goes here when writes are authenticated: the caller must be this user.
+/// `PATCH /api/v1/users/{id}` as that user: 200 with the edited user.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer")),
     request_body = EditUserBody,
     responses(
@@ -96,17 +121,24 @@ pub async fn get_user(
         (status = 404, description = "No such user", body = ErrorEnvelope),
         (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
         (status = 415, description = "Not JSON", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_user(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: web::Json<EditUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = UserId::parse(&id)?;
     let edit = UserEdit::parse(body.into_inner().display_name)?;
+    caller.act_as(id)?;
     Ok(HttpResponse::Ok().json(state.feed.edit_user(id, &edit).await?))
 }
 
@@ -122,6 +154,8 @@ pub async fn edit_user(
         )),
         (status = 400, description = "invalid_id, invalid_limit, invalid_offset, offset_too_deep, invalid_cursor or invalid_query", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -142,44 +176,61 @@ pub async fn list_user_posts(
     Ok(served_page(&format!("/api/v1/users/{id}/posts"), &served))
 }
 
-/// `PUT /api/v1/users/{id}/following/{target}`: 204 once `id` follows `target` (idempotent).
-// Authorization goes here when writes are authenticated: the caller must be `id`.
+/// `PUT /api/v1/users/{id}/following/{target}` as `id`: 204 once `id` follows `target`
+/// (idempotent).
 #[utoipa::path(put, path = "/api/v1/users/{id}/following/{target}", tag = "users",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
     responses(
         (status = 204, description = "`id` follows `target` (already did: the same)"),
         (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn follow(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    state.feed.follow(parse_follow(&path)?).await?;
+    let follow = parse_follow(&path)?;
+    caller.act_as(follow.follower)?;
+    state.feed.follow(follow).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `DELETE /api/v1/users/{id}/following/{target}`: 204 once `id` does not follow `target`
-/// (idempotent).
-// Authorization goes here when writes are authenticated: the caller must be `id`.
+/// `DELETE /api/v1/users/{id}/following/{target}` as `id`: 204 once `id` does not follow
+/// `target` (idempotent).
 #[utoipa::path(delete, path = "/api/v1/users/{id}/following/{target}", tag = "users",
+    security(("api_key" = [])),
     params(("id" = i64, Path, minimum = 1, description = "the follower"), ("target" = i64, Path, minimum = 1, description = "the account followed")),
     responses(
         (status = 204, description = "`id` does not follow `target` (already did not: the same)"),
         (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn unfollow(
+    caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    state.feed.unfollow(parse_follow(&path)?).await?;
+    let follow = parse_follow(&path)?;
+    caller.act_as(follow.follower)?;
+    state.feed.unfollow(follow).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -191,6 +242,8 @@ pub async fn unfollow(
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -211,6 +264,8 @@ pub async fn list_following(
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]
@@ -254,6 +309,8 @@ fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
             )),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
+            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
         (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
             headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
     ))]

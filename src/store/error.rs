@@ -7,6 +7,8 @@ pub enum Constraint {
     UsernameUnique,
     /// `posts_user_id_fkey`: a post names an author that does not exist.
     PostAuthor,
+    /// `api_keys_user_id_fkey`: a key is issued for a user that does not exist.
+    ApiKeyUser,
 }
 
 impl Constraint {
@@ -14,6 +16,7 @@ impl Constraint {
         match name {
             "users_username_key" => Some(Self::UsernameUnique),
             "posts_user_id_fkey" => Some(Self::PostAuthor),
+            "api_keys_user_id_fkey" => Some(Self::ApiKeyUser),
             _ => None,
         }
     }

@@ -2,21 +2,23 @@
 //! errors leave this module decoded as [`StoreError`], and every query is counted by [`Query`].
 
 mod error;
+mod idempotency;
 mod migrate;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::{Constraint, StoreError};
+pub use idempotency::{IdempotencyScope, Idempotent, Once};
 
 use crate::config::DatabaseSettings;
 use crate::domain::{
-    Cursor, Follow, NewPost, NewUser, PageRequest, Position, Post, PostEdit, PostId, User,
-    UserEdit, UserId,
+    ApiKey, Cursor, Follow, KeyHash, NewPost, NewUser, PageRequest, Position, Post, PostEdit,
+    PostId, User, UserEdit, UserId,
 };
 use crate::metrics::Metrics;
 
@@ -44,6 +46,13 @@ pub enum Query {
     FeedSources,
     NewestPostsOf,
     FollowerIds,
+    InsertApiKey,
+    ApiKeyOwner,
+    PostAuthor,
+    ClaimIdempotencyKey,
+    IdempotentResponse,
+    RecordIdempotentResponse,
+    DeleteExpiredIdempotencyKeys,
 }
 
 impl Query {
@@ -68,6 +77,13 @@ impl Query {
             Self::FeedSources => "feed_sources",
             Self::NewestPostsOf => "newest_posts_of",
             Self::FollowerIds => "follower_ids",
+            Self::InsertApiKey => "insert_api_key",
+            Self::ApiKeyOwner => "api_key_owner",
+            Self::PostAuthor => "post_author",
+            Self::ClaimIdempotencyKey => "claim_idempotency_key",
+            Self::IdempotentResponse => "idempotent_response",
+            Self::RecordIdempotentResponse => "record_idempotent_response",
+            Self::DeleteExpiredIdempotencyKeys => "delete_expired_idempotency_keys",
         }
     }
 }
@@ -190,18 +206,89 @@ impl Store {
         futures::join!(self.pool.close(), self.probe.close());
     }
 
-    /// Inserts a user.
+    /// Inserts a user and their first API key (stored by its hash) in one transaction, so no
+    /// user is left without a key; once per idempotency key.
     ///
     /// # Errors
     /// [`StoreError::Unique`] with [`Constraint::UsernameUnique`] when the username is taken.
     #[tracing::instrument(skip_all, fields(username = %user.username))]
-    pub async fn insert_user(&self, user: &NewUser) -> Result<User, StoreError> {
+    pub async fn insert_user(
+        &self,
+        user: &NewUser,
+        key: &ApiKey,
+        once: Option<&Idempotent<'_>>,
+    ) -> Result<Once<User>, StoreError> {
+        self.create_once(once, async |connection| {
+            let created: User = self
+                .run(
+                    Query::InsertUser,
+                    sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
+                        .bind(&user.username)
+                        .bind(&user.display_name)
+                        .fetch_one(&mut *connection),
+                )
+                .await?;
+            self.record_api_key(connection, created.id, key).await?;
+            Ok(created)
+        })
+        .await
+    }
+
+    /// Records another API key of an existing user.
+    ///
+    /// # Errors
+    /// [`StoreError::ForeignKey`] with [`Constraint::ApiKeyUser`] when the user does not exist.
+    #[tracing::instrument(skip_all, fields(%user, prefix = key.prefix()))]
+    pub async fn insert_api_key(&self, user: UserId, key: &ApiKey) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        self.record_api_key(&mut connection, user, key).await
+    }
+
+    /// `insert_api_key.sql` on a connection (perhaps inside a transaction).
+    async fn record_api_key(
+        &self,
+        connection: &mut PgConnection,
+        user: UserId,
+        key: &ApiKey,
+    ) -> Result<(), StoreError> {
         self.run(
-            Query::InsertUser,
-            sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
-                .bind(&user.username)
-                .bind(&user.display_name)
-                .fetch_one(&self.pool),
+            Query::InsertApiKey,
+            sqlx::query(include_str!("../../db/queries/insert_api_key.sql"))
+                .bind(user)
+                .bind(key.hash().as_bytes())
+                .bind(key.prefix())
+                .execute(connection),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The user an API key acts as, by the key's hash; `None` for a key nobody holds.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip_all)]
+    pub async fn api_key_owner(&self, hash: &KeyHash) -> Result<Option<UserId>, StoreError> {
+        self.run(
+            Query::ApiKeyOwner,
+            sqlx::query_scalar(include_str!("../../db/queries/api_key_owner.sql"))
+                .bind(hash.as_bytes())
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// The author of a post, read from PostgreSQL; `None` when no such post exists.
+    ///
+    /// # Errors
+    /// Database errors only.
+    #[tracing::instrument(skip(self))]
+    pub async fn post_author(&self, id: PostId) -> Result<Option<UserId>, StoreError> {
+        self.run(
+            Query::PostAuthor,
+            sqlx::query_scalar(include_str!("../../db/queries/post_author.sql"))
+                .bind(id)
+                .fetch_optional(&self.pool),
         )
         .await
     }
@@ -236,19 +323,26 @@ impl Store {
         .await
     }
 
-    /// Inserts a post.
+    /// Inserts a post, once per idempotency key.
     ///
     /// # Errors
     /// [`StoreError::ForeignKey`] with [`Constraint::PostAuthor`] when the author does not exist.
     #[tracing::instrument(skip_all, fields(user_id = %post.user_id))]
-    pub async fn insert_post(&self, post: &NewPost) -> Result<Post, StoreError> {
-        self.run(
-            Query::InsertPost,
-            sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
-                .bind(post.user_id)
-                .bind(&post.content)
-                .fetch_one(&self.pool),
-        )
+    pub async fn insert_post(
+        &self,
+        post: &NewPost,
+        once: Option<&Idempotent<'_>>,
+    ) -> Result<Once<Post>, StoreError> {
+        self.create_once(once, async |connection| {
+            self.run(
+                Query::InsertPost,
+                sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
+                    .bind(post.user_id)
+                    .bind(&post.content)
+                    .fetch_one(connection),
+            )
+            .await
+        })
         .await
     }
 

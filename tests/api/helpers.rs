@@ -2,7 +2,7 @@ use std::sync::Once;
 
 use hotfeed::cache::topology::SlotMap;
 use hotfeed::cache::Keys;
-use hotfeed::config::Settings;
+use hotfeed::config::{AdminKey, RateLimitSettings, Settings};
 use hotfeed::startup::Application;
 use loadgen::scrape::Scrape;
 use redis::cluster::ClusterClient;
@@ -13,10 +13,17 @@ use sqlx::{Connection as _, Executor as _, PgConnection};
 
 static INIT: Once = Once::new();
 
+/// The `ADMIN_API_KEY` every test app runs with; [`TestApp::client`] sends it.
+pub const TEST_ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123456789";
+
 /// A running app with its own database and key prefix, plus direct handles on both backends.
 pub struct TestApp {
     pub address: String,
+    /// Sends the admin key with every request, so a test may write as any user; requests that set
+    /// their own `Authorization` replace it.
     pub client: reqwest::Client,
+    /// Sends no credentials.
+    pub anonymous: reqwest::Client,
     pub keys: Keys,
     pub settings: Settings,
     admin_url: String,
@@ -48,6 +55,9 @@ pub fn test_settings() -> (Settings, String, String) {
     settings.app_port = 0;
     settings.app_workers = Some(1);
     settings.cache.key_prefix = format!("t{}", &suffix[..12]);
+    settings.auth.admin_api_key = Some(AdminKey::parse(TEST_ADMIN_KEY).expect("a valid admin key"));
+    // Rate limits would make unrelated tests flaky; the rate-limit tests switch them on.
+    settings.rate_limits = RateLimitSettings::disabled();
     (settings, admin_url, database)
 }
 
@@ -86,9 +96,21 @@ async fn start(
         .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    let mut admin = reqwest::header::HeaderMap::new();
+    admin.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TEST_ADMIN_KEY}")
+            .parse()
+            .expect("a header value"),
+    );
     TestApp {
         address,
         client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(admin)
+            .build()
+            .expect("a plain HTTP client"),
+        anonymous: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain HTTP client"),
@@ -176,13 +198,37 @@ impl TestApp {
 
     /// Creates a user and returns its id.
     pub async fn create_user(&self, username: &str) -> i64 {
+        self.create_user_with_key(username).await.0
+    }
+
+    /// Creates a user and returns its id and its API key.
+    pub async fn create_user_with_key(&self, username: &str) -> (i64, String) {
         let res = self
             .post_json("/api/v1/users", &json!({ "username": username }))
             .await;
         assert_eq!(res.status(), 201, "creating user {username}");
-        res.json::<Value>().await.expect("JSON user")["id"]
-            .as_i64()
-            .expect("numeric id")
+        let user: Value = res.json().await.expect("JSON user");
+        let id = user["id"].as_i64().expect("numeric id");
+        let key = user["api_key"].as_str().expect("an api_key").to_owned();
+        (id, key)
+    }
+
+    /// A request with `key` as its bearer token (or none), and `body` as JSON if given.
+    pub fn request_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.anonymous.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request
     }
 
     /// Creates `count` posts for `user` and returns their ids, oldest first.

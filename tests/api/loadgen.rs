@@ -311,6 +311,8 @@ async fn writes_beside_the_feed_create_posts_and_report_their_fan_out() {
             "50",
             "--write-rate",
             "25",
+            "--api-key",
+            crate::helpers::TEST_ADMIN_KEY,
             "--duration",
             "2s",
             "--warmup",

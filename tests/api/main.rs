@@ -1,6 +1,7 @@
 //! Integration tests: the real app on port 0, a real PostgreSQL (one fresh database per test) and the
 //! real Redis Cluster (one fresh key prefix per test). `scripts/stack.sh up` provides both.
 
+mod auth;
 mod cache;
 mod cursors;
 mod dashboard;
@@ -12,10 +13,12 @@ mod follows;
 mod health;
 mod helpers;
 mod home_feed;
+mod idempotency;
 mod loadgen;
 mod metrics;
 mod openapi;
 mod outage;
 mod postgres;
+mod rate_limits;
 mod resilience;
 mod tls;

@@ -87,9 +87,13 @@ impl PrivatePostgres {
                 .spawn()
                 .expect("start postgres"),
         );
-        let port = self.port;
+        let isready = self.bin.join("pg_isready");
+        let port = self.port.to_string();
         wait_until("the private PostgreSQL accepts connections", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            Command::new(&isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .status()
+                .is_ok_and(|status| status.success())
         });
     }
 
