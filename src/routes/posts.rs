@@ -1,6 +1,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::openapi::{Authenticated, JsonBodyErrors, Throttled};
 use super::{created_json, idempotency_key, served_json, Caller};
 use crate::domain::{NewPost, Post, PostEdit, PostId};
 use crate::error::{ApiError, ErrorEnvelope};
@@ -28,17 +29,8 @@ pub struct CreatePostBody {
         (status = 201, description = "Created; the author's pages are invalidated and the followers' inboxes fed", body = Post,
             headers(("Location" = String, description = "the post's URL"))),
         (status = 400, description = "Invalid content or body", body = ErrorEnvelope),
-        (status = 408, description = "body_timeout: the body did not arrive within HTTP_BODY_TIMEOUT_MS", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "unknown_user: user_id names no user; or idempotency_key_reused", body = ErrorEnvelope),
-        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
-        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        JsonBodyErrors, Authenticated,
     ))]
 #[tracing::instrument(skip_all, fields(user_id = body.user_id))]
 pub async fn create_post(
@@ -71,10 +63,7 @@ pub async fn create_post(
         )),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Throttled,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn get_post(
@@ -104,15 +93,7 @@ pub struct EditPostBody {
         (status = 200, description = "The edited post; every later read shows it", body = Post),
         (status = 400, description = "Invalid id, content or body", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Not JSON", body = ErrorEnvelope),
-        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
-        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        JsonBodyErrors, Authenticated,
     ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_post(
@@ -136,13 +117,7 @@ pub async fn edit_post(
         (status = 204, description = "Deleted; gone from every page"),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such post", body = ErrorEnvelope),
-        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
-        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Authenticated,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn delete_post(

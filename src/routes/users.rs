@@ -1,6 +1,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::openapi::{Authenticated, JsonBodyErrors, Throttled};
 use super::{created_json, idempotency_key, paged_json, served_json, served_page, Caller};
 use crate::domain::{
     Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
@@ -56,13 +57,8 @@ pub struct CreatedUser<'a> {
         (status = 201, description = "Created: the user and its API key, shown this once", body = CreatedUser, headers(("Location" = String, description = "the user's URL"))),
         (status = 400, description = "Invalid username, display name or body", body = ErrorEnvelope),
         (status = 409, description = "username_taken", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Not JSON", body = ErrorEnvelope),
         (status = 422, description = "idempotency_key_reused: the same Idempotency-Key with another request", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        JsonBodyErrors, Throttled,
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn create_user(
@@ -96,10 +92,7 @@ pub async fn create_user(
         )),
         (status = 400, description = "invalid_id", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Throttled,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn get_user(
@@ -119,15 +112,7 @@ pub async fn get_user(
         (status = 200, description = "The edited user", body = User),
         (status = 400, description = "Invalid id, display name or body", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 413, description = "Body over 64 KiB", body = ErrorEnvelope),
-        (status = 415, description = "Not JSON", body = ErrorEnvelope),
-        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
-        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        JsonBodyErrors, Authenticated,
     ))]
 #[tracing::instrument(skip(state, body))]
 pub async fn edit_user(
@@ -154,10 +139,7 @@ pub async fn edit_user(
         )),
         (status = 400, description = "invalid_id, invalid_limit, invalid_offset, offset_too_deep, invalid_cursor or invalid_query", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Throttled,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn list_user_posts(
@@ -185,13 +167,7 @@ pub async fn list_user_posts(
         (status = 204, description = "`id` follows `target` (already did: the same)"),
         (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
-        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Authenticated,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn follow(
@@ -214,13 +190,7 @@ pub async fn follow(
         (status = 204, description = "`id` does not follow `target` (already did not: the same)"),
         (status = 400, description = "invalid_id or cannot_follow_self", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 401, description = "unauthenticated: no API key, or one nobody holds", body = ErrorEnvelope,
-            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
-        (status = 403, description = "forbidden: the key's user may not act as this one", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Authenticated,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn unfollow(
@@ -242,10 +212,7 @@ pub async fn unfollow(
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Throttled,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn list_following(
@@ -264,10 +231,7 @@ pub async fn list_following(
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"))),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Throttled,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn list_followers(
@@ -309,10 +273,7 @@ fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
             )),
         (status = 400, description = "invalid_id, invalid_limit, invalid_cursor or invalid_query (offset)", body = ErrorEnvelope),
         (status = 404, description = "No such user", body = ErrorEnvelope),
-        (status = 429, description = "rate_limited: past RATE_LIMIT_* for this client or user", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds until the limit admits another request"))),
-        (status = 503, description = "PostgreSQL unavailable, overloaded, or the request timed out; see Retry-After", body = ErrorEnvelope,
-            headers(("Retry-After" = u32, description = "seconds before a retry is worth it"))),
+        Throttled,
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn home_feed(
