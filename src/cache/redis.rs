@@ -168,6 +168,14 @@ impl RedisCache {
         ttl.max(1)
     }
 
+    /// The pages hash TTL less up to 10%, so the hot users' pages, filled together after a cold
+    /// start, do not all expire in the same second; never more than `CACHE_LIST_TTL_SECS`, which
+    /// stays the documented bound on a page's age.
+    fn list_ttl(&self) -> u64 {
+        let jitter = rand::rng().random_range(0..=self.list_ttl_secs / 10);
+        (self.list_ttl_secs - jitter).max(1)
+    }
+
     pub(super) async fn lookup_page(&self, listing: ListingKey, page: PageRequest) -> PageLookup {
         let pages_key = self.keys.pages(listing);
         let mut pipe = redis::pipe();
@@ -203,7 +211,7 @@ impl RedisCache {
             .arg(&generation.0)
             .arg(Keys::page_field(page))
             .arg(value)
-            .arg(self.list_ttl_secs);
+            .arg(self.list_ttl());
         let stored: Result<i64, CacheError> = self.cluster.script(&pages_key, invocation).await;
         if matches!(stored, Ok(0)) {
             tracing::debug!(
