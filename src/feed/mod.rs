@@ -322,8 +322,11 @@ impl Feed {
             }
             Once::KeyReused => return Err(FeedError::IdempotencyKeyReused),
         };
-        self.publish(&created).await;
-        self.invalidate(Change::PostCreated(&created)).await;
+        // Independent keys: both done before the answer, neither waits on the other's budget.
+        futures::join!(
+            self.publish(&created),
+            self.invalidate(Change::PostCreated(&created))
+        );
         Ok(Created {
             value: created,
             replayed: false,
@@ -381,8 +384,11 @@ impl Feed {
             .update_post(id, edit)
             .await?
             .ok_or(FeedError::NotFound(Resource::Post(id)))?;
-        self.publish(&edited).await;
-        self.invalidate(Change::PostEdited(&edited)).await;
+        // Independent keys: both done before the answer, neither waits on the other's budget.
+        futures::join!(
+            self.publish(&edited),
+            self.invalidate(Change::PostEdited(&edited))
+        );
         Ok(edited)
     }
 
@@ -416,8 +422,11 @@ impl Feed {
             .update_user(id, edit)
             .await?
             .ok_or(FeedError::NotFound(Resource::User(id)))?;
-        self.publish(&edited).await;
-        self.invalidate(Change::UserEdited(&edited)).await;
+        // Independent keys: both done before the answer, neither waits on the other's budget.
+        futures::join!(
+            self.publish(&edited),
+            self.invalidate(Change::UserEdited(&edited))
+        );
         Ok(edited)
     }
 
