@@ -25,7 +25,8 @@ usage: scripts/chaos.sh [options] [scenario ...]
        scripts/chaos.sh down            stop and remove the private stack (same CHAOS_* settings)
 
 Fault scenarios (default: all, in this order):
-  killmaster  kill -9 of the master holding user 1's pages ({user:1}); no restart until the end
+  killmaster  kill -9 of the master holding user 1's pages ({user:1}); restarted (it rejoins as a
+              replica) only before the next scenario
   freeze      SIGSTOP of that master for 15 s, then SIGCONT (its replica is promoted after ~4 s)
   allredis    every Redis node killed, down for 30 s, then started again
   postgres    PostgreSQL stopped (pg_ctl -m fast) for 20 s, then started again
