@@ -14,17 +14,21 @@
 #         readers have their inboxes (the HIT column says how many did).
 # fanout  for authors of 10, 1,000 and about 10,000 followers: one instance pushes their posts
 #         (FEED_CELEBRITY_FOLLOWERS = F + 1) and one pulls them (= F); one writer posts as the author
-#         for FEED_WRITE_SECS (one post in flight), with every follower's inbox absent, then built;
-#         then a reader following the author reads its first page, closed loop, on both.
+#         (one post in flight): the first post alone, 1 s left out, then FEED_WRITE_SECS measured,
+#         with every follower's inbox absent, then built (before each repetition); then a reader
+#         following the author reads its first page, closed loop, on both.
 # hot     Zipf feed reads (first pages) with --write-rate FEED_WRITE_RATE on the cache instance:
-#         the share of Redis commands of the node holding the most followed account's outbox.
+#         the share of Redis commands, and of each master's CPU (INFO cpu), of the node holding the
+#         most followed account's outbox.
 # demo    README step 4 on its own database (FEED_DEMO_DATABASE, plain `datagen` defaults).
 # clean   unlinks every key under FEED_PREFIX: on the cluster's masters and drops the databases
 #         (unless KEEP=1).
 #
 # Every load measurement runs under `flock $BENCH_LOCK` (the machine is shared with other
-# benchmarks); each side of a comparison is measured FEED_REPEAT (3) times, sides alternating, and
-# every report is kept as JSON in FEED_OUT (target/feed-bench/<time>), with summary.md (medians).
+# benchmarks); each side of a comparison is measured FEED_REPEAT (3) times, sides alternating and
+# taking turns to go first, and every report is kept as JSON in FEED_OUT
+# (target/feed-bench/<time>) with commands.log, loadavg.log and summary.md (medians). The figures
+# and their reading: docs/benchmarks.md, comparison 10. About 45 minutes on the 2-core machine.
 #
 # Environment: DATABASE_URL, REDIS_URLS, ADMIN_API_KEY (else .env; a random admin key if none),
 # FEED_DATABASE, FEED_DEMO_DATABASE, FEED_PORT
