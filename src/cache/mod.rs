@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 pub use self::cluster::CacheError;
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
@@ -126,6 +127,15 @@ impl Cache {
         match self {
             Self::None => ids.iter().map(|_| None).collect(),
             Self::Redis(redis) => redis.objects(ids).await,
+        }
+    }
+
+    /// Reads objects by id as the JSON they are cached as, without decoding them; a miss or a
+    /// failure is `None` at that position.
+    pub async fn objects_json<T: CachedObject>(&self, ids: &[T::Id]) -> Vec<Option<Box<RawValue>>> {
+        match self {
+            Self::None => ids.iter().map(|_| None).collect(),
+            Self::Redis(redis) => redis.objects_json::<T>(ids).await,
         }
     }
 

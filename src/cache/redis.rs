@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rand::Rng as _;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::cluster::{CacheError, ClusterCache};
 use super::keys::{CachedObject, Keys, ListingKey};
@@ -85,6 +86,19 @@ impl RedisCache {
             .await
             .into_iter()
             .map(|raw| raw.and_then(|raw| decode_versioned(&raw)))
+            .collect()
+    }
+
+    pub(super) async fn objects_json<T: CachedObject>(
+        &self,
+        ids: &[T::Id],
+    ) -> Vec<Option<Box<RawValue>>> {
+        let keys: Vec<String> = ids.iter().map(|&id| self.keys.object::<T>(id)).collect();
+        self.cluster
+            .get_many(&keys)
+            .await
+            .into_iter()
+            .map(|raw| raw.and_then(versioned_json))
             .collect()
     }
 
@@ -281,6 +295,28 @@ fn decode_versioned<T: DeserializeOwned>(raw: &[u8]) -> Option<T> {
         return None;
     }
     decode(json)
+}
+
+/// The JSON of a `<version>|<json>` value, checked but not decoded; a tombstone is `None`.
+fn versioned_json(mut raw: Vec<u8>) -> Option<Box<RawValue>> {
+    let Some(bar) = raw.iter().position(|&b| b == b'|') else {
+        tracing::warn!("cached object without a version; treating it as a miss");
+        return None;
+    };
+    let json = raw.split_off(bar + 1);
+    if json.is_empty() {
+        return None;
+    }
+    let checked = String::from_utf8(json)
+        .map_err(|error| error.to_string())
+        .and_then(|json| RawValue::from_string(json).map_err(|error| error.to_string()));
+    match checked {
+        Ok(json) => Some(json),
+        Err(error) => {
+            tracing::warn!(%error, "cached object is not JSON; treating it as a miss");
+            None
+        }
+    }
 }
 
 /// Decodes a cached JSON value; an undecodable one (another version wrote it) is a miss.

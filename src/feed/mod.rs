@@ -21,8 +21,9 @@ pub use error::{Conflict, FeedError, Reference, Resource};
 use flights::Flights;
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
 pub use listing::{Change, Listing};
+use pipeline::JsonPage;
 use served::timed;
-pub use served::{CacheOutcome, Served, Timings};
+pub use served::{CacheOutcome, PageBody, Served, Timings};
 
 use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
@@ -30,9 +31,7 @@ use crate::domain::{
     PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
 };
 use crate::metrics::Metrics;
-use crate::store::{
-    Constraint, FollowList, IdempotencyScope, Idempotent, Once, PostsPage, Store, StoreError,
-};
+use crate::store::{Constraint, FollowList, IdempotencyScope, Idempotent, Once, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,7 +45,7 @@ pub struct Feed {
     /// Followers from which an author's posts are pulled by readers instead of pushed.
     celebrity_followers: u32,
     /// Page misses being read from PostgreSQL, by listing, page and generation seen.
-    page_flights: Flights<PageFlight, Result<(Arc<PostsPage>, Timings), FeedError>>,
+    page_flights: Flights<PageFlight, Result<(Arc<JsonPage>, Timings), FeedError>>,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
     rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
     /// Boxes a fan-out could not reach, since when: their drop is retried by one background

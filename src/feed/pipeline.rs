@@ -6,14 +6,47 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+
 use super::flights::Role;
 use super::listing::{Listing, Remember};
-use super::served::{timed, CacheOutcome, Served, Timings};
+use super::served::{timed, CacheOutcome, PageBody, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::{CachedPage, Generation, ListingKey};
 use crate::domain::{Cursor, Page, PageRequest, Post, PostId};
 use crate::metrics::OTHER_USERS;
 use crate::store::PostsPage;
+
+/// A page's posts as the JSON the API answers with, newest first. Cached posts stay the bytes
+/// Redis returned (checked to be JSON, never decoded into a [`Post`] and encoded again), so a
+/// hit splices them into the response as they are.
+pub(super) struct JsonPage {
+    pub posts: Vec<Box<RawValue>>,
+    pub has_more: bool,
+}
+
+impl JsonPage {
+    /// A page PostgreSQL served, encoded once.
+    pub(super) fn of(loaded: &PostsPage) -> Self {
+        Self {
+            posts: loaded.posts.iter().map(to_json).collect(),
+            has_more: loaded.has_more,
+        }
+    }
+}
+
+/// A post as the JSON its cached object holds.
+fn to_json(post: &Post) -> Box<RawValue> {
+    serde_json::value::to_raw_value(post).expect("domain objects serialize")
+}
+
+/// The fields of a post that place it in feed order: all the cursor needs of the last post.
+#[derive(serde::Deserialize)]
+struct Placed {
+    id: i64,
+    created_at: DateTime<Utc>,
+}
 
 impl Feed {
     /// One newest-first page of `listing`.
@@ -29,12 +62,19 @@ impl Feed {
         &self,
         listing: Listing,
         page: PageRequest,
-    ) -> Result<Served<Page<Post>>, FeedError> {
+    ) -> Result<Served<PageBody>, FeedError> {
         let mut timings = Timings::default();
         if !self.cache.is_enabled() {
-            let loaded = self.load_page(listing, page, &mut timings).await?;
+            let loaded = JsonPage::of(&self.load_page(listing, page, &mut timings).await?);
             let source = database_source(listing);
-            return Ok(self.finish(listing, page, loaded, CacheOutcome::Bypass, timings, source));
+            return Ok(self.finish(
+                listing,
+                page,
+                &loaded,
+                CacheOutcome::Bypass,
+                timings,
+                source,
+            ));
         }
 
         let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
@@ -47,11 +87,11 @@ impl Feed {
                 .with_label_values(&[&user_label])
                 .inc();
             if let Some((posts, outcome)) = self.posts_for_ids(&cached.ids, &mut timings).await? {
-                let loaded = PostsPage {
+                let loaded = JsonPage {
                     posts,
                     has_more: cached.has_more,
                 };
-                return Ok(self.finish(listing, page, loaded, outcome, timings, lookup.source));
+                return Ok(self.finish(listing, page, &loaded, outcome, timings, lookup.source));
             }
             // A listed post is gone from PostgreSQL: the cached page is stale, rebuild it.
         }
@@ -67,7 +107,7 @@ impl Feed {
                 if let Ok(loaded) = &loaded {
                     self.remember(remember, page, loaded, &mut timings).await;
                 }
-                loaded
+                loaded.map(|loaded| Arc::new(JsonPage::of(&loaded)))
             }
         };
         if !listed {
@@ -83,17 +123,17 @@ impl Feed {
         }
         let loaded = loaded?;
         let source = database_source(listing);
-        Ok(self.finish(listing, page, loaded, CacheOutcome::Miss, timings, source))
+        Ok(self.finish(listing, page, &loaded, CacheOutcome::Miss, timings, source))
     }
 
-    /// Objects for a cached page of ids, missing ones read from PostgreSQL and written back.
-    /// `None` when an id no longer exists in PostgreSQL (the page is stale).
+    /// The posts of a cached page of ids, as JSON; missing ones read from PostgreSQL and written
+    /// back. `None` when an id no longer exists in PostgreSQL (the page is stale).
     async fn posts_for_ids(
         &self,
         ids: &[PostId],
         timings: &mut Timings,
-    ) -> Result<Option<(Vec<Post>, CacheOutcome)>, FeedError> {
-        let found: Vec<Option<Post>> = timed(&mut timings.redis, self.cache.objects(ids)).await;
+    ) -> Result<Option<(Vec<Box<RawValue>>, CacheOutcome)>, FeedError> {
+        let found = timed(&mut timings.redis, self.cache.objects_json::<Post>(ids)).await;
         let missing: Vec<PostId> = ids
             .iter()
             .zip(&found)
@@ -113,11 +153,12 @@ impl Feed {
         let loaded = timed(&mut timings.db, self.store.posts_by_ids(&missing)).await?;
         let backfill: Vec<&Post> = loaded.iter().collect();
         timed(&mut timings.redis, self.cache.fill(&backfill)).await;
-        let loaded: HashMap<PostId, &Post> = loaded.iter().map(|post| (post.id, post)).collect();
-        let posts: Option<Vec<Post>> = ids
+        let loaded: HashMap<PostId, Box<RawValue>> =
+            loaded.iter().map(|post| (post.id, to_json(post))).collect();
+        let posts: Option<Vec<Box<RawValue>>> = ids
             .iter()
             .zip(found)
-            .map(|(id, cached)| cached.or_else(|| loaded.get(id).map(|&post| post.clone())))
+            .map(|(id, cached)| cached.or_else(|| loaded.get(id).cloned()))
             .collect();
         Ok(posts.map(|posts| (posts, CacheOutcome::Partial)))
     }
@@ -134,7 +175,7 @@ impl Feed {
         key: ListingKey,
         generation: Generation,
         timings: &mut Timings,
-    ) -> Result<PostsPage, FeedError> {
+    ) -> Result<Arc<JsonPage>, FeedError> {
         let feed = self.clone();
         let flight_key = (key, page, generation.clone());
         let lead = async move {
@@ -143,7 +184,7 @@ impl Feed {
             let again = timed(&mut timings.redis, listing.lookup(&feed, page)).await;
             if let Some(cached) = again.ids {
                 if let Some((posts, _)) = feed.posts_for_ids(&cached.ids, &mut timings).await? {
-                    let loaded = PostsPage {
+                    let loaded = JsonPage {
                         posts,
                         has_more: cached.has_more,
                     };
@@ -153,7 +194,7 @@ impl Feed {
             let loaded = feed.load_page(listing, page, &mut timings).await?;
             feed.remember(Remember::Page(key, generation), page, &loaded, &mut timings)
                 .await;
-            Ok((Arc::new(loaded), timings))
+            Ok((Arc::new(JsonPage::of(&loaded)), timings))
         };
         let started = Instant::now();
         let (outcome, role) = self.page_flights.run(flight_key, lead).await;
@@ -171,10 +212,7 @@ impl Feed {
                 timings.db += started.elapsed();
             }
         }
-        Ok(PostsPage {
-            posts: loaded.posts.clone(),
-            has_more: loaded.has_more,
-        })
+        Ok(loaded)
     }
 
     /// Stores what `remember` says after `loaded` was read from PostgreSQL.
@@ -222,15 +260,16 @@ impl Feed {
             .ok_or(FeedError::NotFound(Resource::User(listing.owner())))
     }
 
+    /// Renders a page once: the posts spliced into the body as the JSON they are.
     fn finish(
         &self,
         listing: Listing,
         page: PageRequest,
-        loaded: PostsPage,
+        loaded: &JsonPage,
         cache: CacheOutcome,
         timings: Timings,
         source: Option<&'static str>,
-    ) -> Served<Page<Post>> {
+    ) -> Served<PageBody> {
         tracing::Span::current().record("cache", cache.as_str());
         if let Some(source) = source {
             let label = if source == "inbox+pulled" {
@@ -241,22 +280,12 @@ impl Feed {
             self.metrics.feed_sources.with_label_values(&[label]).inc();
         }
         self.metrics.pages.with_label_values(&[cache.label()]).inc();
-        let next_cursor = loaded
-            .posts
-            .last()
-            .filter(|_| loaded.has_more)
-            .map(Cursor::after);
+        // The home feed pages by cursor only: its pages carry no offset.
+        let offset = page
+            .offset()
+            .filter(|_| matches!(listing, Listing::UserPosts(_)));
         Served {
-            value: Page {
-                data: loaded.posts,
-                has_more: loaded.has_more,
-                limit: page.limit(),
-                // The home feed pages by cursor only: its pages carry no offset.
-                offset: page
-                    .offset()
-                    .filter(|_| matches!(listing, Listing::UserPosts(_))),
-                next_cursor,
-            },
+            value: render(loaded, page.limit(), offset),
             cache,
             timings,
             source,
@@ -264,7 +293,102 @@ impl Feed {
     }
 }
 
+/// The body of a page: a [`Page`] whose posts are spliced in as the JSON they are.
+fn render(loaded: &JsonPage, limit: u32, offset: Option<u32>) -> PageBody {
+    let next_cursor = loaded
+        .posts
+        .last()
+        .filter(|_| loaded.has_more)
+        .and_then(|last| match serde_json::from_str::<Placed>(last.get()) {
+            Ok(placed) => Some(Cursor::new(placed.created_at, placed.id)),
+            Err(error) => {
+                tracing::error!(%error, "a post without its place in feed order; the page has no next cursor");
+                None
+            }
+        });
+    let body = Page {
+        data: loaded
+            .posts
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&RawValue>>(),
+        has_more: loaded.has_more,
+        limit,
+        offset,
+        next_cursor,
+    };
+    PageBody {
+        json: serde_json::to_vec(&body)
+            .expect("a page of JSON values serializes")
+            .into(),
+        limit,
+        next_cursor,
+    }
+}
+
 /// The source of a home-feed page PostgreSQL listed.
 fn database_source(listing: Listing) -> Option<&'static str> {
     matches!(listing, Listing::HomeFeed(_)).then_some("database")
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::domain::UserId;
+
+    fn post(id: i64, content: &str) -> Post {
+        let at = Utc.timestamp_micros(1_700_000_000_000_000 + id).unwrap();
+        Post {
+            id: PostId::from_trusted(id),
+            user_id: UserId::from_trusted(7),
+            content: content.to_owned(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn a_spliced_page_is_byte_for_byte_the_page_serde_writes() {
+        // Arrange: quotes, escapes and non-ASCII in the content, on a page with more after it.
+        let posts = vec![
+            post(3, "tab\t \"quoted\" é ✓"),
+            post(2, "<b>&</b>"),
+            post(1, ""),
+        ];
+        let loaded = PostsPage {
+            posts: posts.clone(),
+            has_more: true,
+        };
+
+        // Act
+        let body = render(&JsonPage::of(&loaded), 3, Some(6));
+
+        // Assert
+        let expected = Page {
+            data: posts,
+            has_more: true,
+            limit: 3,
+            offset: Some(6),
+            next_cursor: Some(Cursor::new(post(1, "").created_at, 1)),
+        };
+        assert_eq!(body.json, serde_json::to_vec(&expected).unwrap());
+        assert_eq!(body.next_cursor, expected.next_cursor);
+    }
+
+    #[test]
+    fn the_last_page_has_no_next_cursor() {
+        let loaded = PostsPage {
+            posts: vec![post(1, "only")],
+            has_more: false,
+        };
+
+        let body = render(&JsonPage::of(&loaded), 50, None);
+
+        let json: serde_json::Value = serde_json::from_slice(&body.json).unwrap();
+        assert_eq!(json["next_cursor"], serde_json::Value::Null);
+        assert!(json.get("offset").is_none(), "a cursor page has no offset");
+        assert_eq!(body.next_cursor, None);
+    }
 }

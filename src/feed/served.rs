@@ -3,6 +3,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
+use crate::domain::Cursor;
+
 /// How the cache served a response; the `X-Cache` header and the `cache` label of `feed_pages_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -43,6 +47,18 @@ impl CacheOutcome {
 pub struct Timings {
     pub redis: Duration,
     pub db: Duration,
+}
+
+/// A page rendered once: its JSON body (a `Page` of posts) and what its headers need. Cheap to
+/// clone: the body is shared.
+#[derive(Debug, Clone)]
+pub struct PageBody {
+    /// The response body.
+    pub json: Bytes,
+    /// The page size it was asked with.
+    pub limit: u32,
+    /// Where the next page starts, as in the body.
+    pub next_cursor: Option<Cursor>,
 }
 
 /// A value with how it was served.

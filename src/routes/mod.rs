@@ -20,9 +20,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 use serde::Serialize;
 
-use crate::domain::{IdempotencyKey, InvalidInput, Page, Post};
+use crate::domain::{Cursor, IdempotencyKey, InvalidInput, Page};
 use crate::error::error_body;
-use crate::feed::{Created, Served};
+use crate::feed::{Created, PageBody, Served};
 
 pub use auth::{Admin, Caller};
 pub use health::{health, ping};
@@ -154,45 +154,52 @@ fn created_json<T, B: Serialize>(location: String, created: &Created<T>, body: &
     response.json(body)
 }
 
-/// A page of posts as [`served_json`], plus the `Link` of [`paged_json`].
-fn served_page(path: &str, served: &Served<Page<Post>>) -> HttpResponse {
-    let mut response = served_json(served);
-    if let Some(link) = next_link(path, &served.value) {
-        response.headers_mut().insert(header::LINK, link);
+/// A rendered page of posts, with the headers of [`served_json`] and the `Link` of
+/// [`paged_json`]; the body is sent as it was rendered (or kept by the in-process tier).
+fn served_page(path: &str, served: &Served<PageBody>) -> HttpResponse {
+    let mut response = served_response(served);
+    if let Some(link) = next_link(path, served.value.limit, served.value.next_cursor.as_ref()) {
+        response.insert_header((header::LINK, link));
     }
     if let Some(source) = served.source {
-        response.headers_mut().insert(
+        response.insert_header((
             header::HeaderName::from_static("x-feed-source"),
             HeaderValue::from_static(source),
-        );
+        ));
     }
     response
+        .content_type(header::ContentType::json())
+        .body(served.value.json.clone())
 }
 
 /// A page as JSON, with `Link: <path?limit=..&cursor=..>; rel="next"` when more entries exist.
 /// `path` is the listing's own path, relative to this host.
 fn paged_json<T: Serialize>(path: &str, page: &Page<T>) -> HttpResponse {
     let mut response = HttpResponse::Ok().json(page);
-    if let Some(link) = next_link(path, page) {
+    if let Some(link) = next_link(path, page.limit, page.next_cursor.as_ref()) {
         response.headers_mut().insert(header::LINK, link);
     }
     response
 }
 
-fn next_link<T>(path: &str, page: &Page<T>) -> Option<HeaderValue> {
-    let cursor = page.next_cursor.as_ref()?;
+fn next_link(path: &str, limit: u32, cursor: Option<&Cursor>) -> Option<HeaderValue> {
     let link = format!(
-        "<{path}?limit={}&cursor={}>; rel=\"next\"",
-        page.limit,
-        cursor.encode()
+        "<{path}?limit={limit}&cursor={}>; rel=\"next\"",
+        cursor?.encode()
     );
     Some(HeaderValue::from_str(&link).expect("a path and base64url are header-safe"))
 }
 
 /// A JSON response that says how it was served: `X-Cache` and `Server-Timing`.
 fn served_json<T: Serialize>(served: &Served<T>) -> HttpResponse {
+    served_response(served).json(&served.value)
+}
+
+/// A 200 with the headers that say how `served` was served.
+fn served_response<T>(served: &Served<T>) -> actix_web::HttpResponseBuilder {
     let timings = served.timings;
-    HttpResponse::build(StatusCode::OK)
+    let mut response = HttpResponse::build(StatusCode::OK);
+    response
         .insert_header(("X-Cache", served.cache.as_str()))
         .insert_header((
             "Server-Timing",
@@ -201,6 +208,6 @@ fn served_json<T: Serialize>(served: &Served<T>) -> HttpResponse {
                 timings.redis.as_secs_f64() * 1e3,
                 timings.db.as_secs_f64() * 1e3
             ),
-        ))
-        .json(&served.value)
+        ));
+    response
 }
