@@ -76,6 +76,13 @@ pub enum CacheMode {
     Off,
 }
 
+/// A feature that can be switched off, to measure what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// PostgreSQL connection settings.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
@@ -378,6 +385,43 @@ pub struct CacheSettings {
         value_parser = parse_key_prefix
     )]
     pub key_prefix: String,
+
+    /// Refresh a cached page in the background shortly before its pages hash expires, so a hot
+    /// page never misses (probabilistic early expiration): a read that finds `t` ms left
+    /// refreshes with probability exp(-t / this). 0 switches it off.
+    #[arg(long, env = "CACHE_EARLY_REFRESH_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub early_refresh_ms: u64,
+
+    /// The in-process tier (L1) in front of Redis for the hottest pages, posts and outboxes,
+    /// kept correct across instances by the invalidation channel.
+    #[arg(long = "l1", env = "L1", value_enum, default_value_t = Switch::On)]
+    pub l1: Switch,
+
+    /// Longest an in-process entry lives, in milliseconds: the staleness bound should an
+    /// invalidation message be lost.
+    #[arg(long, env = "L1_TTL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub l1_ttl_ms: u64,
+
+    /// Most bytes the in-process tier holds (values plus a fixed cost per entry).
+    #[arg(long, env = "L1_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub l1_max_bytes: u64,
+
+    /// Reads of a key within the hot-key window before the in-process tier admits it.
+    #[arg(long, env = "L1_ADMIT_READS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub l1_admit_reads: u64,
+
+    /// How often the invalidation channel is pinged, in milliseconds; an unanswered ping takes
+    /// the in-process tier off until the channel is back.
+    #[arg(long, env = "L1_PING_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub l1_ping_ms: u64,
+
+    /// Length of the sliding window of the hot-key detection, in seconds.
+    #[arg(long, env = "HOT_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub hot_window_secs: u64,
+
+    /// Hottest keys, users and slots the hot-key detection reports.
+    #[arg(long, env = "HOT_TOP_K", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub hot_top_k: u64,
 }
 
 impl Settings {
@@ -440,6 +484,21 @@ impl CacheSettings {
     /// Budget of one connection attempt.
     pub fn redis_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_connect_timeout_ms)
+    }
+
+    /// Longest an in-process entry lives.
+    pub fn l1_ttl(&self) -> Duration {
+        Duration::from_millis(self.l1_ttl_ms)
+    }
+
+    /// Interval and budget of the invalidation channel's pings.
+    pub fn l1_ping(&self) -> Duration {
+        Duration::from_millis(self.l1_ping_ms)
+    }
+
+    /// The hot-key detection's window.
+    pub fn hot_window(&self) -> Duration {
+        Duration::from_secs(self.hot_window_secs)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod deadlines;
 pub mod domain;
 pub mod error;
 pub mod feed;
+pub mod hot;
 pub mod limits;
 pub mod metrics;
 pub mod routes;

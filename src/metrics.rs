@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::domain::UserId;
@@ -69,6 +69,31 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Keys each rate limiter holds after its last cleanup (its memory), by limit.
     pub rate_limiter_keys: IntGaugeVec,
+    /// In-process tier hits, by kind (page, post, outbox).
+    pub l1_hits: IntCounterVec,
+    /// In-process tier misses (absent, expired or invalidated), by kind.
+    pub l1_misses: IntCounterVec,
+    /// In-process tier entries removed, by cause (size, expired, invalidated).
+    pub l1_evictions: IntCounterVec,
+    /// Bytes the in-process tier holds (approximate: values plus a fixed cost per entry).
+    pub l1_bytes: IntGauge,
+    /// Entries the in-process tier holds.
+    pub l1_entries: IntGauge,
+    /// 1 while the invalidation channel is subscribed (the tier serves), else 0.
+    pub l1_listening: IntGauge,
+    /// Invalidation messages published, by outcome (sent, failed).
+    pub invalidations_sent: IntCounterVec,
+    /// Invalidation messages received from the channel (this instance's own included).
+    pub invalidations_received: IntCounter,
+    /// Time from an invalidation's publish to its receipt (clocks of both instances).
+    pub invalidation_lag: Histogram,
+    /// Times the invalidation channel went down (every entry was dropped).
+    pub invalidation_channel_drops: IntCounter,
+    /// Cached pages refreshed in the background shortly before they expired.
+    pub early_refreshes: IntCounterVec,
+    /// Reads in the hot-key window of the hottest keys, by rank (1 is the hottest) and key; at
+    /// most `HOT_TOP_K` series, replaced every second.
+    pub hot_key_reads: IntGaugeVec,
 }
 
 impl Metrics {
@@ -95,6 +120,22 @@ impl Metrics {
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                 .expect("metric names and buckets are valid literals");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("each metric is registered once");
+            metric
+        };
+
+        let gauge = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("metric names are valid literals");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("each metric is registered once");
+            metric
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric names and labels are valid literals");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("each metric is registered once");
@@ -243,6 +284,58 @@ impl Metrics {
                 &["limit"],
             ),
             rate_limiter_keys,
+            l1_hits: counter_vec(
+                "l1_hits_total",
+                "In-process tier hits, by kind of entry",
+                &["kind"],
+            ),
+            l1_misses: counter_vec(
+                "l1_misses_total",
+                "In-process tier misses (absent, expired or invalidated), by kind of entry",
+                &["kind"],
+            ),
+            l1_evictions: counter_vec(
+                "l1_evictions_total",
+                "In-process tier entries removed, by cause",
+                &["cause"],
+            ),
+            l1_bytes: gauge("l1_bytes", "Bytes the in-process tier holds (approximate)"),
+            l1_entries: gauge("l1_entries", "Entries the in-process tier holds"),
+            l1_listening: gauge(
+                "l1_listening",
+                "1 while the invalidation channel is subscribed and the in-process tier serves",
+            ),
+            invalidations_sent: counter_vec(
+                "l1_invalidations_sent_total",
+                "Invalidation messages published to the other instances, by outcome",
+                &["outcome"],
+            ),
+            invalidations_received: counter(
+                "l1_invalidations_received_total",
+                "Invalidation messages received from the channel",
+            ),
+            invalidation_lag: histogram(
+                "l1_invalidation_lag_seconds",
+                "Time from an invalidation's publish to its receipt",
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0,
+                ],
+            ),
+            invalidation_channel_drops: counter(
+                "l1_channel_drops_total",
+                "Times the invalidation channel went down and the in-process tier was emptied",
+            ),
+            early_refreshes: counter_vec(
+                "cache_early_refreshes_total",
+                "Cached pages refreshed in the background before they expired, by outcome",
+                &["outcome"],
+            ),
+            hot_key_reads: gauge_vec(
+                "hot_key_reads",
+                "Reads in the hot-key window of the hottest cache keys, by rank (1 is the hottest)",
+                &["rank", "key"],
+            ),
             registry,
         }
     }

@@ -25,6 +25,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How often expired idempotency keys are swept from PostgreSQL.
 const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
+/// How often the in-process tier's size and the hottest keys reach the metrics.
+const CACHE_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What every handler shares.
 pub struct AppState {
     pub feed: Feed,
@@ -82,6 +85,7 @@ impl Application {
         let housekeeping = vec![
             limits.spawn_cleanup(),
             feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY),
+            feed.spawn_cache_reporter(CACHE_REPORT_EVERY),
         ];
         let state = web::Data::new(AppState {
             feed: feed.clone(),

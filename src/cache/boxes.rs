@@ -78,6 +78,7 @@ impl RedisCache {
     ) -> Vec<BoxLookup> {
         let keys: Vec<[String; 3]> = boxes.iter().map(|&b| self.keys.feed_box(b)).collect();
         let firsts: Vec<String> = keys.iter().map(|k| k[0].clone()).collect();
+        self.record_slots(&firsts);
         let bound = after.map_or_else(|| "+".to_owned(), |e| format!("({}", e.member()));
         let replies = self
             .cluster

@@ -294,6 +294,37 @@ impl ClusterCache {
             .await
     }
 
+    /// Publishes `payload` on a classic pub/sub channel through a random primary; the cluster
+    /// forwards it to every node, so each subscriber hears it whichever node it listens on.
+    ///
+    /// # Errors
+    /// Any [`CacheError`]; it has been counted and logged already.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), CacheError> {
+        let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
+        let node = {
+            let topology = read(&self.inner.topology);
+            let primaries: Vec<NodeAddress> = topology
+                .as_ref()
+                .map(|t| t.shards().map(|shard| shard.primary().clone()).collect())
+                .unwrap_or_default();
+            if primaries.is_empty() {
+                return Err(CacheError::Unavailable);
+            }
+            primaries[rand::random_range(0..primaries.len())].clone()
+        };
+        let label = node.to_string();
+        self.count_round_trip(&label, 1);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: node.host().to_owned(),
+            port: node.port(),
+        });
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(channel).arg(payload);
+        self.guarded(&label, connection.route_command(publish, routing))
+            .await
+            .map(drop)
+    }
+
     /// Pings every primary of the last known topology: `(node, Ok(round trip) | Err(reason))`.
     pub async fn ping_primaries(
         &self,
@@ -488,6 +519,14 @@ impl ClusterCache {
             groups.entry(target).or_default().push(i);
         }
         groups
+    }
+
+    /// The master that owns `slot` in the last known topology.
+    pub fn node_of_slot(&self, slot: u16) -> Option<String> {
+        read(&self.inner.topology)
+            .as_ref()
+            .and_then(|t| t.shard_for_slot(slot))
+            .map(|shard| shard.primary().to_string())
     }
 
     fn node_label(&self, key: &str) -> String {

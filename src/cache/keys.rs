@@ -22,6 +22,7 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::Topic;
 use crate::domain::{PageRequest, Position, Post, PostId, User, UserId};
 
 /// A value cached under a key of its own; the key's kind names the type it holds.
@@ -35,6 +36,10 @@ pub trait CachedObject: Serialize + DeserializeOwned + Send + Sync {
     /// Its version: `updated_at` in microseconds, which every change moves forward. A fill never
     /// replaces a cached version with an older one.
     fn version(&self) -> i64;
+    /// What the in-process tier holds that a change of this object makes stale.
+    fn topics(&self) -> Vec<Topic> {
+        Vec::new()
+    }
 }
 
 impl CachedObject for Post {
@@ -45,6 +50,13 @@ impl CachedObject for Post {
     }
     fn version(&self) -> i64 {
         self.updated_at.timestamp_micros()
+    }
+    /// A page's body holds its posts' content: an edit evicts the author's pages too.
+    fn topics(&self) -> Vec<Topic> {
+        vec![
+            Topic::Post(self.id),
+            Topic::Listing(ListingKey::UserPosts(self.user_id)),
+        ]
     }
 }
 

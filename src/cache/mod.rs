@@ -7,7 +7,10 @@
 
 mod boxes;
 mod cluster;
+mod hot_keys;
+mod invalidation;
 pub mod keys;
+mod local;
 mod redis;
 pub mod topology;
 
@@ -18,10 +21,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use self::cluster::CacheError;
+pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
+pub use self::local::{LocalTier, Ticket, Topic};
 pub use self::redis::RedisCache;
-use crate::config::{CacheMode, CacheSettings};
-use crate::domain::{PageRequest, PostId, UserId};
+use crate::config::{CacheMode, CacheSettings, Switch};
+use crate::domain::{PageBody, PageRequest, PostId, UserId};
 use crate::metrics::Metrics;
 
 /// A cached page: the ids of its posts, newest first, and whether older posts exist.
@@ -29,6 +34,16 @@ use crate::metrics::Metrics;
 pub struct CachedPage {
     pub ids: Vec<PostId>,
     pub has_more: bool,
+}
+
+/// What the in-process tier said of a page.
+#[derive(Debug)]
+pub enum LocalPage {
+    /// It holds the page: answer with this body.
+    Hit(PageBody),
+    /// It does not; a body rendered from what is read next may be kept under this ticket
+    /// (`None`: no in-process tier, or its channel is down).
+    Miss(Option<Ticket>),
 }
 
 /// A listing's generation as seen by a page look-up: the token a page fill must present.
@@ -44,6 +59,8 @@ pub struct PageLookup {
     /// this look-up may be cached only while the generation is unchanged. `None`: the look-up
     /// failed (or there is no cache), so the page must not be cached.
     pub generation: Option<Generation>,
+    /// How long the pages hash has left, when early refresh asked.
+    pub expires_in: Option<Duration>,
 }
 
 /// What a box held, as far as a read asked.
@@ -99,6 +116,19 @@ pub enum Cache {
     None,
     /// The Redis Cluster.
     Redis(RedisCache),
+    /// The in-process tier in front of the Redis Cluster (`L1=on`).
+    Tiered(Tiered),
+}
+
+/// The in-process tier in front of the Redis Cluster, and the channel that keeps it in step with
+/// the other instances' writes.
+#[derive(Clone)]
+pub struct Tiered {
+    redis: RedisCache,
+    local: LocalTier,
+    publisher: invalidation::Publisher,
+    /// Reads in the hot-key window before a key is admitted.
+    admit_reads: u64,
 }
 
 impl Cache {
@@ -106,15 +136,32 @@ impl Cache {
     /// reconnecting in the background while reads go to PostgreSQL.
     ///
     /// # Errors
-    /// A seed URL in `REDIS_URLS` cannot be parsed.
+    /// A seed URL in `REDIS_URLS` cannot be parsed, or `REDIS_CA_CERT` cannot be read.
     pub async fn connect(
         settings: &CacheSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
-        Ok(match settings.mode {
-            CacheMode::Off => Self::None,
-            CacheMode::On => Self::Redis(RedisCache::connect(settings, metrics).await?),
-        })
+        if settings.mode == CacheMode::Off {
+            return Ok(Self::None);
+        }
+        let redis = RedisCache::connect(settings, Arc::clone(&metrics)).await?;
+        if settings.l1 == Switch::Off {
+            return Ok(Self::Redis(redis));
+        }
+        let local = LocalTier::new(
+            settings.l1_max_bytes,
+            settings.l1_ttl(),
+            Arc::clone(&metrics),
+        );
+        let publisher =
+            invalidation::start(settings, redis.cluster.clone(), local.clone(), metrics)
+                .map_err(|error| CacheError::Decode(format!("REDIS_CA_CERT: {error}")))?;
+        Ok(Self::Tiered(Tiered {
+            redis,
+            local,
+            publisher,
+            admit_reads: settings.l1_admit_reads,
+        }))
     }
 
     /// Whether anything is cached at all (`false` makes every response `X-Cache: BYPASS`).
@@ -122,21 +169,82 @@ impl Cache {
         !matches!(self, Self::None)
     }
 
-    /// Reads objects by id; a miss or a failure is `None` at that position.
-    pub async fn objects<T: CachedObject>(&self, ids: &[T::Id]) -> Vec<Option<T>> {
+    fn redis(&self) -> Option<&RedisCache> {
         match self {
-            Self::None => ids.iter().map(|_| None).collect(),
-            Self::Redis(redis) => redis.objects(ids).await,
+            Self::None => None,
+            Self::Redis(redis) => Some(redis),
+            Self::Tiered(tiered) => Some(&tiered.redis),
         }
     }
 
-    /// Reads objects by id as the JSON they are cached as, without decoding them; a miss or a
-    /// failure is `None` at that position.
-    pub async fn objects_json<T: CachedObject>(&self, ids: &[T::Id]) -> Vec<Option<Box<RawValue>>> {
+    /// The hot-key detection of this instance's reads; `None` without a cache.
+    pub fn hot_keys(&self) -> Option<&HotKeys> {
+        self.redis().map(|redis| &*redis.hot)
+    }
+
+    /// The hottest keys, users and slots of this instance's reads; `None` without a cache.
+    pub fn hot_report(&self) -> Option<HotReport> {
+        self.redis().map(RedisCache::hot_report)
+    }
+
+    /// Whether a read that found its page with `expires_in` left should refresh it now
+    /// (`CACHE_EARLY_REFRESH_MS`).
+    pub fn should_refresh(&self, expires_in: Duration) -> bool {
+        self.redis()
+            .is_some_and(|redis| redis.should_refresh(expires_in))
+    }
+
+    /// The in-process tier, when there is one.
+    pub fn local(&self) -> Option<&LocalTier> {
         match self {
-            Self::None => ids.iter().map(|_| None).collect(),
-            Self::Redis(redis) => redis.objects_json::<T>(ids).await,
+            Self::Tiered(tiered) => Some(&tiered.local),
+            _ => None,
         }
+    }
+
+    /// Reads objects by id; a miss or a failure is `None` at that position.
+    pub async fn objects<T: CachedObject>(&self, ids: &[T::Id]) -> Vec<Option<T>> {
+        match self.redis() {
+            None => ids.iter().map(|_| None).collect(),
+            Some(redis) => redis.objects(ids).await,
+        }
+    }
+
+    /// Reads posts by id as the JSON they are cached as, without decoding them: from the
+    /// in-process tier when it holds them, else from Redis (and the hot ones are then kept
+    /// in-process). A miss or a failure is `None` at that position.
+    pub async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Arc<RawValue>>> {
+        let Some(redis) = self.redis() else {
+            return ids.iter().map(|_| None).collect();
+        };
+        for &id in ids {
+            redis.hot.record(HotKey::Post(id));
+        }
+        let Self::Tiered(tiered) = self else {
+            return redis.posts_json(ids).await;
+        };
+        let local = &tiered.local;
+        let mut found: Vec<Option<Arc<RawValue>>> = ids.iter().map(|&id| local.post(id)).collect();
+        let missing: Vec<(usize, PostId, Option<Ticket>)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .map(|(i, &id)| (i, id, local.ticket(Topic::Post(id))))
+            .collect();
+        if missing.is_empty() {
+            return found;
+        }
+        let missing_ids: Vec<PostId> = missing.iter().map(|&(_, id, _)| id).collect();
+        let read = redis.posts_json(&missing_ids).await;
+        for ((i, id, ticket), json) in missing.into_iter().zip(read) {
+            if let (Some(ticket), Some(json)) = (ticket, &json) {
+                if tiered.admits(HotKey::Post(id)) {
+                    local.keep_post(id, ticket, Arc::clone(json));
+                }
+            }
+            found[i] = json;
+        }
+        found
     }
 
     /// Reads one object by id.
@@ -146,21 +254,24 @@ impl Cache {
 
     /// Caches objects a reader loaded from PostgreSQL, each unless a newer version is cached.
     pub async fn fill<T: CachedObject>(&self, objects: &[&T]) {
-        if let Self::Redis(redis) = self {
+        if let Some(redis) = self.redis() {
             redis.fill(objects).await;
         }
     }
 
     /// Writes an object a writer just committed, so the next read sees it and no reader holding
-    /// an older version can replace it.
+    /// an older version can replace it; then evicts it (and what shows it) from the in-process
+    /// tier of every instance.
     ///
     /// # Errors
     /// The write did not reach Redis; an older cached version may be served until the object TTL.
     pub async fn put<T: CachedObject>(&self, object: &T) -> Result<(), CacheError> {
-        match self {
-            Self::None => Ok(()),
-            Self::Redis(redis) => redis.put(object).await,
-        }
+        let Some(redis) = self.redis() else {
+            return Ok(());
+        };
+        let written = redis.put(object).await;
+        self.changed(&object.topics()).await;
+        written
     }
 
     /// Replaces a deleted object with a tombstone newer than its last version: reads miss, and
@@ -169,20 +280,68 @@ impl Cache {
     /// # Errors
     /// The tombstone did not reach Redis; the deleted object may be served until the object TTL.
     pub async fn forget<T: CachedObject>(&self, deleted: &T) -> Result<(), CacheError> {
-        match self {
-            Self::None => Ok(()),
-            Self::Redis(redis) => redis.forget(deleted).await,
+        let Some(redis) = self.redis() else {
+            return Ok(());
+        };
+        let written = redis.forget(deleted).await;
+        self.changed(&deleted.topics()).await;
+        written
+    }
+
+    /// Evicts `topics` from the in-process tier here at once, and on every other instance
+    /// through the invalidation channel.
+    async fn changed(&self, topics: &[Topic]) {
+        if let Self::Tiered(tiered) = self {
+            for &topic in topics {
+                tiered.local.evict(topic);
+            }
+            tiered.publisher.publish(topics).await;
+        }
+    }
+
+    /// Looks a page up in the in-process tier (and counts the read for the hot-key detection,
+    /// whatever the tier).
+    pub fn local_page(&self, listing: ListingKey, page: PageRequest) -> LocalPage {
+        let Some(redis) = self.redis() else {
+            return LocalPage::Miss(None);
+        };
+        let ListingKey::UserPosts(owner) = listing;
+        redis.hot.record(HotKey::Page(listing));
+        redis.hot.record_user(owner);
+        let Self::Tiered(tiered) = self else {
+            return LocalPage::Miss(None);
+        };
+        match tiered.local.page(listing, page) {
+            Some(body) => LocalPage::Hit(body),
+            None => LocalPage::Miss(tiered.local.ticket(Topic::Listing(listing))),
+        }
+    }
+
+    /// Keeps a rendered page in the in-process tier if its listing is hot; `ticket` is what
+    /// [`Cache::local_page`] gave before the page was read.
+    pub fn keep_page(
+        &self,
+        listing: ListingKey,
+        page: PageRequest,
+        ticket: Ticket,
+        body: &PageBody,
+    ) {
+        if let Self::Tiered(tiered) = self {
+            if tiered.admits(HotKey::Page(listing)) {
+                tiered.local.keep_page(listing, page, ticket, body.clone());
+            }
         }
     }
 
     /// Looks a page of a listing up, with the listing's generation, in one round trip.
     pub async fn lookup_page(&self, listing: ListingKey, page: PageRequest) -> PageLookup {
-        match self {
-            Self::None => PageLookup {
+        match self.redis() {
+            None => PageLookup {
                 page: None,
                 generation: None,
+                expires_in: None,
             },
-            Self::Redis(redis) => redis.lookup_page(listing, page).await,
+            Some(redis) => redis.lookup_page(listing, page).await,
         }
     }
 
@@ -194,67 +353,140 @@ impl Cache {
         generation: &Generation,
         cached: &CachedPage,
     ) {
-        if let Self::Redis(redis) = self {
+        if let Some(redis) = self.redis() {
             redis.store_page(listing, page, generation, cached).await;
         }
     }
 
+    /// Renews a listing's pages hash with a freshly read page, shortly before the hash expires
+    /// (its other pages, with seconds left, go with it); unless the listing changed since
+    /// `generation` or another reader renewed it first. Whether it renewed.
+    pub async fn refresh_page(
+        &self,
+        listing: ListingKey,
+        page: PageRequest,
+        generation: &Generation,
+        cached: &CachedPage,
+    ) -> bool {
+        match self.redis() {
+            None => false,
+            Some(redis) => redis.refresh_page(listing, page, generation, cached).await,
+        }
+    }
+
     /// Drops every cached page of a listing and bumps its generation, in one atomic round trip
-    /// whatever the number of pages.
+    /// whatever the number of pages; then evicts the listing from every instance's in-process
+    /// tier.
     ///
     /// # Errors
     /// The invalidation did not reach Redis; the pages expire within the list TTL anyway.
     pub async fn invalidate_listing(&self, listing: ListingKey) -> Result<(), CacheError> {
-        match self {
-            Self::None => Ok(()),
-            Self::Redis(redis) => redis.invalidate_listing(listing).await,
-        }
+        let Some(redis) = self.redis() else {
+            return Ok(());
+        };
+        let done = redis.invalidate_listing(listing).await;
+        self.changed(&[Topic::Listing(listing)]).await;
+        done
     }
 
-    /// Reads up to `count` entries older than `after` from each box, one pipeline per node.
+    /// Reads up to `count` entries older than `after` from each box, one pipeline per node; a
+    /// hot outbox is read from the in-process tier.
     pub async fn read_boxes(
         &self,
         boxes: &[BoxKey],
         after: Option<FeedEntry>,
         count: usize,
     ) -> Vec<BoxLookup> {
-        match self {
-            Self::None => boxes.iter().map(|_| BoxLookup::Failed).collect(),
-            Self::Redis(redis) => redis.read_boxes(boxes, after, count).await,
+        let Some(redis) = self.redis() else {
+            return boxes.iter().map(|_| BoxLookup::Failed).collect();
+        };
+        for &key in boxes {
+            redis.hot.record(HotKey::Box(key));
+            if let BoxKey::Outbox(author) = key {
+                redis.hot.record_user(author);
+            }
         }
+        let Self::Tiered(tiered) = self else {
+            return redis.read_boxes(boxes, after, count).await;
+        };
+        let local = &tiered.local;
+        let mut found: Vec<Option<BoxLookup>> = boxes
+            .iter()
+            .map(|&key| match key {
+                BoxKey::Outbox(author) => local
+                    .outbox(author, after, count)
+                    .map(|read| BoxLookup::Found((*read).clone())),
+                BoxKey::Inbox(_) => None,
+            })
+            .collect();
+        let missing: Vec<(usize, BoxKey, Option<Ticket>)> = boxes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| found[*i].is_none())
+            .map(|(i, &key)| {
+                let ticket = match key {
+                    BoxKey::Outbox(author) => local.ticket(Topic::Outbox(author)),
+                    BoxKey::Inbox(_) => None,
+                };
+                (i, key, ticket)
+            })
+            .collect();
+        let keys: Vec<BoxKey> = missing.iter().map(|&(_, key, _)| key).collect();
+        let read = if keys.is_empty() {
+            Vec::new()
+        } else {
+            redis.read_boxes(&keys, after, count).await
+        };
+        for ((i, key, ticket), lookup) in missing.into_iter().zip(read) {
+            if let (Some(ticket), BoxKey::Outbox(author), BoxLookup::Found(box_read)) =
+                (ticket, key, &lookup)
+            {
+                if tiered.admits(HotKey::Box(key)) {
+                    local.keep_outbox(author, after, count, ticket, Arc::new(box_read.clone()));
+                }
+            }
+            found[i] = Some(lookup);
+        }
+        found
+            .into_iter()
+            .map(|lookup| lookup.expect("every box was looked up in one tier or the other"))
+            .collect()
     }
 
     /// Appends a new post's entry to every box that exists; returns the boxes whose node did not
     /// answer (the caller must not leave them without the post).
     pub async fn append_to_boxes(&self, boxes: &[BoxKey], entry: FeedEntry) -> Vec<BoxKey> {
-        match self {
-            Self::None => Vec::new(),
-            Self::Redis(redis) => redis.append(boxes, entry).await,
-        }
+        let Some(redis) = self.redis() else {
+            return Vec::new();
+        };
+        let failed = redis.append(boxes, entry).await;
+        self.changed(&outbox_topics(boxes)).await;
+        failed
     }
 
     /// Removes a deleted post's entry from every box; returns the boxes whose node did not answer.
     pub async fn remove_from_boxes(&self, boxes: &[BoxKey], entry: FeedEntry) -> Vec<BoxKey> {
-        match self {
-            Self::None => Vec::new(),
-            Self::Redis(redis) => redis.remove(boxes, entry).await,
-        }
+        let Some(redis) = self.redis() else {
+            return Vec::new();
+        };
+        let failed = redis.remove(boxes, entry).await;
+        self.changed(&outbox_topics(boxes)).await;
+        failed
     }
 
     /// Deletes boxes, so their next read rebuilds them; returns those whose node did not answer.
     pub async fn drop_boxes(&self, boxes: &[BoxKey]) -> Vec<BoxKey> {
-        match self {
-            Self::None => Vec::new(),
-            Self::Redis(redis) => redis.drop_boxes(boxes).await,
-        }
+        let Some(redis) = self.redis() else {
+            return Vec::new();
+        };
+        let failed = redis.drop_boxes(boxes).await;
+        self.changed(&outbox_topics(boxes)).await;
+        failed
     }
 
     /// Claims the rebuild of a box, across instances; `None` when another rebuild holds it.
     pub async fn begin_rebuild(&self, key: BoxKey) -> Option<RebuildToken> {
-        match self {
-            Self::None => None,
-            Self::Redis(redis) => redis.begin_rebuild(key).await,
-        }
+        self.redis()?.begin_rebuild(key).await
     }
 
     /// Stores a rebuilt box unless a write poisoned the rebuild; whether it was stored.
@@ -266,25 +498,39 @@ impl Cache {
         complete: bool,
         celebs: &[UserId],
     ) -> bool {
-        match self {
-            Self::None => false,
-            Self::Redis(redis) => redis.store_box(key, token, entries, complete, celebs).await,
+        match self.redis() {
+            None => false,
+            Some(redis) => redis.store_box(key, token, entries, complete, celebs).await,
         }
     }
 
     /// The most entries a box keeps.
     pub fn box_cap(&self) -> usize {
-        match self {
-            Self::None => 0,
-            Self::Redis(redis) => redis.box_cap as usize,
-        }
+        self.redis().map_or(0, |redis| redis.box_cap as usize)
     }
 
     /// Pings the tier.
     pub async fn health(&self) -> CacheHealth {
-        match self {
-            Self::None => CacheHealth::Disabled,
-            Self::Redis(redis) => redis.health().await,
+        match self.redis() {
+            None => CacheHealth::Disabled,
+            Some(redis) => redis.health().await,
         }
     }
+}
+
+impl Tiered {
+    fn admits(&self, key: HotKey) -> bool {
+        self.redis.hot.is_hot(key, self.admit_reads)
+    }
+}
+
+/// The in-process topics of the outboxes among `boxes` (inboxes are never kept in-process).
+fn outbox_topics(boxes: &[BoxKey]) -> Vec<Topic> {
+    boxes
+        .iter()
+        .filter_map(|&key| match key {
+            BoxKey::Outbox(author) => Some(Topic::Outbox(author)),
+            BoxKey::Inbox(_) => None,
+        })
+        .collect()
 }

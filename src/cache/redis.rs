@@ -7,11 +7,14 @@ use rand::Rng as _;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use std::time::Duration;
+
 use super::cluster::{CacheError, ClusterCache};
-use super::keys::{CachedObject, Keys, ListingKey};
+use super::hot_keys::{HotKeys, HotReport};
+use super::keys::{slot, CachedObject, Keys, ListingKey};
 use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
 use crate::config::CacheSettings;
-use crate::domain::PageRequest;
+use crate::domain::{PageRequest, PostId};
 use crate::metrics::Metrics;
 
 /// Caches a page only if no write bumped the listing's generation since the page's look-up.
@@ -23,6 +26,21 @@ local current = redis.call('GET', KEYS[2]) or ''
 if current ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return 1
+";
+
+/// Renews a pages hash with one freshly read page: the hash is replaced by one that holds only
+/// this page, with a full TTL, so no page in it is older than the TTL (the bound stays). Refused
+/// when the listing changed since the page's look-up, or when the hash has more than ARGV[6] ms
+/// left (another reader renewed it first). KEYS: pages hash, generation. ARGV: generation seen,
+/// field, page, ttl seconds, renewed-after ms.
+const REFRESH_PAGE_LUA: &str = r"
+local current = redis.call('GET', KEYS[2]) or ''
+if current ~= ARGV[1] then return 0 end
+if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[5]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
 
@@ -40,6 +58,9 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
+/// A page look-up's replies: the page, the generation, and the hash's TTL in ms when asked.
+type LookupReplies = (Option<Vec<u8>>, Option<String>, Option<i64>);
+
 /// Pause before an invalidation's second and last attempt.
 const INVALIDATION_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -52,7 +73,12 @@ pub struct RedisCache {
     object_ttl_secs: u64,
     pub(super) box_cap: u32,
     pub(super) box_ttl_secs: u64,
+    /// Hot-key detection of this instance's reads, whichever tier answers them.
+    pub(super) hot: Arc<HotKeys>,
+    /// `CACHE_EARLY_REFRESH_MS`; zero when off.
+    early_refresh: Duration,
     store_page: Arc<redis::Script>,
+    refresh_page: Arc<redis::Script>,
     put_versioned: Arc<redis::Script>,
 }
 
@@ -74,7 +100,13 @@ impl RedisCache {
             object_ttl_secs: settings.object_ttl_secs,
             box_cap: settings.feed_box_cap,
             box_ttl_secs: settings.feed_box_ttl_secs,
+            hot: Arc::new(HotKeys::new(
+                settings.hot_top_k as usize,
+                settings.hot_window(),
+            )),
+            early_refresh: Duration::from_millis(settings.early_refresh_ms),
             store_page: Arc::new(redis::Script::new(STORE_PAGE_LUA)),
+            refresh_page: Arc::new(redis::Script::new(REFRESH_PAGE_LUA)),
             put_versioned: Arc::new(redis::Script::new(PUT_VERSIONED_LUA)),
         })
     }
@@ -89,17 +121,27 @@ impl RedisCache {
             .collect()
     }
 
-    pub(super) async fn objects_json<T: CachedObject>(
-        &self,
-        ids: &[T::Id],
-    ) -> Vec<Option<Box<RawValue>>> {
-        let keys: Vec<String> = ids.iter().map(|&id| self.keys.object::<T>(id)).collect();
+    pub(super) async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Arc<RawValue>>> {
+        let keys: Vec<String> = ids.iter().map(|&id| self.keys.post(id)).collect();
+        self.record_slots(&keys);
         self.cluster
             .get_many(&keys)
             .await
             .into_iter()
-            .map(|raw| raw.and_then(versioned_json))
+            .map(|raw| raw.and_then(versioned_json).map(Arc::from))
             .collect()
+    }
+
+    /// Counts reads of `keys` by slot, for the hot-key detection.
+    pub(super) fn record_slots(&self, keys: &[String]) {
+        for key in keys {
+            self.hot.record_slot(slot(key.as_bytes()));
+        }
+    }
+
+    pub(super) fn hot_report(&self) -> HotReport {
+        self.hot
+            .report(&self.keys, |slot| self.cluster.node_of_slot(slot))
     }
 
     /// Fills many objects at once, one pipeline of versioned writes per node. The script is sent
@@ -192,21 +234,72 @@ impl RedisCache {
 
     pub(super) async fn lookup_page(&self, listing: ListingKey, page: PageRequest) -> PageLookup {
         let pages_key = self.keys.pages(listing);
+        self.hot.record_slot(slot(pages_key.as_bytes()));
         let mut pipe = redis::pipe();
         pipe.hget(&pages_key, Keys::page_field(page))
             .get(self.keys.generation(listing));
-        let replies: Result<(Option<Vec<u8>>, Option<String>), CacheError> =
-            self.cluster.single_slot(&pages_key, &pipe).await;
+        let early_refresh = !self.early_refresh.is_zero();
+        if early_refresh {
+            pipe.pttl(&pages_key);
+        }
+        let replies: Result<LookupReplies, CacheError> = if early_refresh {
+            self.cluster.single_slot(&pages_key, &pipe).await
+        } else {
+            self.cluster
+                .single_slot(&pages_key, &pipe)
+                .await
+                .map(|(page, generation)| (page, generation, None))
+        };
         match replies {
-            Ok((raw, generation)) => PageLookup {
+            Ok((raw, generation, pttl)) => PageLookup {
                 page: raw.and_then(|raw| decode(&raw)),
                 generation: Some(Generation(generation.unwrap_or_default())),
+                expires_in: pttl
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map(Duration::from_millis),
             },
             Err(_) => PageLookup {
                 page: None,
                 generation: None,
+                expires_in: None,
             },
         }
+    }
+
+    /// Whether a read that found its page with `expires_in` left should refresh it now: with
+    /// probability exp(-left / CACHE_EARLY_REFRESH_MS), so a page read often is refreshed by one
+    /// read shortly before it expires and a page read rarely almost never early.
+    pub(super) fn should_refresh(&self, expires_in: Duration) -> bool {
+        if self.early_refresh.is_zero() {
+            return false;
+        }
+        let left = expires_in.as_secs_f64() / self.early_refresh.as_secs_f64();
+        rand::rng().random::<f64>() < (-left).exp()
+    }
+
+    pub(super) async fn refresh_page(
+        &self,
+        listing: ListingKey,
+        page: PageRequest,
+        generation: &Generation,
+        cached: &CachedPage,
+    ) -> bool {
+        let pages_key = self.keys.pages(listing);
+        let value = serde_json::to_vec(cached).expect("a page of ids always serializes");
+        let renewed_after_ms = (self.list_ttl_secs * 1000) / 2;
+        let mut invocation = self.refresh_page.prepare_invoke();
+        invocation
+            .key(&pages_key)
+            .key(self.keys.generation(listing))
+            .arg(&generation.0)
+            .arg(Keys::page_field(page))
+            .arg(value)
+            .arg(self.list_ttl())
+            .arg(renewed_after_ms);
+        matches!(
+            self.cluster.script::<i64>(&pages_key, invocation).await,
+            Ok(1)
+        )
     }
 
     pub(super) async fn store_page(

@@ -15,7 +15,7 @@ pub use models::{
     Follow, NewPost, NewUser, Post, PostEdit, User, UserEdit, CONTENT_MAX_CHARS,
     DISPLAY_NAME_MAX_CHARS, USERNAME_MAX_CHARS,
 };
-pub use page::{Page, PageLimits, PageRequest, Position};
+pub use page::{Page, PageBody, PageLimits, PageRequest, Position};
 
 /// Why a piece of client input was refused; becomes a 400 with this code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,3 +1,5 @@
+use bytes::Bytes;
+
 use serde::Serialize;
 
 use super::{Cursor, InvalidInput};
@@ -140,6 +142,18 @@ pub struct Page<T> {
     /// Where the next (older) page starts; `null` on the last page. Opaque: pass it back as
     /// `cursor`.
     #[schema(value_type = Option<String>)]
+    pub next_cursor: Option<Cursor>,
+}
+
+/// A page rendered once: its JSON body (a `Page` of posts) and what its headers need. Cheap to
+/// clone: the body is shared.
+#[derive(Debug, Clone)]
+pub struct PageBody {
+    /// The response body.
+    pub json: Bytes,
+    /// The page size it was asked with.
+    pub limit: u32,
+    /// Where the next page starts, as in the body.
     pub next_cursor: Option<Cursor>,
 }
 

@@ -43,6 +43,7 @@ impl HomeFeed {
             ids: None,
             remember,
             source: None,
+            expires_in: None,
         };
         let after = match page.position() {
             Position::After(cursor) => Some(FeedEntry::at(cursor)),
@@ -90,6 +91,7 @@ impl HomeFeed {
                 } else {
                     "inbox+pulled"
                 }),
+                expires_in: None,
             },
             // Deeper than the boxes reach: PostgreSQL serves it, and there is nothing to rebuild.
             None => miss(Remember::Objects),

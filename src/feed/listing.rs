@@ -5,6 +5,8 @@
 //! a miss, and applies writes to what it caches. Adding a listing is a new file with these
 //! methods and a variant here.
 
+use std::time::Duration;
+
 use super::home_feed::HomeFeed;
 use super::user_posts::UserPosts;
 use super::Feed;
@@ -36,6 +38,8 @@ pub(super) struct IdsLookup {
     pub remember: Remember,
     /// For the home feed: which boxes the ids came from (`inbox`, `inbox+pulled`).
     pub source: Option<&'static str>,
+    /// How long the cached page has left, when the listing can refresh it early.
+    pub expires_in: Option<Duration>,
 }
 
 /// What the pipeline stores after a page was read from PostgreSQL.
@@ -76,6 +80,15 @@ impl Listing {
         match self {
             Self::UserPosts(listing) => listing.owner(),
             Self::HomeFeed(listing) => listing.owner(),
+        }
+    }
+
+    /// The pages hash this listing's pages are cached in whole, rendered pages included; `None`
+    /// for a listing assembled from boxes at every read.
+    pub(super) fn cached_pages(&self) -> Option<ListingKey> {
+        match self {
+            Self::UserPosts(listing) => Some(listing.key()),
+            Self::HomeFeed(_) => None,
         }
     }
 

@@ -23,9 +23,9 @@ pub use health::{Health, Overall, PostgresHealth, RedisStatus};
 pub use listing::{Change, Listing};
 use pipeline::JsonPage;
 use served::timed;
-pub use served::{CacheOutcome, PageBody, Served, Timings};
+pub use served::{CacheOutcome, Served, Timings};
 
-use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
+use crate::cache::{BoxKey, Cache, CachedObject, Generation, HotReport, ListingKey};
 use crate::domain::{
     ApiKey, Follow, IdempotencyKey, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit,
     PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
@@ -46,12 +46,22 @@ pub struct Feed {
     celebrity_followers: u32,
     /// Page misses being read from PostgreSQL, by listing, page and generation seen.
     page_flights: Flights<PageFlight, Result<(Arc<JsonPage>, Timings), FeedError>>,
+    /// Post objects being read from PostgreSQL after a miss, by the sorted ids missing.
+    object_flights: Flights<Vec<PostId>, ObjectFlight>,
+    /// Pages being refreshed early by this instance: one refresh each.
+    refreshing: Arc<Mutex<HashSet<(ListingKey, PageRequest)>>>,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
     rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
     /// Boxes a fan-out could not reach, since when: their drop is retried by one background
     /// worker, and this instance does not serve them meanwhile.
     pending_drops: Arc<Mutex<PendingDrops>>,
 }
+
+/// Posts by id, as the JSON the API answers with.
+type PostsJson = HashMap<PostId, Arc<serde_json::value::RawValue>>;
+
+/// What a coalesced read of missing post objects lands with.
+type ObjectFlight = Result<(Arc<PostsJson>, Timings), FeedError>;
 
 /// What makes a coalesced page read valid for a joiner: see `flights.rs`.
 type PageFlight = (ListingKey, PageRequest, Generation);
@@ -106,6 +116,8 @@ impl Feed {
             metrics,
             celebrity_followers,
             page_flights: Flights::default(),
+            object_flights: Flights::default(),
+            refreshing: Arc::default(),
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
         }
@@ -174,6 +186,37 @@ impl Feed {
                 lock(&feed.rebuilding).remove(&key);
             });
         }
+    }
+
+    /// The hottest keys, users and slots of this instance's reads (empty without a cache).
+    pub fn hot_report(&self) -> HotReport {
+        self.cache.hot_report().unwrap_or_default()
+    }
+
+    /// Publishes the in-process tier's size and the hottest keys to the metrics every `period`,
+    /// until the task is aborted.
+    pub fn spawn_cache_reporter(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let feed = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                if let Some(local) = feed.cache.local() {
+                    local.report();
+                }
+                let Some(report) = feed.cache.hot_report() else {
+                    continue;
+                };
+                let gauges = &feed.metrics.hot_key_reads;
+                gauges.reset();
+                for (rank, entry) in report.keys.iter().enumerate() {
+                    let rank = (rank + 1).to_string();
+                    gauges
+                        .with_label_values(&[rank.as_str(), entry.key.as_str()])
+                        .set(i64::try_from(entry.reads).unwrap_or(i64::MAX));
+                }
+            }
+        })
     }
 
     /// Probes both backends at once.

@@ -11,10 +11,10 @@ use serde_json::value::RawValue;
 
 use super::flights::Role;
 use super::listing::{Listing, Remember};
-use super::served::{timed, CacheOutcome, PageBody, Served, Timings};
+use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
-use crate::cache::{CachedPage, Generation, ListingKey};
-use crate::domain::{Cursor, Page, PageRequest, Post, PostId};
+use crate::cache::{CachedPage, Generation, ListingKey, LocalPage};
+use crate::domain::{Cursor, Page, PageBody, PageRequest, Post, PostId};
 use crate::metrics::OTHER_USERS;
 use crate::store::PostsPage;
 
@@ -22,7 +22,7 @@ use crate::store::PostsPage;
 /// Redis returned (checked to be JSON, never decoded into a [`Post`] and encoded again), so a
 /// hit splices them into the response as they are.
 pub(super) struct JsonPage {
-    pub posts: Vec<Box<RawValue>>,
+    pub posts: Vec<Arc<RawValue>>,
     pub has_more: bool,
 }
 
@@ -37,8 +37,8 @@ impl JsonPage {
 }
 
 /// A post as the JSON its cached object holds.
-fn to_json(post: &Post) -> Box<RawValue> {
-    serde_json::value::to_raw_value(post).expect("domain objects serialize")
+fn to_json(post: &Post) -> Arc<RawValue> {
+    Arc::from(serde_json::value::to_raw_value(post).expect("domain objects serialize"))
 }
 
 /// The fields of a post that place it in feed order: all the cursor needs of the last post.
@@ -63,8 +63,9 @@ impl Feed {
         listing: Listing,
         page: PageRequest,
     ) -> Result<Served<PageBody>, FeedError> {
-        let mut timings = Timings::default();
+        let timings = Timings::default();
         if !self.cache.is_enabled() {
+            let mut timings = timings;
             let loaded = JsonPage::of(&self.load_page(listing, page, &mut timings).await?);
             let source = database_source(listing);
             return Ok(self.finish(
@@ -76,7 +77,46 @@ impl Feed {
                 source,
             ));
         }
+        let Some(key) = listing.cached_pages() else {
+            return self.page_from_redis(listing, page, timings).await;
+        };
+        match self.cache.local_page(key, page) {
+            LocalPage::Hit(body) => Ok(self.finish_local(listing, body)),
+            LocalPage::Miss(ticket) => {
+                let served = self.page_from_redis(listing, page, timings).await?;
+                if let Some(ticket) = ticket {
+                    self.cache.keep_page(key, page, ticket, &served.value);
+                }
+                Ok(served)
+            }
+        }
+    }
 
+    /// A page the in-process tier answered, rendered as it was kept.
+    fn finish_local(&self, listing: Listing, body: PageBody) -> Served<PageBody> {
+        let cache = CacheOutcome::HitLocal;
+        tracing::Span::current().record("cache", cache.as_str());
+        let user_label = self.metrics.user_label(listing.owner());
+        self.metrics
+            .list_hits
+            .with_label_values(&[&user_label])
+            .inc();
+        self.metrics.pages.with_label_values(&[cache.label()]).inc();
+        Served {
+            value: body,
+            cache,
+            timings: Timings::default(),
+            source: None,
+        }
+    }
+
+    /// A page from the Redis tier, or from PostgreSQL on a miss.
+    async fn page_from_redis(
+        &self,
+        listing: Listing,
+        page: PageRequest,
+        mut timings: Timings,
+    ) -> Result<Served<PageBody>, FeedError> {
         let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
         let listed = lookup.ids.is_some();
         if let Some(cached) = lookup.ids {
@@ -86,6 +126,13 @@ impl Feed {
                 .list_hits
                 .with_label_values(&[&user_label])
                 .inc();
+            if let (Some(left), Remember::Page(key, generation)) =
+                (lookup.expires_in, &lookup.remember)
+            {
+                if self.cache.should_refresh(left) {
+                    self.spawn_refresh(listing, page, *key, generation.clone());
+                }
+            }
             if let Some((posts, outcome)) = self.posts_for_ids(&cached.ids, &mut timings).await? {
                 let loaded = JsonPage {
                     posts,
@@ -126,14 +173,59 @@ impl Feed {
         Ok(self.finish(listing, page, &loaded, CacheOutcome::Miss, timings, source))
     }
 
+    /// Renews a page that is about to expire, in the background: one refresh per page in this
+    /// instance at a time, and none when PostgreSQL is saturated (the page then simply expires).
+    fn spawn_refresh(
+        &self,
+        listing: Listing,
+        page: PageRequest,
+        key: ListingKey,
+        generation: Generation,
+    ) {
+        if !super::lock(&self.refreshing).insert((key, page)) {
+            return;
+        }
+        let feed = self.clone();
+        tokio::spawn(async move {
+            let mut timings = Timings::default();
+            let outcome = match feed.load_page(listing, page, &mut timings).await {
+                Err(error) => {
+                    tracing::debug!(%error, ?key, "early refresh skipped: PostgreSQL did not serve the page");
+                    "failed"
+                }
+                Ok(loaded) => {
+                    let objects: Vec<&Post> = loaded.posts.iter().collect();
+                    let cached = CachedPage {
+                        ids: loaded.posts.iter().map(|post| post.id).collect(),
+                        has_more: loaded.has_more,
+                    };
+                    let (_, renewed) = futures::join!(
+                        feed.cache.fill(&objects),
+                        feed.cache.refresh_page(key, page, &generation, &cached)
+                    );
+                    if renewed {
+                        "renewed"
+                    } else {
+                        "skipped"
+                    }
+                }
+            };
+            feed.metrics
+                .early_refreshes
+                .with_label_values(&[outcome])
+                .inc();
+            super::lock(&feed.refreshing).remove(&(key, page));
+        });
+    }
+
     /// The posts of a cached page of ids, as JSON; missing ones read from PostgreSQL and written
     /// back. `None` when an id no longer exists in PostgreSQL (the page is stale).
     async fn posts_for_ids(
         &self,
         ids: &[PostId],
         timings: &mut Timings,
-    ) -> Result<Option<(Vec<Box<RawValue>>, CacheOutcome)>, FeedError> {
-        let found = timed(&mut timings.redis, self.cache.objects_json::<Post>(ids)).await;
+    ) -> Result<Option<(Vec<Arc<RawValue>>, CacheOutcome)>, FeedError> {
+        let found = timed(&mut timings.redis, self.cache.posts_json(ids)).await;
         let missing: Vec<PostId> = ids
             .iter()
             .zip(&found)
@@ -149,18 +241,68 @@ impl Feed {
             return Ok(Some((posts, CacheOutcome::Hit)));
         }
 
-        let _admitted = self.store.admit()?;
-        let loaded = timed(&mut timings.db, self.store.posts_by_ids(&missing)).await?;
-        let backfill: Vec<&Post> = loaded.iter().collect();
-        timed(&mut timings.redis, self.cache.fill(&backfill)).await;
-        let loaded: HashMap<PostId, Box<RawValue>> =
-            loaded.iter().map(|post| (post.id, to_json(post))).collect();
-        let posts: Option<Vec<Box<RawValue>>> = ids
+        let loaded = self.load_posts_coalesced(missing, timings).await?;
+        let posts: Option<Vec<Arc<RawValue>>> = ids
             .iter()
             .zip(found)
             .map(|(id, cached)| cached.or_else(|| loaded.get(id).cloned()))
             .collect();
         Ok(posts.map(|posts| (posts, CacheOutcome::Partial)))
+    }
+
+    /// Posts missing from the cache, as JSON by id: read from PostgreSQL and written back once
+    /// for every concurrent request missing the same ones (the readers of one page after a cold
+    /// start or an eviction): the first leads, the rest wait for its rows. The leader looks the
+    /// cache up once more first, so a request whose look-up missed just before a flight landed
+    /// takes what that flight filled. Objects carry their version and a fill never replaces a
+    /// newer one, so a joiner may take rows a flight read before a write that ends meanwhile.
+    async fn load_posts_coalesced(
+        &self,
+        mut missing: Vec<PostId>,
+        timings: &mut Timings,
+    ) -> Result<Arc<super::PostsJson>, FeedError> {
+        missing.sort_unstable();
+        let feed = self.clone();
+        let ids = missing.clone();
+        let lead = async move {
+            let mut timings = Timings::default();
+            let again = timed(&mut timings.redis, feed.cache.posts_json(&ids)).await;
+            let mut found: HashMap<PostId, Arc<RawValue>> = HashMap::new();
+            let mut still = Vec::new();
+            for (&id, json) in ids.iter().zip(again) {
+                match json {
+                    Some(json) => {
+                        found.insert(id, json);
+                    }
+                    None => still.push(id),
+                }
+            }
+            if !still.is_empty() {
+                let _admitted = feed.store.admit()?;
+                let loaded = timed(&mut timings.db, feed.store.posts_by_ids(&still)).await?;
+                let backfill: Vec<&Post> = loaded.iter().collect();
+                timed(&mut timings.redis, feed.cache.fill(&backfill)).await;
+                found.extend(loaded.iter().map(|post| (post.id, to_json(post))));
+            }
+            Ok((Arc::new(found), timings))
+        };
+        let started = Instant::now();
+        let (outcome, role) = self.object_flights.run(missing, lead).await;
+        let (loaded, flight_timings) = outcome?;
+        match role {
+            Role::Leader => {
+                timings.db += flight_timings.db;
+                timings.redis += flight_timings.redis;
+            }
+            Role::Joiner => {
+                self.metrics
+                    .coalesced_waits
+                    .with_label_values(&["objects"])
+                    .inc();
+                timings.db += started.elapsed();
+            }
+        }
+        Ok(loaded)
     }
 
     /// A missed page of a cacheable listing, read from PostgreSQL and stored (its posts, and the

@@ -3,14 +3,12 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::domain::Cursor;
-
 /// How the cache served a response; the `X-Cache` header and the `cache` label of `feed_pages_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
-    /// Everything came from the cache.
+    /// The in-process tier answered: no Redis round trip at all.
+    HitLocal,
+    /// Everything came from the Redis Cluster.
     Hit,
     /// The page of ids came from the cache, some objects from PostgreSQL.
     Partial,
@@ -24,6 +22,7 @@ impl CacheOutcome {
     /// Header value.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::HitLocal => "HIT-L1",
             Self::Hit => "HIT",
             Self::Partial => "PARTIAL",
             Self::Miss => "MISS",
@@ -34,6 +33,7 @@ impl CacheOutcome {
     /// Metric label value.
     pub fn label(self) -> &'static str {
         match self {
+            Self::HitLocal => "hit_l1",
             Self::Hit => "hit",
             Self::Partial => "partial",
             Self::Miss => "miss",
@@ -47,18 +47,6 @@ impl CacheOutcome {
 pub struct Timings {
     pub redis: Duration,
     pub db: Duration,
-}
-
-/// A page rendered once: its JSON body (a `Page` of posts) and what its headers need. Cheap to
-/// clone: the body is shared.
-#[derive(Debug, Clone)]
-pub struct PageBody {
-    /// The response body.
-    pub json: Bytes,
-    /// The page size it was asked with.
-    pub limit: u32,
-    /// Where the next page starts, as in the body.
-    pub next_cursor: Option<Cursor>,
 }
 
 /// A value with how it was served.

@@ -18,7 +18,7 @@ impl UserPosts {
         Self { author }
     }
 
-    fn key(&self) -> ListingKey {
+    pub(super) fn key(&self) -> ListingKey {
         ListingKey::UserPosts(self.author)
     }
 
@@ -34,6 +34,7 @@ impl UserPosts {
                 Remember::Page(self.key(), generation)
             }),
             source: None,
+            expires_in: lookup.expires_in,
         }
     }
 

@@ -5,6 +5,7 @@
 //! and below never see HTTP. Reads are public. Rate limits per client address wrap the whole
 //! `/api/v1` scope (`limits.rs`); the per-user write limit is counted by the extractor.
 
+mod admin;
 mod auth;
 mod health;
 mod limits;
@@ -20,9 +21,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 use serde::Serialize;
 
-use crate::domain::{Cursor, IdempotencyKey, InvalidInput, Page};
+use crate::domain::{Cursor, IdempotencyKey, InvalidInput, Page, PageBody};
 use crate::error::error_body;
-use crate::feed::{Created, PageBody, Served};
+use crate::feed::{Created, Served};
 
 pub use auth::{Admin, Caller};
 pub use health::{health, ping};
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     "/openapi.json",
                     [(M::GET, web::to(openapi::openapi))],
                 ))
+                .service(resource("/admin/hot", [(M::GET, web::to(admin::hot))]))
                 .service(resource("/users", [(M::POST, web::to(users::create_user))]))
                 .service(resource(
                     "/users/{id}",

@@ -11,7 +11,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema as _};
 
-use super::{health, metrics, posts, users};
+use super::{admin, health, metrics, posts, users};
+use crate::cache::{HotKeyEntry, HotReport, HotSlotEntry, HotUserEntry};
 use crate::domain::{Page, Post, User};
 use crate::error::{ErrorBody, ErrorEnvelope};
 
@@ -29,6 +30,7 @@ use crate::error::{ErrorBody, ErrorEnvelope};
         health::ping,
         health::health,
         metrics::metrics,
+        admin::hot,
         openapi,
         users::create_user,
         users::get_user,
@@ -56,6 +58,10 @@ use crate::error::{ErrorBody, ErrorEnvelope};
         users::EditUserBody,
         posts::CreatePostBody,
         posts::EditPostBody,
+        HotReport,
+        HotKeyEntry,
+        HotUserEntry,
+        HotSlotEntry,
     )),
     modifiers(&ApiKeyScheme),
     tags(

@@ -2,7 +2,8 @@ use std::sync::Once;
 
 use hotfeed::cache::topology::SlotMap;
 use hotfeed::cache::Keys;
-use hotfeed::config::{AdminKey, RateLimitSettings, Settings};
+
+use hotfeed::config::{AdminKey, RateLimitSettings, Settings, Switch};
 use hotfeed::startup::Application;
 use loadgen::scrape::Scrape;
 use redis::cluster::ClusterClient;
@@ -58,6 +59,10 @@ pub fn test_settings() -> (Settings, String, String) {
     settings.auth.admin_api_key = Some(AdminKey::parse(TEST_ADMIN_KEY).expect("a valid admin key"));
     // Rate limits would make unrelated tests flaky; the rate-limit tests switch them on.
     settings.rate_limits = RateLimitSettings::disabled();
+    // The in-process tier makes a sibling instance's reads lag a write by the invalidation's
+    // delivery; tests of the Redis tier assert `HIT` and read-your-write on siblings at once.
+    // The tier's own tests (tests/api/local_tier.rs) switch it on.
+    settings.cache.l1 = Switch::Off;
     (settings, admin_url, database)
 }
 

@@ -15,6 +15,7 @@ mod helpers;
 mod home_feed;
 mod idempotency;
 mod loadgen;
+mod local_tier;
 mod metrics;
 mod openapi;
 mod outage;

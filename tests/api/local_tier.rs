@@ -1,0 +1,303 @@
+//! The in-process tier (L1): what it admits, what it answers, and how it stays correct with
+//! several instances behind a load balancer, on the real cluster.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotfeed::config::{Settings, Switch};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::helpers::{page_ids, spawn_app_with, TestApp};
+
+/// Reads before the tier admits a page, in these tests.
+const ADMIT: u64 = 3;
+
+fn with_l1(ttl_ms: u64) -> impl FnOnce(&mut Settings) {
+    move |settings| {
+        settings.cache.l1 = Switch::On;
+        settings.cache.l1_ttl_ms = ttl_ms;
+        settings.cache.l1_admit_reads = ADMIT;
+        settings.cache.l1_ping_ms = 100;
+    }
+}
+
+/// Waits until the instance's invalidation channel is subscribed (its tier serves).
+async fn until_listening(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.metrics_text().await.contains("\nl1_listening 1") {
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation channel never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One read of a page: its `X-Cache` and body.
+async fn read(app: &TestApp, path: &str) -> (String, Value) {
+    let res = app.get(path).await;
+    assert_eq!(res.status(), 200, "GET {path}");
+    let cache = res.headers()["x-cache"].to_str().unwrap().to_owned();
+    (cache, res.json().await.expect("a JSON page"))
+}
+
+/// Reads until the in-process tier answers.
+async fn until_local_hit(app: &TestApp, path: &str) -> Value {
+    for _ in 0..20 {
+        let (cache, body) = read(app, path).await;
+        if cache == "HIT-L1" {
+            return body;
+        }
+    }
+    panic!("{path} never became an in-process hit");
+}
+
+#[tokio::test]
+async fn a_hot_page_is_answered_in_process_once_admitted_with_the_same_body() {
+    // Arrange
+    let app = spawn_app_with(with_l1(5_000)).await;
+    until_listening(&app).await;
+    let user = app.create_user("hot").await;
+    app.create_posts(user, 5).await;
+    let path = format!("/api/v1/users/{user}/posts");
+
+    // Act
+    let mut reads = Vec::new();
+    for _ in 0..ADMIT + 2 {
+        reads.push(read(&app, &path).await);
+    }
+
+    // Assert: Redis answers until the page is hot, then the tier, byte for byte the same page.
+    let tiers: Vec<&str> = reads.iter().map(|(cache, _)| cache.as_str()).collect();
+    assert_eq!(tiers, ["MISS", "HIT", "HIT", "HIT-L1", "HIT-L1"]);
+    assert!(reads.iter().all(|(_, body)| *body == reads[0].1));
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("l1_hits_total{kind=\"page\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("feed_pages_total{cache=\"hit_l1\"} 2"));
+}
+
+#[tokio::test]
+async fn a_write_evicts_the_page_at_once_on_its_own_instance() {
+    let app = spawn_app_with(with_l1(60_000)).await;
+    until_listening(&app).await;
+    let user = app.create_user("writer").await;
+    app.create_posts(user, 2).await;
+    let path = format!("/api/v1/users/{user}/posts");
+    until_local_hit(&app, &path).await;
+
+    let new = app.create_posts(user, 1).await[0];
+
+    let (cache, body) = read(&app, &path).await;
+    assert_ne!(cache, "HIT-L1", "the write evicted the page");
+    assert_eq!(
+        page_ids(&body)[0],
+        new,
+        "read-your-write on the writing instance"
+    );
+}
+
+#[tokio::test]
+async fn an_edit_evicts_the_pages_that_show_the_post() {
+    let app = spawn_app_with(with_l1(60_000)).await;
+    until_listening(&app).await;
+    let user = app.create_user("editor").await;
+    let post = app.create_posts(user, 1).await[0];
+    let path = format!("/api/v1/users/{user}/posts");
+    until_local_hit(&app, &path).await;
+
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/posts/{post}")))
+        .json(&json!({ "content": "edited" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let (_, body) = read(&app, &path).await;
+    assert_eq!(body["data"][0]["content"], "edited");
+}
+
+/// The two-instance test: a write on A, reads on B, whose tier holds the page. How long
+/// B goes on serving the page without the write is its staleness; the invalidation channel must
+/// bring it far below `L1_TTL_MS`, and nothing may be stale past it.
+#[tokio::test]
+async fn a_write_on_one_instance_evicts_the_page_on_another_within_milliseconds() {
+    // Arrange: a long TTL, so only the channel can explain a short staleness.
+    const TTL_MS: u64 = 5_000;
+    const ROUNDS: usize = 40;
+    let a = spawn_app_with(with_l1(TTL_MS)).await;
+    let b = a.sibling(with_l1(TTL_MS)).await;
+    until_listening(&a).await;
+    until_listening(&b).await;
+    let user = a.create_user("celebrity").await;
+    a.create_posts(user, 3).await;
+    let path = format!("/api/v1/users/{user}/posts");
+
+    // Act
+    let mut staleness = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        until_local_hit(&b, &path).await;
+        let new = a.create_posts(user, 1).await[0];
+        let acknowledged = Instant::now();
+        loop {
+            let (_, body) = read(&b, &path).await;
+            if page_ids(&body).first() == Some(&new) {
+                staleness.push(acknowledged.elapsed());
+                break;
+            }
+            assert!(
+                acknowledged.elapsed() < Duration::from_millis(TTL_MS),
+                "round {round}: B served the page without A's post past L1_TTL_MS"
+            );
+        }
+    }
+
+    // Assert
+    staleness.sort();
+    let p50 = staleness[ROUNDS / 2];
+    let p99 = staleness[(ROUNDS * 99).div_ceil(100) - 1];
+    let max = staleness[ROUNDS - 1];
+    eprintln!(
+        "staleness on B after a write on A, {ROUNDS} rounds: p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
+    assert!(
+        p99 < Duration::from_millis(TTL_MS / 5),
+        "the channel, not the TTL, ends the staleness: p99 {p99:?}"
+    );
+    let received = b.metrics().await;
+    assert!(
+        received.sum("l1_invalidations_received_total", &[]) >= ROUNDS as f64,
+        "B heard every write"
+    );
+}
+
+/// When B's subscription is cut (its node gone) or frozen (connection open, nothing flowing), B
+/// empties its tier and serves from Redis until it has subscribed again through another seed.
+#[tokio::test]
+async fn a_cut_or_frozen_channel_empties_the_tier_until_it_is_back() {
+    for fault in [Fault::Cut, Fault::Freeze] {
+        // Arrange: B subscribes through a proxy the test controls (its first seed).
+        let a = spawn_app_with(with_l1(60_000)).await;
+        let proxy = Proxy::start(&a.settings.cache.redis_urls[0]).await;
+        let seeds = a.settings.cache.redis_urls.clone();
+        let proxy_url = proxy.url();
+        let b = a
+            .sibling(move |settings| {
+                with_l1(60_000)(settings);
+                settings.cache.redis_urls = std::iter::once(proxy_url)
+                    .chain(seeds.into_iter())
+                    .collect();
+            })
+            .await;
+        until_listening(&b).await;
+        let user = a.create_user(&format!("cut{fault:?}")).await;
+        a.create_posts(user, 2).await;
+        let path = format!("/api/v1/users/{user}/posts");
+        until_local_hit(&b, &path).await;
+
+        // Act
+        proxy.fault(fault);
+        let faulted = Instant::now();
+        let mut dropped = None;
+        while faulted.elapsed() < Duration::from_secs(5) {
+            if b.metrics().await.sum("l1_channel_drops_total", &[]) >= 1.0 {
+                dropped = Some(faulted.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Assert
+        let dropped = dropped.unwrap_or_else(|| panic!("{fault:?}: B never noticed"));
+        eprintln!("{fault:?}: B noticed the channel down after {dropped:?}");
+        let (cache, _) = read(&b, &path).await;
+        assert_ne!(
+            cache, "HIT-L1",
+            "{fault:?}: nothing is served from a tier that may be stale"
+        );
+        until_listening(&b).await;
+        let new = a.create_posts(user, 1).await[0];
+        let started = Instant::now();
+        loop {
+            let (_, body) = read(&b, &path).await;
+            if page_ids(&body)[0] == new {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{fault:?}: B resubscribed but missed a write"
+            );
+        }
+        until_local_hit(&b, &path).await;
+        drop(b);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Every connection closed, new ones refused.
+    Cut,
+    /// Connections stay open, nothing goes through.
+    Freeze,
+}
+
+/// A TCP proxy to one Redis node that a test can cut or freeze.
+struct Proxy {
+    port: u16,
+    fault: watch::Sender<Option<Fault>>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Arc<Self> {
+        let upstream = upstream
+            .trim()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (fault, watching) = watch::channel(None);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if watching.borrow().is_some() {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let mut watching = watching.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watching.wait_for(Option::is_some) => {}
+                    }
+                    if *watching.borrow() == Some(Fault::Freeze) {
+                        // Hold both ends open, forward nothing.
+                        std::future::pending::<()>().await;
+                    }
+                });
+            }
+        });
+        Arc::new(Self { port, fault })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn fault(&self, fault: Fault) {
+        self.fault.send_replace(Some(fault));
+    }
+}
