@@ -8,11 +8,12 @@ use serde_json::Value;
 use crate::helpers::spawn_app;
 
 /// Every path `routes::configure` mounts; a new route must be added here and documented.
-const MOUNTED: [&str; 13] = [
+const MOUNTED: [&str; 14] = [
     "/ping",
     "/health",
     "/metrics",
     "/api/v1/openapi.json",
+    "/api/v1/admin/hot",
     "/api/v1/users",
     "/api/v1/users/{id}",
     "/api/v1/users/{id}/posts",

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# benches/hot-partition.sh — the hot-partition defences side by side (docs/benchmarks.md, 11).
+#
+#   benches/hot-partition.sh
+#
+# Builds the release binaries, seeds (or reuses) the scratch database of run-load-benchmarks.sh
+# (BENCH_DATABASE, 100 users, 2,000,000 Zipf posts), and starts two release instances from the
+# same binary on the cluster of REDIS_URLS: the in-process tier on (:18190) and off (:18191), each
+# with a key prefix of its own. Then, alternating the sides BENCH_REPEAT (3) times:
+#
+#   hot   closed loop of 16 on user 1's first page: pages/s, an L1 hit against a Redis hit
+#   zipf  open loop at BENCH_ZIPF_RATE (600/s) over 100 users, the default page mix: p50/p99 and
+#         each master's share of Redis commands
+#
+# and, on two more instances with CACHE_LIST_TTL_SECS=5 and the tier off, early refresh on
+# (:18192) and off (:18193): user 1's list misses per second under 200 reads/s for 30 s.
+# Reports (loadgen --json) go to BENCH_OUT (target/load-bench/hot-<time>); summary.txt has the
+# medians. Everything started here is stopped on exit.
+set -euo pipefail
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+env_or_dotenv() {
+  local name=$1 value=${!1:-}
+  if [[ -z $value && -f .env ]]; then
+    value=$(grep -E "^${name}=" .env | tail -n 1 | cut -d= -f2- || true)
+  fi
+  printf '%s' "$value"
+}
+DATABASE_URL=$(env_or_dotenv DATABASE_URL)
+REDIS_URLS=$(env_or_dotenv REDIS_URLS)
+: "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/hotfeed}"
+: "${REDIS_URLS:=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002}"
+BENCH_DATABASE=${BENCH_DATABASE:-hotfeed_loadbench}
+BENCH_REPEAT=${BENCH_REPEAT:-3}
+BENCH_DURATION=${BENCH_DURATION:-10s}
+BENCH_ZIPF_RATE=${BENCH_ZIPF_RATE:-600}
+BENCH_OUT=${BENCH_OUT:-$ROOT/target/load-bench/hot-$(date -u +%Y%m%dT%H%M%SZ)}
+BENCH_URL="${DATABASE_URL%/*}/$BENCH_DATABASE"
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+PIDS=()
+log() { printf 'bench: %s\n' "$*" >&2; }
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+mkdir -p "$BENCH_OUT"
+log "building release binaries"
+cargo build --release -q -p hotfeed -p loadgen -p datagen
+
+posts=$(psql -Atq "$BENCH_URL" -c 'SELECT count(*) FROM posts' 2>/dev/null || echo 0)
+if [[ $posts != 2000000 ]]; then
+  log "seeding $BENCH_DATABASE"
+  psql -q "${DATABASE_URL%/*}/postgres" -c "CREATE DATABASE $BENCH_DATABASE" 2>/dev/null || true
+  "$BIN/hotfeed" migrate --database-url "$BENCH_URL" >/dev/null
+  "$BIN/datagen" --database-url "$BENCH_URL" --users 100 --posts 2000000 --replace >/dev/null
+fi
+
+# serve PORT NAME ENV...: a release instance with its own key prefix, waited for.
+serve() {
+  local port=$1 name=$2
+  shift 2
+  env DATABASE_URL="$BENCH_URL" REDIS_URLS="$REDIS_URLS" APP_PORT="$port" APP_HOST=127.0.0.1 \
+    CACHE_KEY_PREFIX="hot$$$name" NO_MIGRATE=true RATE_LIMIT_READS_PER_IP=0 "$@" \
+    "$BIN/hotfeed" serve >"$BENCH_OUT/$name.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/ping" >/dev/null && return 0
+    sleep 0.1
+  done
+  log "instance $name did not start; see $BENCH_OUT/$name.log"
+  exit 1
+}
+
+serve 18190 l1on L1=on
+serve 18191 l1off L1=off
+serve 18192 refreshon L1=off CACHE_LIST_TTL_SECS=5 CACHE_EARLY_REFRESH_MS=1000
+serve 18193 refreshoff L1=off CACHE_LIST_TTL_SECS=5 CACHE_EARLY_REFRESH_MS=0
+
+loadgen() { "$BIN/loadgen" --json --quiet --seed 1 --warmup 2s "$@"; }
+
+for run in $(seq "$BENCH_REPEAT"); do
+  for side in l1on l1off; do
+    port=$([[ $side == l1on ]] && echo 18190 || echo 18191)
+    log "run $run: hot page, $side"
+    loadgen --url "http://127.0.0.1:$port" --user 1 --offsets 0=100 --concurrency 16 \
+      --duration "$BENCH_DURATION" >"$BENCH_OUT/hot-$side-$run.json"
+    log "run $run: zipf at $BENCH_ZIPF_RATE/s, $side"
+    loadgen --url "http://127.0.0.1:$port" --users 100 --rate "$BENCH_ZIPF_RATE" \
+      --duration "$BENCH_DURATION" >"$BENCH_OUT/zipf-$side-$run.json"
+  done
+done
+
+# misses PORT: user 1's list misses so far.
+misses() {
+  curl -s "http://127.0.0.1:$1/metrics" |
+    awk '/^post_list_cache_misses_total\{user_id="1"\}/ { print $2 }' | tail -n 1
+}
+for side in refreshon refreshoff; do
+  port=$([[ $side == refreshon ]] && echo 18192 || echo 18193)
+  log "early refresh, $side: 200 reads/s of user 1 for 30 s"
+  before=$(misses "$port")
+  loadgen --url "http://127.0.0.1:$port" --user 1 --offsets 0=100 --rate 200 --duration 30s \
+    >"$BENCH_OUT/refresh-$side.json"
+  after=$(misses "$port")
+  echo "$side ${before:-0} ${after:-0}" >>"$BENCH_OUT/refresh.txt"
+done
+
+python3 - "$BENCH_OUT" <<'PY' | tee "$BENCH_OUT/summary.txt"
+import json, statistics, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+def load(name):
+    return json.loads((out / name).read_text())
+def med(values):
+    return statistics.median(values)
+for kind in ("hot", "zipf"):
+    for side in ("l1on", "l1off"):
+        reports = [load(p.name) for p in sorted(out.glob(f"{kind}-{side}-*.json"))]
+        rates = [r["requests_per_sec"] for r in reports]
+        p50 = [r["latency_ms"]["p50"] for r in reports]
+        p99 = [r["latency_ms"]["p99"] for r in reports]
+        print(f"{kind:5} {side:6} req/s {med(rates):9.0f}  p50 {med(p50):7.2f} ms  p99 {med(p99):7.2f} ms  runs {len(reports)}")
+        for r in reports[-1:]:
+            nodes = r.get("service", {}).get("redis_nodes") or []
+            if nodes:
+                print("      commands by node:", ", ".join(f"{n.get('node')} {n.get('command_share', 0)*100:.1f} %" for n in nodes))
+for line in (out / "refresh.txt").read_text().splitlines():
+    side, before, after = line.split()
+    print(f"early refresh {side:10}: user 1 list misses {float(after) - float(before):.0f} in 30 s")
+PY
