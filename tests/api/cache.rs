@@ -334,8 +334,13 @@ async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgre
 
 #[tokio::test]
 async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
-    // Arrange: a page never read, and its query count before.
-    let app = spawn_app_with(|settings| settings.database.db_max_connections = 2).await;
+    // Arrange: a page never read, and its query count before. A Redis budget a loaded machine
+    // cannot blow: a timed-out look-up sees no generation, and such a miss is never coalesced.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_max_connections = 2;
+        settings.cache.redis_timeout_ms = 2_000;
+    })
+    .await;
     let user = app.create_user("coalesced").await;
     app.create_posts(user, 60).await;
     let queries = |scrape: &loadgen::scrape::Scrape| {
@@ -382,8 +387,13 @@ async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
 
 #[tokio::test]
 async fn concurrent_reads_of_a_page_whose_posts_were_evicted_share_one_postgres_query() {
-    // Arrange: a cached page whose post objects are gone (evicted, expired, a node emptied).
-    let app = spawn_app_with(|settings| settings.database.db_max_connections = 2).await;
+    // Arrange: a cached page whose post objects are gone (evicted, expired, a node emptied); a
+    // Redis budget a loaded machine cannot blow, as above.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_max_connections = 2;
+        settings.cache.redis_timeout_ms = 2_000;
+    })
+    .await;
     let user = app.create_user("evicted").await;
     let ids = app.create_posts(user, 30).await;
     let path = page_path(user);
