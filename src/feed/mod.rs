@@ -48,6 +48,10 @@ pub struct Feed {
     page_flights: Flights<PageFlight, Result<(Arc<JsonPage>, Timings), FeedError>>,
     /// Post objects being read from PostgreSQL after a miss, by the sorted ids missing.
     object_flights: Flights<Vec<PostId>, ObjectFlight>,
+    /// Single posts and users being read from PostgreSQL after a miss (`GET /posts/{id}`,
+    /// `GET /users/{id}`).
+    post_flights: Flights<PostId, ObjectRead<Post>>,
+    user_flights: Flights<UserId, ObjectRead<User>>,
     /// Pages being refreshed early by this instance: one refresh each.
     refreshing: Arc<Mutex<HashSet<(ListingKey, PageRequest)>>>,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
@@ -59,6 +63,9 @@ pub struct Feed {
 
 /// Posts by id, as the JSON the API answers with.
 type PostsJson = HashMap<PostId, Arc<serde_json::value::RawValue>>;
+
+/// What a coalesced read of one object lands with: `None` when PostgreSQL has no such row.
+type ObjectRead<T> = Result<(Option<T>, Timings), FeedError>;
 
 /// What a coalesced read of missing post objects lands with.
 type ObjectFlight = Result<(Arc<PostsJson>, Timings), FeedError>;
@@ -117,6 +124,8 @@ impl Feed {
             celebrity_followers,
             page_flights: Flights::default(),
             object_flights: Flights::default(),
+            post_flights: Flights::default(),
+            user_flights: Flights::default(),
             refreshing: Arc::default(),
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
@@ -246,9 +255,12 @@ impl Feed {
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     #[tracing::instrument(skip(self))]
     pub async fn post(&self, id: PostId) -> Result<Served<Post>, FeedError> {
-        self.read_through(id, Resource::Post(id), async {
-            Ok(self.store.posts_by_ids(&[id]).await?.pop())
-        })
+        self.read_through(
+            id,
+            Resource::Post(id),
+            &self.post_flights,
+            move |store| async move { Ok(store.posts_by_ids(&[id]).await?.pop()) },
+        )
         .await
     }
 
@@ -258,8 +270,13 @@ impl Feed {
     /// [`FeedError::NotFound`]; PostgreSQL failures.
     #[tracing::instrument(skip(self))]
     pub async fn user(&self, id: UserId) -> Result<Served<User>, FeedError> {
-        self.read_through(id, Resource::User(id), self.store.user_by_id(id))
-            .await
+        self.read_through(
+            id,
+            Resource::User(id),
+            &self.user_flights,
+            move |store| async move { store.user_by_id(id).await },
+        )
+        .await
     }
 
     /// Creates a user with an API key, once per idempotency key. A repeat answers with the user
@@ -556,37 +573,77 @@ impl Feed {
         Listing::apply(self, change).await;
     }
 
-    /// Single-object read-through: cache, else PostgreSQL and fill.
-    async fn read_through<T: CachedObject>(
+    /// Single-object read-through: cache, else PostgreSQL and fill, once for every concurrent
+    /// miss of the same object in this instance (the leader looks the cache up again first, as
+    /// the page flights do). A joiner may take a row its flight read just before a write ended
+    /// only if that write's own cache put was lost: otherwise the joiner's look-up, after the
+    /// write, found the new version.
+    async fn read_through<T, F, Fut>(
         &self,
         id: T::Id,
         resource: Resource,
-        load: impl std::future::Future<Output = Result<Option<T>, StoreError>>,
-    ) -> Result<Served<T>, FeedError> {
+        flights: &Flights<T::Id, ObjectRead<T>>,
+        load: F,
+    ) -> Result<Served<T>, FeedError>
+    where
+        T: CachedObject + Clone + 'static,
+        T::Id: std::hash::Hash + Eq + 'static,
+        F: FnOnce(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Option<T>, StoreError>> + Send + 'static,
+    {
         let mut timings = Timings::default();
-        if self.cache.is_enabled() {
-            if let Some(value) = timed(&mut timings.redis, self.cache.object::<T>(id)).await {
-                return Ok(Served {
-                    value,
-                    cache: CacheOutcome::Hit,
-                    timings,
-                    source: None,
-                });
+        if !self.cache.is_enabled() {
+            let _admitted = self.store.admit()?;
+            let value = timed(&mut timings.db, load(self.store.clone()))
+                .await?
+                .ok_or(FeedError::NotFound(resource))?;
+            return Ok(Served {
+                value,
+                cache: CacheOutcome::Bypass,
+                timings,
+                source: None,
+            });
+        }
+        if let Some(value) = timed(&mut timings.redis, self.cache.object::<T>(id)).await {
+            return Ok(Served {
+                value,
+                cache: CacheOutcome::Hit,
+                timings,
+                source: None,
+            });
+        }
+        let feed = self.clone();
+        let lead = async move {
+            let mut timings = Timings::default();
+            if let Some(value) = timed(&mut timings.redis, feed.cache.object::<T>(id)).await {
+                return Ok((Some(value), timings));
+            }
+            let _admitted = feed.store.admit()?;
+            let value = timed(&mut timings.db, load(feed.store.clone())).await?;
+            if let Some(value) = &value {
+                timed(&mut timings.redis, feed.cache.fill(&[value])).await;
+            }
+            Ok((value, timings))
+        };
+        let started = Instant::now();
+        let (outcome, role) = flights.run(id, lead).await;
+        let (value, flight_timings) = outcome?;
+        match role {
+            flights::Role::Leader => {
+                timings.db += flight_timings.db;
+                timings.redis += flight_timings.redis;
+            }
+            flights::Role::Joiner => {
+                self.metrics
+                    .coalesced_waits
+                    .with_label_values(&[T::KIND])
+                    .inc();
+                timings.db += started.elapsed();
             }
         }
-        let _admitted = self.store.admit()?;
-        let value = timed(&mut timings.db, load)
-            .await?
-            .ok_or(FeedError::NotFound(resource))?;
-        let cache = if self.cache.is_enabled() {
-            timed(&mut timings.redis, self.cache.fill(&[&value])).await;
-            CacheOutcome::Miss
-        } else {
-            CacheOutcome::Bypass
-        };
         Ok(Served {
-            value,
-            cache,
+            value: value.ok_or(FeedError::NotFound(resource))?,
+            cache: CacheOutcome::Miss,
             timings,
             source: None,
         })

@@ -447,3 +447,53 @@ async fn concurrent_reads_of_a_page_whose_posts_were_evicted_share_one_postgres_
             >= 1.0
     );
 }
+
+#[tokio::test]
+async fn concurrent_misses_of_one_post_or_user_share_one_postgres_query() {
+    // Arrange: a post and its author, neither in the cache; a Redis budget a loaded machine
+    // cannot blow.
+    let app = spawn_app_with(|settings| {
+        settings.database.db_max_connections = 2;
+        settings.cache.redis_timeout_ms = 2_000;
+    })
+    .await;
+    let user = app.create_user("single").await;
+    let post = app.create_posts(user, 1).await[0];
+    let mut redis = app.redis().await;
+    let _: () = redis
+        .del(&[
+            app.keys.post(PostId::from_trusted(post)),
+            app.keys.user(UserId::from_trusted(user)),
+        ])
+        .await
+        .expect("DEL the objects");
+    let before = app.metrics().await;
+
+    // Act: 100 reads of each at once.
+    let post_path = format!("/api/v1/posts/{post}");
+    let user_path = format!("/api/v1/users/{user}");
+    let reads = (0..100).flat_map(|_| [app.get(&post_path), app.get(&user_path)]);
+    let responses = futures::future::join_all(reads).await;
+
+    // Assert
+    for res in responses {
+        assert_eq!(res.status(), 200);
+    }
+    let after = app.metrics().await;
+    for (query, kind) in [("posts_by_ids", "post"), ("user_by_id", "user")] {
+        let ran = after
+            .get("db_queries_total", &[("query", query)])
+            .unwrap_or(0.0)
+            - before
+                .get("db_queries_total", &[("query", query)])
+                .unwrap_or(0.0);
+        assert_eq!(ran, 1.0, "one {query} for 100 cold reads");
+        assert!(
+            after
+                .get("coalesced_waits_total", &[("kind", kind)])
+                .unwrap_or(0.0)
+                >= 1.0,
+            "{kind} reads waited on the one query"
+        );
+    }
+}
