@@ -301,3 +301,88 @@ impl Proxy {
         self.fault.send_replace(Some(fault));
     }
 }
+
+#[tokio::test]
+async fn the_hot_key_report_names_the_hottest_listing_its_owner_and_its_node() {
+    // Arrange: one user read far more than another.
+    let app = spawn_app_with(|_| {}).await;
+    let hot = app.create_user("hottest").await;
+    let cold = app.create_user("coldest").await;
+    app.create_posts(hot, 3).await;
+    app.create_posts(cold, 3).await;
+    for _ in 0..20 {
+        read(&app, &format!("/api/v1/users/{hot}/posts")).await;
+    }
+    for _ in 0..2 {
+        read(&app, &format!("/api/v1/users/{cold}/posts")).await;
+    }
+
+    // Act
+    let res = app.get("/api/v1/admin/hot").await;
+
+    // Assert
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.expect("a JSON report");
+    let hottest = &report["keys"][0];
+    let pages_key = app
+        .keys
+        .user_pages(hotfeed::domain::UserId::from_trusted(hot));
+    let slot = hotfeed::cache::keys::slot(pages_key.as_bytes());
+    assert_eq!(hottest["key"], pages_key.as_str(), "{report:#}");
+    assert_eq!(hottest["kind"], "pages");
+    assert!(hottest["reads"].as_u64().unwrap() >= 20);
+    assert_eq!(hottest["slot"], slot);
+    let owner = crate::helpers::owners(&mut app.redis().await, &[pages_key]).await;
+    assert_eq!(
+        hottest["node"],
+        owner[0].as_str(),
+        "the master that owns it"
+    );
+    assert_eq!(report["users"][0]["user_id"], hot);
+    assert!(report["slots"]
+        .as_array()
+        .is_some_and(|slots| !slots.is_empty()));
+    let metrics = app.metrics_text().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut metrics = metrics;
+    while !metrics.contains("hot_key_reads{") {
+        assert!(
+            Instant::now() < deadline,
+            "hot_key_reads is reported every second"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = app.metrics_text().await;
+    }
+}
+
+#[tokio::test]
+async fn a_hot_page_is_refreshed_before_it_expires_and_never_misses_again() {
+    // Arrange: pages live 2 s; a read with t ms left refreshes with probability exp(-t / 500).
+    let app = spawn_app_with(|settings| {
+        settings.cache.list_ttl_secs = 2;
+        settings.cache.early_refresh_ms = 500;
+        settings.cache.redis_timeout_ms = 2_000;
+    })
+    .await;
+    let user = app.create_user("evergreen").await;
+    app.create_posts(user, 3).await;
+    let path = format!("/api/v1/users/{user}/posts");
+
+    // Act: read it every 10 ms for three lifetimes of the hash.
+    let mut tiers = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        tiers.push(read(&app, &path).await.0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Assert
+    let misses = tiers.iter().filter(|tier| *tier == "MISS").count();
+    assert_eq!(misses, 1, "only the very first read missed: {tiers:?}");
+    let renewed = app
+        .metrics()
+        .await
+        .get("cache_early_refreshes_total", &[("outcome", "renewed")])
+        .unwrap_or(0.0);
+    assert!(renewed >= 2.0, "renewed in the background: {renewed}");
+}
