@@ -386,3 +386,70 @@ async fn a_hot_page_is_refreshed_before_it_expires_and_never_misses_again() {
         .unwrap_or(0.0);
     assert!(renewed >= 2.0, "renewed in the background: {renewed}");
 }
+
+/// The home feed's hot keys are its celebrities' outboxes, which every follower's read pulls:
+/// the tier serves them, and a celebrity's post on another instance is in every feed at once.
+#[tokio::test]
+async fn a_celebritys_outbox_is_read_in_process_and_its_new_post_shows_on_every_instance() {
+    // Arrange: with a bar of 1 follower, the author is a celebrity its readers pull.
+    let customize = |settings: &mut Settings| {
+        with_l1(60_000)(settings);
+        settings.feed_celebrity_followers = 1;
+    };
+    let a = spawn_app_with(customize).await;
+    let b = a.sibling(customize).await;
+    until_listening(&a).await;
+    until_listening(&b).await;
+    let celebrity = a.create_user("celebrity.outbox").await;
+    let readers = [
+        a.create_user("fan.one").await,
+        a.create_user("fan.two").await,
+    ];
+    for reader in readers {
+        let path = format!("/api/v1/users/{reader}/following/{celebrity}");
+        assert_eq!(
+            a.client.put(a.url(&path)).send().await.unwrap().status(),
+            204
+        );
+    }
+    a.create_posts(celebrity, 2).await;
+    let feed = |reader: i64| format!("/api/v1/users/{reader}/feed");
+    for _ in 0..4 {
+        for reader in readers {
+            read(&b, &feed(reader)).await;
+        }
+    }
+    let before = b.metrics().await;
+    for reader in readers {
+        read(&b, &feed(reader)).await;
+    }
+    let after = b.metrics().await;
+    let outbox_hits = |scrape: &loadgen::scrape::Scrape| {
+        scrape
+            .get("l1_hits_total", &[("kind", "outbox")])
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        outbox_hits(&after) - outbox_hits(&before),
+        2.0,
+        "each read pulled the outbox in process"
+    );
+
+    // Act
+    let new = a.create_posts(celebrity, 1).await[0];
+
+    // Assert
+    let started = Instant::now();
+    for reader in readers {
+        loop {
+            let (_, body) = read(&b, &feed(reader)).await;
+            if page_ids(&body)[0] == new {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "reader {reader} never saw the post on B"
+            );
+        }
+    }
+}
