@@ -57,7 +57,7 @@ pub async fn create_post(
     params(("id" = i64, Path, minimum = 1, description = "the post's id, a positive integer")),
     responses(
         (status = 200, description = "The post", body = Post, headers(
-            ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
+            ("X-Cache" = String, description = "HIT-L1 (in-process tier, pages), HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
             ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
             ("X-Request-Id" = String, description = "the request's id, as in the logs"),
         )),

@@ -86,7 +86,7 @@ pub async fn create_user(
     params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer")),
     responses(
         (status = 200, description = "The user", body = User, headers(
-            ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
+            ("X-Cache" = String, description = "HIT-L1 (in-process tier, pages), HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
             ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
             ("X-Request-Id" = String, description = "the request's id, as in the logs"),
         )),
@@ -132,7 +132,7 @@ pub async fn edit_user(
     params(("id" = i64, Path, minimum = 1, description = "the user's id, a positive integer"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "page size (PAGE_SIZE_DEFAULT 50, at most PAGE_SIZE_MAX 100)"), ("offset" = Option<u32>, Query, minimum = 0, maximum = 10000, description = "entries to skip, at most PAGE_OFFSET_MAX (10000); not with `cursor`"), ("cursor" = Option<String>, Query, description = "a `next_cursor` from the previous page; opaque")),
     responses(
         (status = 200, description = "A page of the user's posts, newest first", body = Page<Post>, headers(
-            ("X-Cache" = String, description = "HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
+            ("X-Cache" = String, description = "HIT-L1 (in-process tier, pages), HIT, PARTIAL, MISS or BYPASS: how the cache served it"),
             ("Server-Timing" = String, description = "time spent on Redis and PostgreSQL"),
             ("Link" = String, description = "`<...>; rel=\"next\"` when a next page exists"),
             ("X-Request-Id" = String, description = "the request's id, as in the logs"),
