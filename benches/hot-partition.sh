@@ -55,7 +55,9 @@ if [[ $posts != 2000000 ]]; then
   log "seeding $BENCH_DATABASE"
   psql -q "${DATABASE_URL%/*}/postgres" -c "CREATE DATABASE $BENCH_DATABASE" 2>/dev/null || true
   "$BIN/hotfeed" migrate --database-url "$BENCH_URL" >/dev/null
-  "$BIN/datagen" --database-url "$BENCH_URL" --users 100 --posts 2000000 --replace >/dev/null
+  "$BIN/datagen" --users 100 --posts 2000000 --database-url "$BENCH_URL" \
+    --redis-urls "$REDIS_URLS" --cache-key-prefix "hot$$" >/dev/null
+  psql -X -q "$BENCH_URL" -c "VACUUM ANALYZE posts"
 fi
 
 # serve PORT NAME ENV...: a release instance with its own key prefix, waited for.

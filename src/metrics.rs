@@ -91,8 +91,9 @@ pub struct Metrics {
     pub invalidation_channel_drops: IntCounter,
     /// Cached pages refreshed in the background shortly before they expired.
     pub early_refreshes: IntCounterVec,
-    /// Reads in the hot-key window of the hottest keys, by rank (1 is the hottest) and key; at
-    /// most `HOT_TOP_K` series, replaced every second.
+    /// Reads in the hot-key window of the hottest keys, by rank (1 is the hottest): at most
+    /// `HOT_TOP_K` series whatever clients ask for. Which key holds a rank is in
+    /// `GET /api/v1/admin/hot` (a key label would let clients mint series).
     pub hot_key_reads: IntGaugeVec,
 }
 
@@ -333,8 +334,8 @@ impl Metrics {
             ),
             hot_key_reads: gauge_vec(
                 "hot_key_reads",
-                "Reads in the hot-key window of the hottest cache keys, by rank (1 is the hottest)",
-                &["rank", "key"],
+                "Reads in the hot-key window of the hottest cache keys, by rank (1 is the hottest; the keys are in /api/v1/admin/hot)",
+                &["rank"],
             ),
             registry,
         }

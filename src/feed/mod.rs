@@ -219,9 +219,8 @@ impl Feed {
                 let gauges = &feed.metrics.hot_key_reads;
                 gauges.reset();
                 for (rank, entry) in report.keys.iter().enumerate() {
-                    let rank = (rank + 1).to_string();
                     gauges
-                        .with_label_values(&[rank.as_str(), entry.key.as_str()])
+                        .with_label_values(&[&(rank + 1).to_string()])
                         .set(i64::try_from(entry.reads).unwrap_or(i64::MAX));
                 }
             }
