@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use moka::notification::RemovalCause;
-use serde_json::value::RawValue;
 
 use super::keys::{FeedEntry, ListingKey};
 use super::BoxRead;
@@ -89,7 +89,7 @@ enum LocalKey {
 #[derive(Debug, Clone)]
 enum LocalValue {
     Page(PageBody),
-    Post(Arc<RawValue>),
+    Post(Bytes),
     Outbox(Arc<BoxRead>),
 }
 
@@ -213,7 +213,7 @@ impl LocalTier {
     }
 
     /// A cached post's JSON.
-    pub fn post(&self, id: PostId) -> Option<Arc<RawValue>> {
+    pub fn post(&self, id: PostId) -> Option<Bytes> {
         match self.get(&LocalKey::Post(id), "post")? {
             LocalValue::Post(json) => Some(json),
             _ => None,
@@ -221,7 +221,7 @@ impl LocalTier {
     }
 
     /// Keeps a post's JSON read under `ticket`.
-    pub fn keep_post(&self, id: PostId, ticket: Ticket, json: Arc<RawValue>) {
+    pub fn keep_post(&self, id: PostId, ticket: Ticket, json: Bytes) {
         self.keep(LocalKey::Post(id), ticket, LocalValue::Post(json));
     }
 
@@ -306,7 +306,7 @@ impl Entry {
         const OVERHEAD: usize = 160;
         let value = match &self.value {
             LocalValue::Page(body) => body.json.len(),
-            LocalValue::Post(json) => json.get().len(),
+            LocalValue::Post(json) => json.len(),
             LocalValue::Outbox(read) => {
                 read.entries.len() * std::mem::size_of::<FeedEntry>()
                     + read.celebs.len() * std::mem::size_of::<UserId>()
@@ -395,9 +395,9 @@ mod tests {
     fn other_topics_survive_an_eviction() {
         let tier = tier();
         let post = PostId::from_trusted(42);
-        let json: Arc<RawValue> = Arc::from(RawValue::from_string("{\"id\":42}".into()).unwrap());
+        let json = Bytes::from_static(b"{\"id\":42}");
         let ticket = tier.ticket(Topic::Post(post)).unwrap();
-        tier.keep_post(post, ticket, Arc::clone(&json));
+        tier.keep_post(post, ticket, json.clone());
 
         tier.evict(Topic::Outbox(user()));
         tier.evict(Topic::Post(PostId::from_trusted(43)));
@@ -408,7 +408,7 @@ mod tests {
         if !same_stripe(Topic::Outbox(user()))
             && !same_stripe(Topic::Post(PostId::from_trusted(43)))
         {
-            assert_eq!(tier.post(post).unwrap().get(), json.get());
+            assert_eq!(tier.post(post).unwrap(), json);
         }
     }
 
@@ -437,10 +437,8 @@ mod tests {
         for id in 1..=10_000 {
             let post = PostId::from_trusted(id);
             let ticket = tier.ticket(Topic::Post(post)).unwrap();
-            let json =
-                RawValue::from_string(format!("{{\"id\":{id},\"pad\":\"{}\"}}", "x".repeat(200)))
-                    .unwrap();
-            tier.keep_post(post, ticket, Arc::from(json));
+            let json = Bytes::from(format!("{{\"id\":{id},\"pad\":\"{}\"}}", "x".repeat(200)));
+            tier.keep_post(post, ticket, json);
         }
         tier.report();
         assert!(tier.entries.weighted_size() <= 64 * 1024);

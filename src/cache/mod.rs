@@ -17,8 +17,8 @@ pub mod topology;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 pub use self::cluster::CacheError;
 pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
@@ -213,7 +213,7 @@ impl Cache {
     /// Reads posts by id as the JSON they are cached as, without decoding them: from the
     /// in-process tier when it holds them, else from Redis (and the hot ones are then kept
     /// in-process). A miss or a failure is `None` at that position.
-    pub async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Arc<RawValue>>> {
+    pub async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Bytes>> {
         let Some(redis) = self.redis() else {
             return ids.iter().map(|_| None).collect();
         };
@@ -224,7 +224,7 @@ impl Cache {
             return redis.posts_json(ids).await;
         };
         let local = &tiered.local;
-        let mut found: Vec<Option<Arc<RawValue>>> = ids.iter().map(|&id| local.post(id)).collect();
+        let mut found: Vec<Option<Bytes>> = ids.iter().map(|&id| local.post(id)).collect();
         let missing: Vec<(usize, PostId, Option<Ticket>)> = ids
             .iter()
             .enumerate()
@@ -239,7 +239,7 @@ impl Cache {
         for ((i, id, ticket), json) in missing.into_iter().zip(read) {
             if let (Some(ticket), Some(json)) = (ticket, &json) {
                 if tiered.admits(HotKey::Post(id)) {
-                    local.keep_post(id, ticket, Arc::clone(json));
+                    local.keep_post(id, ticket, json.clone());
                 }
             }
             found[i] = json;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rand::Rng as _;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -121,14 +122,14 @@ impl RedisCache {
             .collect()
     }
 
-    pub(super) async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Arc<RawValue>>> {
+    pub(super) async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Bytes>> {
         let keys: Vec<String> = ids.iter().map(|&id| self.keys.post(id)).collect();
         self.record_slots(&keys);
         self.cluster
             .get_many(&keys)
             .await
             .into_iter()
-            .map(|raw| raw.and_then(versioned_json).map(Arc::from))
+            .map(|raw| raw.and_then(versioned_json))
             .collect()
     }
 
@@ -390,26 +391,22 @@ fn decode_versioned<T: DeserializeOwned>(raw: &[u8]) -> Option<T> {
     decode(json)
 }
 
-/// The JSON of a `<version>|<json>` value, checked but not decoded; a tombstone is `None`.
-fn versioned_json(mut raw: Vec<u8>) -> Option<Box<RawValue>> {
+/// The JSON of a `<version>|<json>` value, checked to be JSON but not decoded, and not copied
+/// (a view of the buffer Redis's reply was read into); a tombstone is `None`.
+fn versioned_json(raw: Vec<u8>) -> Option<Bytes> {
     let Some(bar) = raw.iter().position(|&b| b == b'|') else {
         tracing::warn!("cached object without a version; treating it as a miss");
         return None;
     };
-    let json = raw.split_off(bar + 1);
+    let json = &raw[bar + 1..];
     if json.is_empty() {
         return None;
     }
-    let checked = String::from_utf8(json)
-        .map_err(|error| error.to_string())
-        .and_then(|json| RawValue::from_string(json).map_err(|error| error.to_string()));
-    match checked {
-        Ok(json) => Some(json),
-        Err(error) => {
-            tracing::warn!(%error, "cached object is not JSON; treating it as a miss");
-            None
-        }
+    if let Err(error) = serde_json::from_slice::<&RawValue>(json) {
+        tracing::warn!(%error, "cached object is not JSON; treating it as a miss");
+        return None;
     }
+    Some(Bytes::from(raw).slice(bar + 1..))
 }
 
 /// Decodes a cached JSON value; an undecodable one (another version wrote it) is a miss.

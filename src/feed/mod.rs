@@ -62,7 +62,7 @@ pub struct Feed {
 }
 
 /// Posts by id, as the JSON the API answers with.
-type PostsJson = HashMap<PostId, Arc<serde_json::value::RawValue>>;
+type PostsJson = HashMap<PostId, bytes::Bytes>;
 
 /// What a coalesced read of one object lands with: `None` when PostgreSQL has no such row.
 type ObjectRead<T> = Result<(Option<T>, Timings), FeedError>;

@@ -6,23 +6,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::{BufMut as _, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
 use super::flights::Role;
 use super::listing::{Listing, Remember};
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::{CachedPage, Generation, ListingKey, LocalPage};
-use crate::domain::{Cursor, Page, PageBody, PageRequest, Post, PostId};
+use crate::domain::{Cursor, PageBody, PageRequest, Post, PostId};
 use crate::metrics::OTHER_USERS;
 use crate::store::PostsPage;
 
 /// A page's posts as the JSON the API answers with, newest first. Cached posts stay the bytes
-/// Redis returned (checked to be JSON, never decoded into a [`Post`] and encoded again), so a
-/// hit splices them into the response as they are.
+/// Redis returned (checked to be JSON, never decoded into a [`Post`] and encoded again, never
+/// copied), so a hit splices them into the response as they are.
 pub(super) struct JsonPage {
-    pub posts: Vec<Arc<RawValue>>,
+    pub posts: Vec<Bytes>,
     pub has_more: bool,
 }
 
@@ -37,8 +38,10 @@ impl JsonPage {
 }
 
 /// A post as the JSON its cached object holds.
-fn to_json(post: &Post) -> Arc<RawValue> {
-    Arc::from(serde_json::value::to_raw_value(post).expect("domain objects serialize"))
+fn to_json(post: &Post) -> Bytes {
+    serde_json::to_vec(post)
+        .expect("domain objects serialize")
+        .into()
 }
 
 /// The fields of a post that place it in feed order: all the cursor needs of the last post.
@@ -224,7 +227,7 @@ impl Feed {
         &self,
         ids: &[PostId],
         timings: &mut Timings,
-    ) -> Result<Option<(Vec<Arc<RawValue>>, CacheOutcome)>, FeedError> {
+    ) -> Result<Option<(Vec<Bytes>, CacheOutcome)>, FeedError> {
         let found = timed(&mut timings.redis, self.cache.posts_json(ids)).await;
         let missing: Vec<PostId> = ids
             .iter()
@@ -242,7 +245,7 @@ impl Feed {
         }
 
         let loaded = self.load_posts_coalesced(missing, timings).await?;
-        let posts: Option<Vec<Arc<RawValue>>> = ids
+        let posts: Option<Vec<Bytes>> = ids
             .iter()
             .zip(found)
             .map(|(id, cached)| cached.or_else(|| loaded.get(id).cloned()))
@@ -267,7 +270,7 @@ impl Feed {
         let lead = async move {
             let mut timings = Timings::default();
             let again = timed(&mut timings.redis, feed.cache.posts_json(&ids)).await;
-            let mut found: HashMap<PostId, Arc<RawValue>> = HashMap::new();
+            let mut found: HashMap<PostId, Bytes> = HashMap::new();
             let mut still = Vec::new();
             for (&id, json) in ids.iter().zip(again) {
                 match json {
@@ -435,34 +438,52 @@ impl Feed {
     }
 }
 
-/// The body of a page: a [`Page`] whose posts are spliced in as the JSON they are.
+/// The fields of a [`Page`](crate::domain::Page) after `data`, in its order: serde renders them, the posts are
+/// spliced in before them by hand.
+#[derive(Serialize)]
+struct PageTail {
+    has_more: bool,
+    limit: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u32>,
+    next_cursor: Option<Cursor>,
+}
+
+/// The body of a page: byte for byte the [`Page`](crate::domain::Page) serde would write, with the posts copied in
+/// once, as the JSON they are.
 fn render(loaded: &JsonPage, limit: u32, offset: Option<u32>) -> PageBody {
     let next_cursor = loaded
         .posts
         .last()
         .filter(|_| loaded.has_more)
-        .and_then(|last| match serde_json::from_str::<Placed>(last.get()) {
+        .and_then(|last| match serde_json::from_slice::<Placed>(last) {
             Ok(placed) => Some(Cursor::new(placed.created_at, placed.id)),
             Err(error) => {
                 tracing::error!(%error, "a post without its place in feed order; the page has no next cursor");
                 None
             }
         });
-    let body = Page {
-        data: loaded
-            .posts
-            .iter()
-            .map(AsRef::as_ref)
-            .collect::<Vec<&RawValue>>(),
+    let tail = serde_json::to_vec(&PageTail {
         has_more: loaded.has_more,
         limit,
         offset,
         next_cursor,
-    };
+    })
+    .expect("a page's fields serialize");
+    let posts: usize = loaded.posts.iter().map(|post| post.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(posts + tail.len() + 12);
+    body.put_slice(b"{\"data\":[");
+    for (i, post) in loaded.posts.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(post);
+    }
+    body.put_slice(b"],");
+    // `tail` is `{"has_more":…}`: its fields follow the posts, inside the same object.
+    body.put_slice(&tail[1..]);
     PageBody {
-        json: serde_json::to_vec(&body)
-            .expect("a page of JSON values serializes")
-            .into(),
+        json: body.freeze(),
         limit,
         next_cursor,
     }
@@ -478,7 +499,7 @@ mod tests {
     use chrono::TimeZone as _;
 
     use super::*;
-    use crate::domain::UserId;
+    use crate::domain::{Page, UserId};
 
     fn post(id: i64, content: &str) -> Post {
         let at = Utc.timestamp_micros(1_700_000_000_000_000 + id).unwrap();
@@ -532,5 +553,24 @@ mod tests {
         assert_eq!(json["next_cursor"], serde_json::Value::Null);
         assert!(json.get("offset").is_none(), "a cursor page has no offset");
         assert_eq!(body.next_cursor, None);
+    }
+
+    #[test]
+    fn an_empty_page_is_the_page_serde_writes() {
+        let loaded = PostsPage {
+            posts: Vec::new(),
+            has_more: false,
+        };
+
+        let body = render(&JsonPage::of(&loaded), 50, Some(0));
+
+        let expected: Page<Post> = Page {
+            data: Vec::new(),
+            has_more: false,
+            limit: 50,
+            offset: Some(0),
+            next_cursor: None,
+        };
+        assert_eq!(body.json, serde_json::to_vec(&expected).unwrap());
     }
 }
