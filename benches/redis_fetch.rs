@@ -1,15 +1,18 @@
 //! The Redis side of a page, without HTTP, on the real cluster (`REDIS_URLS`, as the service reads it).
 //!
-//! - `page_redis_work`: exactly the Redis work of a service hit, through the service's own code: the
-//!   page look-up (`HGET` + `GET` on the user's node) then the 50 post `GET`s grouped by node.
-//!   Compared with a hit through HTTP (`loadgen`), it shows what the service adds on top of Redis.
-//! - `fetch_50/*`: three ways to read the same 50 keys spread over the shards: one pipeline per node
-//!   (the service's `ClusterCache::get_many`), one cross-slot `MGET` (the client splits it per slot),
-//!   and one `GET` per key sent concurrently.
+//! `page_redis_work/<CACHE_FETCH>`: exactly the Redis work of a service hit, through the service's
+//! own code: the page look-up (`HGET` + `GET` + `PTTL` on the user's node) then the page's 50 posts
+//! as the JSON the response splices, read with each fetch strategy:
 //!
+//! - `get`: one `GET` per post, one pipeline per node (untagged keys);
+//! - `bucket-mget`: one `MGET` per bucket in each node's pipeline (keys tagged with
+//!   `CACHE_OBJECT_BUCKETS` buckets);
+//! - `mget`: the reference's one cross-slot `MGET`, which the client splits per slot.
+//!
+//! Compared with a hit through HTTP (`loadgen`), it shows what the service adds on top of Redis.
 //! Each is measured one page at a time (latency) and 64 pages at a time (throughput, pages/s).
 //! Run: `cargo bench --bench redis_fetch` with the stack up (`scripts/stack.sh up`). The keys live
-//! under a prefix of their own and are deleted at the end.
+//! under prefixes of their own and are deleted at the end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,19 +21,18 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures::future::join_all;
 use hotfeed::cache::keys::slot;
 use hotfeed::cache::{Cache, CachedPage, Keys, ListingKey};
-use hotfeed::config::Settings;
+use hotfeed::config::{CacheFetch, Settings, Switch};
 use hotfeed::domain::{PageRequest, Post, PostId, UserId};
 use hotfeed::metrics::Metrics;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::AsyncCommands as _;
 
 /// Posts on a page, as the service's default page size.
 const PAGE: usize = 50;
 /// Pages in flight at once for the throughput figures (as in the shared notes' measurements).
 const CONCURRENT_PAGES: usize = 64;
 
-/// The cluster, filled with one cached page of 50 posts.
+/// The cluster, filled with one cached page of 50 posts under one fetch strategy's keys.
 struct Fixture {
     cache: Cache,
     keys: Keys,
@@ -42,13 +44,13 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new() -> Self {
-        let settings = settings();
+    async fn new(fetch: CacheFetch) -> Self {
+        let settings = settings(fetch);
         let metrics = Arc::new(Metrics::new(10));
         let cache = Cache::connect(&settings.cache, metrics)
             .await
             .expect("valid REDIS_URLS");
-        let keys = Keys::new(settings.cache.key_prefix.clone());
+        let keys = Keys::of(&settings.cache);
         let raw = ClusterClient::new(settings.cache.redis_urls.clone())
             .expect("valid REDIS_URLS")
             .get_async_connection()
@@ -95,7 +97,7 @@ impl Fixture {
             .map(|key| slot(key.as_bytes()))
             .collect();
         eprintln!(
-            "fixture: {} post keys in {} slots, prefix {}",
+            "fixture {fetch:?}: {} post keys in {} slots, prefix {}",
             fixture.post_keys.len(),
             slots.len(),
             settings.cache.key_prefix
@@ -103,51 +105,15 @@ impl Fixture {
         fixture
     }
 
-    /// A service hit's Redis work: the page look-up, then the posts grouped by node. True when
+    /// A service hit's Redis work: the page look-up, then the posts as JSON. True when
     /// everything was found.
     async fn page_redis_work(&self) -> bool {
         let lookup = self.cache.lookup_page(self.listing, self.page).await;
         let Some(page) = lookup.page else {
             return false;
         };
-        let values = self.cache.objects::<Post>(&page.ids).await;
-        values.iter().all(Option::is_some)
-    }
-
-    async fn node_pipelines(&self) -> usize {
-        let values = self.cache.objects::<Post>(&self.ids).await;
-        values.iter().flatten().count()
-    }
-
-    async fn cross_slot_mget(&self) -> usize {
-        let mut raw = self.raw.clone();
-        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&self.post_keys)
-            .query_async(&mut raw)
-            .await
-            .expect("MGET on a healthy cluster");
-        values
-            .iter()
-            .flatten()
-            .filter_map(|raw| decode(raw))
-            .count()
-    }
-
-    async fn get_per_key(&self) -> usize {
-        let gets = self.post_keys.iter().map(|key| {
-            let mut raw = self.raw.clone();
-            async move {
-                raw.get::<_, Option<Vec<u8>>>(key)
-                    .await
-                    .expect("GET on a healthy cluster")
-            }
-        });
-        join_all(gets)
-            .await
-            .iter()
-            .flatten()
-            .filter_map(|raw| decode(raw))
-            .count()
+        let posts = self.cache.posts_json(&page.ids).await;
+        posts.iter().all(Option::is_some)
     }
 
     async fn clean_up(&self) {
@@ -159,17 +125,23 @@ impl Fixture {
     }
 }
 
-/// The service's settings from the environment (`.env`, `REDIS_URLS`), with a prefix of our own.
-fn settings() -> Settings {
+/// The service's settings from the environment (`.env`, `REDIS_URLS`), with `fetch`, the in-process
+/// tier off, and a prefix of our own.
+fn settings(fetch: CacheFetch) -> Settings {
     let _ = dotenvy::dotenv();
     let mut settings = Settings::from_env().expect("the environment holds valid settings");
-    settings.cache.key_prefix = format!("bench{}", std::process::id());
+    settings.cache.fetch = fetch;
+    settings.cache.l1 = Switch::Off;
+    settings.cache.key_prefix = format!("bench{}{}", std::process::id(), name(fetch));
     settings
 }
 
-/// Decodes a cached post, as the service does on every hit (all three strategies pay it).
-fn decode(raw: &[u8]) -> Option<Post> {
-    serde_json::from_slice(raw).ok()
+fn name(fetch: CacheFetch) -> &'static str {
+    match fetch {
+        CacheFetch::Get => "get",
+        CacheFetch::BucketMget => "bucket-mget",
+        CacheFetch::Mget => "mget",
+    }
 }
 
 /// A post shaped like datagen's, about the same size.
@@ -190,58 +162,45 @@ fn post_json(id: PostId, user: UserId) -> serde_json::Value {
     })
 }
 
+/// The strategies compared, in the order they are reported.
+const STRATEGIES: [CacheFetch; 3] = [CacheFetch::Get, CacheFetch::BucketMget, CacheFetch::Mget];
+
 fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    let fixture = runtime.block_on(Fixture::new());
+    let fixtures: Vec<Fixture> = STRATEGIES
+        .iter()
+        .map(|&fetch| runtime.block_on(Fixture::new(fetch)))
+        .collect();
 
     let mut one = c.benchmark_group("one_page_at_a_time");
     one.throughput(Throughput::Elements(1));
-    one.bench_function("page_redis_work", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { assert!(fixture.page_redis_work().await) });
-    });
-    for name in STRATEGIES {
-        one.bench_function(BenchmarkId::new("fetch_50", name), |b| {
+    for (fetch, fixture) in STRATEGIES.iter().zip(&fixtures) {
+        one.bench_function(BenchmarkId::new("page_redis_work", name(*fetch)), |b| {
             b.to_async(&runtime)
-                .iter(|| async { assert_eq!(strategy(&fixture, name).await, PAGE) });
+                .iter(|| async { assert!(fixture.page_redis_work().await) });
         });
     }
     one.finish();
 
     let mut many = c.benchmark_group("64_pages_at_a_time");
     many.throughput(Throughput::Elements(CONCURRENT_PAGES as u64));
-    many.bench_function("page_redis_work", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let pages = join_all((0..CONCURRENT_PAGES).map(|_| fixture.page_redis_work())).await;
-            assert!(pages.into_iter().all(|hit| hit));
-        });
-    });
-    for name in STRATEGIES {
-        many.bench_function(BenchmarkId::new("fetch_50", name), |b| {
+    for (fetch, fixture) in STRATEGIES.iter().zip(&fixtures) {
+        many.bench_function(BenchmarkId::new("page_redis_work", name(*fetch)), |b| {
             b.to_async(&runtime).iter(|| async {
-                let found = join_all((0..CONCURRENT_PAGES).map(|_| strategy(&fixture, name))).await;
-                assert!(found.into_iter().all(|n| n == PAGE));
+                let pages =
+                    join_all((0..CONCURRENT_PAGES).map(|_| fixture.page_redis_work())).await;
+                assert!(pages.into_iter().all(|hit| hit));
             });
         });
     }
     many.finish();
 
-    runtime.block_on(fixture.clean_up());
-}
-
-/// The fetch strategies compared, by name.
-const STRATEGIES: [&str; 3] = ["node_pipelines", "cross_slot_mget", "get_per_key"];
-
-async fn strategy(fixture: &Fixture, name: &str) -> usize {
-    match name {
-        "node_pipelines" => fixture.node_pipelines().await,
-        "cross_slot_mget" => fixture.cross_slot_mget().await,
-        "get_per_key" => fixture.get_per_key().await,
-        other => unreachable!("unknown strategy {other}"),
+    for fixture in &fixtures {
+        runtime.block_on(fixture.clean_up());
     }
 }
 

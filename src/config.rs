@@ -83,6 +83,20 @@ pub enum Switch {
     Off,
 }
 
+/// How a page's post objects are read from the cluster (`CACHE_FETCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheFetch {
+    /// One `GET` per post, one pipeline per node: post keys carry no hash tag and spread over
+    /// every slot.
+    Get,
+    /// Post keys carry one of `CACHE_OBJECT_BUCKETS` hash tags (`{b<n>.<k>}`, spread evenly over
+    /// the slots), and each node's pipeline carries one `MGET` per bucket.
+    BucketMget,
+    /// The reference demo's one cross-slot `MGET` of every post key, which the client splits per
+    /// slot (one `MGET` per post); untagged keys, as `get`.
+    Mget,
+}
+
 /// PostgreSQL connection settings.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseSettings {
@@ -386,6 +400,17 @@ pub struct CacheSettings {
     )]
     pub key_prefix: String,
 
+    /// How a page's posts are read from Redis: `get`, `bucket-mget` or `mget` (docs/CONFIGURATION.md
+    /// compares them). `bucket-mget` uses keys of its own: every instance of a deployment must use
+    /// the same strategy.
+    #[arg(long = "cache-fetch", env = "CACHE_FETCH", value_enum, default_value_t = CacheFetch::BucketMget)]
+    pub fetch: CacheFetch,
+
+    /// Hash-tag buckets of the post keys under `CACHE_FETCH=bucket-mget`: a page's posts cost at
+    /// most this many `MGET`s; more buckets spread the posts more evenly over the masters.
+    #[arg(long = "cache-object-buckets", env = "CACHE_OBJECT_BUCKETS", default_value_t = 12, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub object_buckets: u16,
+
     /// Refresh a cached page in the background shortly before its pages hash expires, so a hot
     /// page never misses (probabilistic early expiration): a read that finds `t` ms left
     /// refreshes with probability exp(-t / this). 0 switches it off.
@@ -484,6 +509,11 @@ impl CacheSettings {
     /// Budget of one connection attempt.
     pub fn redis_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_connect_timeout_ms)
+    }
+
+    /// The post key buckets, when the fetch strategy uses them.
+    pub fn post_buckets(&self) -> Option<u16> {
+        (self.fetch == CacheFetch::BucketMget).then_some(self.object_buckets)
     }
 
     /// Longest an in-process entry lives.

@@ -33,6 +33,8 @@ use crate::metrics::Metrics;
 
 /// Shortest pause between two rebuilds of the connection.
 const MIN_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+/// The failure-streak and error label of cross-slot `MGET`s, which span every node.
+const CROSS_SLOT: &str = "cross-slot";
 /// Longest pause between reconnection attempts while the cluster is unreachable.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -254,12 +256,101 @@ impl ClusterCache {
             let connection = connection.clone();
             async move {
                 let result = self
-                    .node_batch(connection, target, keys, &indexes, command)
+                    .node_batch(
+                        connection,
+                        target,
+                        &keys[indexes[0]],
+                        indexes.len(),
+                        indexes.len(),
+                        &|j| command(indexes[j]),
+                    )
                     .await;
                 (indexes, result)
             }
         });
         join_all(batches).await
+    }
+
+    /// Reads many keys with one `MGET` per slot in each owning primary's pipeline, all nodes at
+    /// once: for keys that share hash tags (the post buckets), a few commands instead of one per
+    /// key. A slot whose node failed or timed out reads as `None`, as in [`ClusterCache::get_many`].
+    pub async fn mget_by_slot(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let mut values = vec![None; keys.len()];
+        let Some(connection) = self.connection_or_record() else {
+            return values;
+        };
+        let groups = self.group_by_node(keys);
+        self.inner
+            .metrics
+            .cache_nodes_per_op
+            .observe(groups.len() as f64);
+        let batches = groups.into_iter().map(|(target, indexes)| {
+            let connection = connection.clone();
+            async move {
+                let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+                for &i in &indexes {
+                    by_slot.entry(slot(keys[i].as_bytes())).or_default().push(i);
+                }
+                let slots: Vec<Vec<usize>> = by_slot.into_values().collect();
+                let mget = |j: usize| {
+                    let mut mget = redis::cmd("MGET");
+                    for &i in &slots[j] {
+                        mget.arg(&keys[i]);
+                    }
+                    mget
+                };
+                let result = self
+                    .node_batch(
+                        connection,
+                        target,
+                        &keys[indexes[0]],
+                        indexes.len(),
+                        slots.len(),
+                        &mget,
+                    )
+                    .await;
+                (slots, result)
+            }
+        });
+        for (slots, result) in join_all(batches).await {
+            let Ok(replies) = result else { continue };
+            for (group, reply) in slots.into_iter().zip(replies) {
+                match Vec::<Option<Vec<u8>>>::from_redis_value(reply) {
+                    Ok(found) => {
+                        for (i, value) in group.into_iter().zip(found) {
+                            values[i] = value;
+                        }
+                    }
+                    Err(error) => self.record_failure(&CacheError::Decode(error.to_string())),
+                }
+            }
+        }
+        values
+    }
+
+    /// Reads many keys with one cross-slot `MGET`, as the reference demo does: the client splits it
+    /// into one `MGET` per slot and merges the replies. Kept to be compared with the other
+    /// strategies (`CACHE_FETCH=mget`); the whole read fails, and misses, if any node does.
+    pub async fn mget_cross_slot(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let Some(mut connection) = self.connection_or_record() else {
+            return vec![None; keys.len()];
+        };
+        // What the client sends: one command per slot, one request stream per node.
+        let groups = self.group_by_node(keys);
+        for (target, indexes) in &groups {
+            let slots: std::collections::BTreeSet<u16> =
+                indexes.iter().map(|&i| slot(keys[i].as_bytes())).collect();
+            self.count_round_trip(&target.label(), slots.len());
+        }
+        let mut mget = redis::cmd("MGET");
+        mget.arg(keys);
+        let call = async move {
+            mget.query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
+                .await
+        };
+        self.guarded(CROSS_SLOT, call)
+            .await
+            .unwrap_or_else(|_| vec![None; keys.len()])
     }
 
     /// Runs a pipeline whose keys all share one slot (the client routes it); `T` is the replies.
@@ -365,41 +456,43 @@ impl ClusterCache {
         Ok(results)
     }
 
-    /// Sends one node's batch: the pipeline to the node that owns the group's slots, or, if the slot
-    /// map was stale (`MOVED`/`ASK`/`CROSSSLOT`), each command on its own so the client re-routes it.
+    /// Sends one node's batch of `count` commands, `command(j)` the `j`-th (covering `key_count`
+    /// keys, `route_key` among them): the pipeline to the node that owns their slots, or, if the
+    /// slot map was stale (`MOVED`/`ASK`/`CROSSSLOT`), each command on its own so the client
+    /// re-routes it.
     async fn node_batch(
         &self,
         mut connection: ClusterConnection,
         target: Target,
-        keys: &[String],
-        indexes: &[usize],
+        route_key: &str,
+        key_count: usize,
+        count: usize,
         command: &(dyn Fn(usize) -> redis::Cmd + Sync),
     ) -> Result<Vec<Value>, CacheError> {
         let label = target.label();
-        let count = indexes.len();
         self.count_round_trip(&label, count);
         self.inner
             .metrics
             .cache_keys_per_batch
-            .observe(count as f64);
+            .observe(key_count as f64);
         let mut pipe = redis::pipe();
-        for &i in indexes {
-            pipe.add_command(command(i));
+        for j in 0..count {
+            pipe.add_command(command(j));
         }
-        let route = route_for(&keys[indexes[0]]);
+        let route = route_for(route_key);
         let call = async {
             match connection.route_pipeline(pipe, 0, count, route).await {
                 Err(error) if is_redirect(&error) => {
-                    tracing::debug!(node = %label, %error, "stale slot map; retrying the batch key by key");
+                    tracing::debug!(node = %label, %error, "stale slot map; retrying the batch command by command");
                     self.inner
                         .metrics
                         .cache_errors
                         .with_label_values(&["moved"])
                         .inc();
-                    let singles = indexes.iter().map(|&i| {
+                    let singles = (0..count).map(|j| {
                         let mut connection = connection.clone();
-                        let cmd = command(i);
-                        async move { connection.req_packed_command(&cmd).await }
+                        let command = command(j);
+                        async move { connection.req_packed_command(&command).await }
                     });
                     join_all(singles).await.into_iter().collect()
                 }

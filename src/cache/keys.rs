@@ -4,6 +4,11 @@
 //! - `hf:post:<id>`, `hf:user:<id>`: one object per key, no hash tag, so objects spread over all
 //!   shards on purpose and a page's posts are fetched from several nodes at once. Which Rust type a
 //!   key holds is fixed by [`CachedObject`]: a post key can only be read as a [`Post`].
+//! - `hf:{b<n>.<k>}:post:<id>` instead, under `CACHE_FETCH=bucket-mget`: post `id` goes to bucket
+//!   `n = id mod B` (`CACHE_OBJECT_BUCKETS`), whose tag `b<n>.<k>` is the first `k` that puts it in
+//!   the `n`-th of `B` equal ranges of slots. The buckets are thus spread over the slot space as
+//!   evenly as the masters' slot ranges are, and a node reads all the posts of one bucket with one
+//!   `MGET`.
 //! - `hf:{user:<id>}:pages`: a hash holding every cached page of one user's posts (the listing
 //!   [`ListingKey::UserPosts`]), field `<limit>:<offset>` or `<limit>:c<micros>.<id>` (cursor). One `DEL` drops them all, whatever their
 //!   number.
@@ -18,11 +23,13 @@
 //!   one script reads or writes a box with its meta.
 
 use std::fmt::Display;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Topic;
+use crate::config::CacheSettings;
 use crate::domain::{PageRequest, Position, Post, PostId, User, UserId};
 
 /// A value cached under a key of its own; the key's kind names the type it holds.
@@ -33,6 +40,10 @@ pub trait CachedObject: Serialize + DeserializeOwned + Send + Sync {
     const KIND: &'static str;
     /// This object's identifier.
     fn id(&self) -> Self::Id;
+    /// The key this object lives under.
+    fn key(keys: &Keys, id: Self::Id) -> String {
+        keys.untagged(Self::KIND, id)
+    }
     /// Its version: `updated_at` in microseconds, which every change moves forward. A fill never
     /// replaces a cached version with an older one.
     fn version(&self) -> i64;
@@ -47,6 +58,9 @@ impl CachedObject for Post {
     const KIND: &'static str = "post";
     fn id(&self) -> PostId {
         self.id
+    }
+    fn key(keys: &Keys, id: PostId) -> String {
+        keys.post(id)
     }
     fn version(&self) -> i64 {
         self.updated_at.timestamp_micros()
@@ -136,28 +150,64 @@ pub enum ListingKey {
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
 
-/// Builds the keys of one deployment (one prefix).
+/// Builds the keys of one deployment (one prefix, one post layout).
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// The hash tags of the post buckets, when posts are bucketed.
+    post_tags: Option<Arc<[String]>>,
 }
 
 impl Keys {
-    /// Keys under `prefix`, which must not contain `{` or `}` (the configuration checks it).
+    /// Keys under `prefix`, which must not contain `{` or `}` (the configuration checks it), with
+    /// untagged post keys.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            post_tags: None,
+        }
+    }
+
+    /// The keys a service with these settings uses.
+    pub fn of(settings: &CacheSettings) -> Self {
+        let keys = Self::new(settings.key_prefix.clone());
+        match settings.post_buckets() {
+            Some(buckets) => keys.with_post_buckets(buckets),
+            None => keys,
+        }
+    }
+
+    /// The same keys with posts in `buckets` hash-tag buckets (at least one).
+    pub fn with_post_buckets(self, buckets: u16) -> Self {
+        Self {
+            post_tags: Some(bucket_tags(buckets.max(1)).into()),
+            ..self
         }
     }
 
     /// The key of one cached object.
     pub fn object<T: CachedObject>(&self, id: T::Id) -> String {
-        format!("{}:{}:{id}", self.prefix, T::KIND)
+        T::key(self, id)
+    }
+
+    fn untagged(&self, kind: &str, id: impl Display) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
     }
 
     /// The cached JSON of one post.
     pub fn post(&self, id: PostId) -> String {
-        self.object::<Post>(id)
+        match &self.post_tags {
+            None => self.untagged(Post::KIND, id),
+            Some(tags) => {
+                let bucket = id.get().rem_euclid(tags.len() as i64) as usize;
+                format!("{}:{{{}}}:{}:{id}", self.prefix, tags[bucket], Post::KIND)
+            }
+        }
+    }
+
+    /// Whether post keys carry bucket tags.
+    pub fn posts_bucketed(&self) -> bool {
+        self.post_tags.is_some()
     }
 
     /// The cached JSON of one user.
@@ -221,6 +271,23 @@ impl Keys {
     pub fn pattern(&self) -> String {
         format!("{}:*", self.prefix)
     }
+}
+
+/// The hash tags of `buckets` post buckets: tag `n` is `b<n>.<k>` for the first `k` whose slot lies
+/// in the `n`-th of `buckets` equal ranges of the slot space, so the buckets spread over the
+/// masters as evenly as their slot ranges do. Deterministic: every instance computes the same.
+fn bucket_tags(buckets: u16) -> Vec<String> {
+    let buckets = u32::from(buckets);
+    (0..buckets)
+        .map(|n| {
+            let low = n * u32::from(SLOT_COUNT) / buckets;
+            let high = (n + 1) * u32::from(SLOT_COUNT) / buckets;
+            (0u32..)
+                .map(|k| format!("b{n}.{k}"))
+                .find(|tag| (low..high).contains(&u32::from(slot(tag.as_bytes()))))
+                .expect("CRC16 reaches every range of at least 16 slots")
+        })
+        .collect()
 }
 
 /// The cluster hash slot of a key: CRC16/XMODEM of the key, or of its `{hash tag}` when it has a
@@ -309,5 +376,42 @@ mod tests {
             "post keys should scatter, got {} slots",
             slots.len()
         );
+    }
+
+    #[test]
+    fn bucketed_posts_share_a_slot_per_bucket_and_buckets_spread_over_the_slots() {
+        let buckets = 12;
+        let keys = Keys::new("hf").with_post_buckets(buckets);
+        assert!(keys.posts_bucketed());
+        let post = |id| keys.post(PostId::from_trusted(id));
+        assert!(post(7).starts_with("hf:{b7.") && post(7).ends_with("}:post:7"));
+        assert_eq!(slot(post(5).as_bytes()), slot(post(17).as_bytes()));
+        let slots: Vec<u16> = (0..i64::from(buckets))
+            .map(|id| slot(post(id).as_bytes()))
+            .collect();
+        for (n, &slot) in slots.iter().enumerate() {
+            let width = usize::from(SLOT_COUNT) / usize::from(buckets);
+            assert!(
+                (n * width..(n + 1) * width + 1).contains(&usize::from(slot)),
+                "bucket {n} in its range, got slot {slot}"
+            );
+        }
+        // Three masters with the slot ranges `redis-cli --cluster create` gives own four each.
+        let master = |slot: u16| match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        };
+        let per_master = |m: u16| slots.iter().filter(|&&s| master(s) == m).count();
+        assert_eq!([per_master(0), per_master(1), per_master(2)], [4, 4, 4]);
+        assert_eq!(Keys::new("hf").post(PostId::from_trusted(7)), "hf:post:7");
+    }
+
+    #[test]
+    fn the_widest_bucket_count_still_finds_every_tag() {
+        let tags = bucket_tags(1024);
+        let distinct: std::collections::HashSet<u16> =
+            tags.iter().map(|tag| slot(tag.as_bytes())).collect();
+        assert_eq!(distinct.len(), 1024);
     }
 }

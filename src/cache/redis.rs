@@ -13,7 +13,7 @@ use super::cluster::{CacheError, ClusterCache};
 use super::hot_keys::{HotKeys, HotReport};
 use super::keys::{slot, CachedObject, Keys, ListingKey};
 use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
-use crate::config::CacheSettings;
+use crate::config::{CacheFetch, CacheSettings};
 use crate::domain::{PageRequest, PostId};
 use crate::metrics::Metrics;
 
@@ -69,6 +69,8 @@ const INVALIDATION_RETRY_AFTER: std::time::Duration = std::time::Duration::from_
 pub struct RedisCache {
     pub(super) cluster: ClusterCache,
     pub(super) keys: Keys,
+    /// `CACHE_FETCH`: how a page's posts are read.
+    fetch: CacheFetch,
     list_ttl_secs: u64,
     object_ttl_secs: u64,
     pub(super) box_cap: u32,
@@ -95,7 +97,8 @@ impl RedisCache {
         let cluster = ClusterCache::connect(settings, metrics).await?;
         Ok(Self {
             cluster,
-            keys: Keys::new(settings.key_prefix.clone()),
+            keys: Keys::of(settings),
+            fetch: settings.fetch,
             list_ttl_secs: settings.list_ttl_secs,
             object_ttl_secs: settings.object_ttl_secs,
             box_cap: settings.feed_box_cap,
@@ -125,9 +128,12 @@ impl RedisCache {
         // Slots are not counted for post keys: they spread over every slot by design, and the
         // 50 of every page would cost a hit more than the detection of its page key.
         let keys: Vec<String> = ids.iter().map(|&id| self.keys.post(id)).collect();
-        self.cluster
-            .get_many(&keys)
-            .await
+        let found = match self.fetch {
+            CacheFetch::Get => self.cluster.get_many(&keys).await,
+            CacheFetch::BucketMget => self.cluster.mget_by_slot(&keys).await,
+            CacheFetch::Mget => self.cluster.mget_cross_slot(&keys).await,
+        };
+        found
             .into_iter()
             .zip(ids)
             .map(|(raw, &id)| raw.and_then(|raw| versioned_json(raw, id)))

@@ -1,6 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
+use hotfeed::cache::keys::slot;
 use hotfeed::cache::{Cache, CachedPage, ListingKey};
+use hotfeed::config::CacheFetch;
 use hotfeed::domain::{PageRequest, PostId, UserId};
 use hotfeed::metrics::Metrics;
 use redis::AsyncCommands as _;
@@ -78,10 +80,11 @@ async fn pages_are_cached_per_limit_and_offset_and_the_last_page_has_no_more() {
     }
 }
 
-#[tokio::test]
-async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_per_node() {
+/// A hit under `fetch`: its round trips per node, and the commands it cost beyond the 3 of the
+/// page look-up (HGET + GET generation + PTTL for early refresh), given the post keys' slots.
+async fn a_hit_costs_one_round_trip_per_node(fetch: CacheFetch, post_commands: fn(&[u16]) -> usize) {
     // Arrange: a cached page of 50 posts.
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.cache.fetch = fetch).await;
     let user = app.create_user("spread").await;
     app.create_posts(user, 50).await;
     let miss = app.get(&page_path(user)).await;
@@ -91,6 +94,7 @@ async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_p
         .into_iter()
         .map(|id| app.keys.post(PostId::from_trusted(id)))
         .collect();
+    let slots: Vec<u16> = post_keys.iter().map(|key| slot(key.as_bytes())).collect();
     let mut redis = app.redis().await;
     let post_nodes = owners(&mut redis, &post_keys).await;
     let list_node = owners(
@@ -109,9 +113,11 @@ async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_p
     // Act
     let hit = app.get(&page_path(user)).await;
     assert_eq!(header(&hit, "x-cache"), "HIT");
+    let hit_body: Value = hit.json().await.expect("JSON page");
     let after = app.metrics().await;
 
-    // Assert: exactly one round trip to the list's node, plus one per node holding posts.
+    // Assert: the same page; one round trip to the list's node, plus one per node holding posts.
+    assert_eq!(hit_body, body, "{fetch:?} serves the page it cached");
     let mut expected: BTreeMap<String, f64> = BTreeMap::new();
     *expected.entry(list_node).or_default() += 1.0;
     for node in distinct {
@@ -130,9 +136,34 @@ async fn a_pages_posts_live_on_several_nodes_and_are_fetched_in_one_round_trip_p
     assert_eq!(seen, expected, "round trips per node for one cached page");
     let commands = after.sum("redis_commands_total", &[]) - before.sum("redis_commands_total", &[]);
     assert_eq!(
-        commands, 53.0,
-        "HGET + GET generation + PTTL (early refresh) + 50 GETs, nothing retried"
+        commands,
+        (3 + post_commands(&slots)) as f64,
+        "{fetch:?}: the look-up's 3 commands and the posts', nothing retried"
     );
+}
+
+fn distinct_slots(slots: &[u16]) -> usize {
+    slots.iter().collect::<BTreeSet<_>>().len()
+}
+
+#[tokio::test]
+async fn a_hit_reads_its_posts_with_one_get_each_in_one_pipeline_per_node() {
+    a_hit_costs_one_round_trip_per_node(CacheFetch::Get, |slots| slots.len()).await;
+}
+
+#[tokio::test]
+async fn a_hit_reads_its_bucketed_posts_with_one_mget_per_bucket() {
+    a_hit_costs_one_round_trip_per_node(CacheFetch::BucketMget, |slots| {
+        let buckets = distinct_slots(slots);
+        assert!(buckets <= 12, "at most CACHE_OBJECT_BUCKETS slots, got {buckets}");
+        buckets
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cross_slot_mget_is_split_by_the_client_into_one_command_per_slot() {
+    a_hit_costs_one_round_trip_per_node(CacheFetch::Mget, distinct_slots).await;
 }
 
 #[tokio::test]
@@ -243,7 +274,7 @@ async fn a_generation_never_repeats_even_after_its_key_expired() {
     // The ABA race: a reader sees generation G, the generation key expires, and two writes later
     // the counter is back at G, so the reader's stale page would pass the check.
     let (settings, _, _) = test_settings();
-    let keys = hotfeed::cache::Keys::new(settings.cache.key_prefix.clone());
+    let keys = hotfeed::cache::Keys::of(&settings.cache);
     let metrics = std::sync::Arc::new(Metrics::new(10));
     let cache = Cache::connect(&settings.cache, metrics)
         .await

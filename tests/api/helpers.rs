@@ -119,7 +119,7 @@ async fn start(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain HTTP client"),
-        keys: Keys::new(settings.cache.key_prefix.clone()),
+        keys: Keys::of(&settings.cache),
         settings,
         admin_url,
         database,
