@@ -309,7 +309,7 @@ step7() {
   run "curl -si $URL/api/v1/users/70/feed | grep -iE '^(x-cache|x-feed-source)'"
   say "Readers walk their feeds by cursor while authors post (the admin key in .env lets loadgen write as them):"
   load_bg feed --endpoint feed --users "$SEED_USERS" --depths 1=80,2=10,5=5,20=5 --rate 50 --write-rate 5 --duration 15s
-  look "fan-out lag p99 and fan-outs/s move; the hottest keys include inboxes; the node holding the most followed user's keys leads commands/s."
+  look "fan-out lag p99 and fan-outs/s move; the hottest keys may include inboxes; the node holding the most followed user's keys leads commands/s."
   load_wait 40 feed
   note "  With $SEED_USERS users nobody reaches FEED_CELEBRITY_FOLLOWERS (1,000), so every post is pushed."
   note "  To see user 1's outbox pulled by every reader (the hot outbox), restart with: FEED_CELEBRITY_FOLLOWERS=50 scripts/run.sh"
