@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# scripts/browser-test.sh — the dashboard's browser test (tests/browser/dashboard.test.mjs) in
+# Debian's headless Chromium, against a running service.
+#
+#   scripts/browser-test.sh              the test as the environment asks (EXPECT_HOT, EXPECT_KILLED)
+#   scripts/browser-test.sh --scenario   the whole story: Zipf load -> "hot"; a master killed under
+#                                        load -> "killed"; the node restarted (scripts/stack.sh up)
+#
+# Installs what is missing first: Debian's chromium (apt, when /usr/bin/chromium is absent) and
+# playwright-core (`npm ci` in tests/browser when node_modules is absent; no browser download).
+#
+# Environment:
+#   HOTFEED_URL            the service (default http://127.0.0.1:8080); scripts/run.sh serves it
+#   SCREENSHOT_DIR         where the PNGs go (default docs/img, from the repo root)
+#   LOADGEN                loadgen binary for --scenario (default target/debug/loadgen;
+#                          `cargo build -p loadgen` makes it)
+#   STACK_REDIS_BASE_PORT  first port of the local cluster (default 7000), as scripts/stack.sh
+#   KILL_PORT              --scenario: the master to kill (default: the owner of user 1's pages)
+#   CACHE_KEY_PREFIX       the service's key prefix (default hf), to find user 1's slot
+#
+# Exit status: 0 when every step passed; 1 when a step failed; 2 on a usage or setup error.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+cd "$REPO"
+
+HOTFEED_URL=${HOTFEED_URL:-http://127.0.0.1:8080}
+HOTFEED_URL=${HOTFEED_URL%/}
+SCREENSHOT_DIR=${SCREENSHOT_DIR:-docs/img}
+LOADGEN=${LOADGEN:-target/debug/loadgen}
+BASE_PORT=${STACK_REDIS_BASE_PORT:-7000}
+PREFIX=${CACHE_KEY_PREFIX:-hf}
+CHROMIUM=/usr/bin/chromium
+TEST_DIR=$REPO/tests/browser
+
+SCENARIO=no
+LOADGEN_PID=""
+KILLED_PORT=""   # set while a node this script killed is not restarted yet
+WORK=""
+SHOTS=""         # SCREENSHOT_DIR, absolute
+
+say() { printf 'browser-test: %s\n' "$*"; }
+die() {
+  printf 'browser-test: error: %s\n' "$*" >&2
+  exit 2
+}
+
+usage() {
+  sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+as_root() {
+  if [[ $EUID -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root for: $* (install sudo, or run it as root)"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+ensure_chromium() {
+  [[ -x $CHROMIUM ]] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "$CHROMIUM is missing and there is no apt-get; install Chromium"
+  say "installing Debian's chromium (apt-get)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  [[ -x $CHROMIUM ]] || die "apt-get installed chromium but $CHROMIUM is still missing"
+}
+
+ensure_node_modules() {
+  command -v node >/dev/null 2>&1 || die "node is missing (apt-get install nodejs npm)"
+  [[ -d $TEST_DIR/node_modules/playwright-core ]] && return 0
+  command -v npm >/dev/null 2>&1 || die "npm is missing (apt-get install npm)"
+  say "installing playwright-core (npm ci in tests/browser; no browser is downloaded)"
+  (cd "$TEST_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 timeout 300 npm ci --no-audit --no-fund --loglevel=error)
+}
+
+service_answers() {
+  curl -fs --max-time 3 -o /dev/null "$HOTFEED_URL/api/v1/admin/stats"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The scenario's moving parts
+
+rcli() {
+  local port=$1
+  shift
+  timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>&1 | tr -d '\r'
+}
+
+# Prints "<master port> <replica port>" of the master that owns SLOT (replica may be "-").
+owner_of_slot() {
+  local slot=$1 port nodes=""
+  for ((port = BASE_PORT; port < BASE_PORT + 6; port++)); do
+    nodes=$(rcli "$port" cluster nodes) && [[ $nodes == *myself* ]] && break
+    nodes=""
+  done
+  [[ -n $nodes ]] || return 1
+  awk -v slot="$slot" '
+    { split($2, a, "@"); split(a[1], hp, ":"); addr[$1] = hp[2] }
+    $3 ~ /master/ && $3 !~ /fail/ {
+      for (i = 9; i <= NF; i++) {
+        if ($i ~ /^\[/) continue
+        n = split($i, r, "-"); lo = r[1]; hi = (n > 1 ? r[2] : r[1])
+        if (slot + 0 >= lo + 0 && slot + 0 <= hi + 0) owner = $1
+      }
+    }
+    $3 ~ /slave/ && $3 !~ /fail/ { rep[$4] = $1 }
+    END {
+      if (owner == "") exit 1
+      print addr[owner], (owner in rep ? addr[rep[owner]] : "-")
+    }' <<<"$nodes"
+}
+
+# Prints "<PORT> <replica port>" when PORT is a live master (replica "-" if it has none).
+master_and_replica() {
+  local port=$1 nodes
+  nodes=$(rcli "$port" cluster nodes) || return 1
+  awk '
+    { split($2, a, "@"); split(a[1], hp, ":"); addr[$1] = hp[2] }
+    $3 ~ /myself/ && $3 ~ /master/ { me = $1 }
+    $3 ~ /slave/ && $3 !~ /fail/ { rep[$4] = $1 }
+    END {
+      if (me == "") exit 1
+      print addr[me], (me in rep ? addr[rep[me]] : "-")
+    }' <<<"$nodes"
+}
+
+start_loadgen() {
+  local duration=$1 log=$2
+  [[ -x $LOADGEN ]] || die "no loadgen at $LOADGEN (cargo build -p loadgen, or set LOADGEN)"
+  say "loadgen: --users 100 --rate 200 --duration $duration against $HOTFEED_URL (log: $log)"
+  "$LOADGEN" --url "$HOTFEED_URL" --users 100 --rate 200 --duration "$duration" --quiet >"$log" 2>&1 &
+  LOADGEN_PID=$!
+}
+
+stop_loadgen() {
+  [[ -n $LOADGEN_PID ]] || return 0
+  if kill -0 "$LOADGEN_PID" 2>/dev/null; then
+    kill -TERM "$LOADGEN_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$LOADGEN_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$LOADGEN_PID" 2>/dev/null || true
+  fi
+  wait "$LOADGEN_PID" 2>/dev/null || true
+  LOADGEN_PID=""
+}
+
+restore_node() {
+  [[ -n $KILLED_PORT ]] || return 0
+  say "restarting 127.0.0.1:$KILLED_PORT: scripts/stack.sh up (the node rejoins as a replica)"
+  if STACK_REDIS_BASE_PORT=$BASE_PORT timeout 120 "$REPO/scripts/stack.sh" up >"$WORK/stack-up.log" 2>&1; then
+    KILLED_PORT=""
+  else
+    tail -n 15 "$WORK/stack-up.log" >&2
+    say "scripts/stack.sh up failed (log above); run it yourself to restore the cluster"
+  fi
+}
+
+cleanup() {
+  stop_loadgen
+  restore_node
+  [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
+}
+
+run_test() { # env assignments for the test, then nothing else
+  env "$@" HOTFEED_URL="$HOTFEED_URL" node "$TEST_DIR/dashboard.test.mjs"
+}
+
+scenario() {
+  local rc=0 slot="" master replica pid shots line
+  command -v redis-cli >/dev/null 2>&1 || die "redis-cli is missing (scripts/stack.sh up installs it)"
+  [[ -x $LOADGEN ]] || die "no loadgen at $LOADGEN (cargo build -p loadgen, or set LOADGEN)"
+
+  say "step 1/3: Zipf load, the dashboard must mark a hot node"
+  start_loadgen 20s "$WORK/loadgen-hot.log"
+  run_test EXPECT_HOT=1 SCREENSHOT_DIR="$SHOTS" || rc=1
+  stop_loadgen
+
+  say "step 2/3: kill -9 of a master under load, the dashboard must show it"
+  if [[ -n ${KILL_PORT:-} ]]; then
+    line=$(master_and_replica "$KILL_PORT") || die "127.0.0.1:$KILL_PORT is not a live master of the cluster"
+  else
+    slot=$(rcli "$BASE_PORT" cluster keyslot "$PREFIX:{user:1}:pages")
+    [[ $slot =~ ^[0-9]+$ ]] || die "cluster keyslot on 127.0.0.1:$BASE_PORT answered '$slot'"
+    line=$(owner_of_slot "$slot") || die "no live master owns slot $slot (is the cluster whole? scripts/stack.sh status)"
+  fi
+  read -r master replica <<<"$line"
+  pid=$(rcli "$master" info server | sed -n 's/^process_id://p')
+  [[ $pid =~ ^[0-9]+$ ]] || die "cannot read the process_id of 127.0.0.1:$master"
+  local why=""
+  [[ -z $slot ]] || why=" (owner of slot $slot: user 1's pages)"
+  say "master 127.0.0.1:$master$why, pid $pid; its replica 127.0.0.1:$replica"
+  start_loadgen 40s "$WORK/loadgen-killed.log"
+  sleep 3
+  KILLED_PORT=$master
+  kill -KILL "$pid"
+  say "killed pid $pid (127.0.0.1:$master)"
+  # dashboard.png stays the picture of the whole cluster: this run's shots go to a scratch dir.
+  shots=$WORK/shots
+  mkdir -p "$shots"
+  if run_test EXPECT_KILLED="127.0.0.1:$master" EXPECT_PROMOTED="${replica/#-/}" SCREENSHOT_DIR="$shots"; then
+    cp "$shots/dashboard-killed.png" "$SHOTS/"
+  else
+    rc=1
+    cp "$shots"/failed-*.png "$SHOTS/" 2>/dev/null || true
+  fi
+  stop_loadgen
+
+  say "step 3/3: restore the node"
+  restore_node
+  [[ -z $KILLED_PORT ]] || rc=1
+  return "$rc"
+}
+
+main() {
+  while (($#)); do
+    case $1 in
+      --scenario) SCENARIO=yes ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  ensure_chromium
+  ensure_node_modules
+  service_answers || die "no answer from $HOTFEED_URL/api/v1/admin/stats; start the service (scripts/run.sh) or set HOTFEED_URL"
+  case $SCREENSHOT_DIR in
+    /*) SHOTS=$SCREENSHOT_DIR ;;
+    *) SHOTS=$REPO/$SCREENSHOT_DIR ;;
+  esac
+  mkdir -p "$SHOTS"
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/hotfeed-browser-test.XXXXXX")
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  if [[ $SCENARIO == yes ]]; then
+    scenario
+  else
+    run_test SCREENSHOT_DIR="$SHOTS"
+  fi
+}
+
+main "$@"
