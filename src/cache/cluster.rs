@@ -98,6 +98,17 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
+/// One shard as the client last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardView {
+    /// The master, `host:port`.
+    pub master: String,
+    /// Its slot ranges, first and last slot included.
+    pub slots: Vec<(u16, u16)>,
+    /// Its replicas, `host:port`.
+    pub replicas: Vec<String>,
+}
+
 /// Where a group of keys is sent: the primary that owns them, or (topology not yet known) their slot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Target {
@@ -332,6 +343,10 @@ impl ClusterCache {
     /// into one `MGET` per slot and merges the replies. Kept to be compared with the other
     /// strategies (`CACHE_FETCH=mget`); the whole read fails, and misses, if any node does.
     pub async fn mget_cross_slot(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        if keys.is_empty() {
+            // Redis refuses an `MGET` of no keys.
+            return Vec::new();
+        }
         let Some(mut connection) = self.connection_or_record() else {
             return vec![None; keys.len()];
         };
@@ -612,6 +627,24 @@ impl ClusterCache {
             groups.entry(target).or_default().push(i);
         }
         groups
+    }
+
+    /// The shards of the last known topology: each master's slot ranges and replicas (empty while
+    /// none is known).
+    pub fn shards(&self) -> Vec<ShardView> {
+        read(&self.inner.topology)
+            .as_ref()
+            .map(|topology| {
+                topology
+                    .shards()
+                    .map(|shard| ShardView {
+                        master: shard.primary().to_string(),
+                        slots: shard.slot_ranges().to_vec(),
+                        replicas: shard.replicas().iter().map(ToString::to_string).collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The master that owns `slot` in the last known topology.

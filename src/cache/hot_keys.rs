@@ -76,6 +76,8 @@ pub struct HotUserEntry {
     pub user_id: UserId,
     pub reads: u64,
     pub share: f64,
+    /// The master that owns the user's slot (`{user:<id>}`: pages, boxes), when known.
+    pub node: Option<String>,
 }
 
 /// One hot slot.
@@ -171,6 +173,7 @@ impl HotKeys {
                     user_id,
                     reads,
                     share: share(reads, user_reads),
+                    node: node_of(super::keys::slot(keys.user_pages(user_id).as_bytes())),
                 })
                 .collect(),
             slot_reads,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use self::cluster::CacheError;
+pub use self::cluster::{CacheError, ShardView};
 pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
 pub use self::local::{LocalTier, Ticket, Topic};
@@ -180,6 +180,13 @@ impl Cache {
     /// The hot-key detection of this instance's reads; `None` without a cache.
     pub fn hot_keys(&self) -> Option<&HotKeys> {
         self.redis().map(|redis| &*redis.hot)
+    }
+
+    /// The cluster's shards as the client last saw them (empty without Redis).
+    pub fn shards(&self) -> Vec<ShardView> {
+        self.redis()
+            .map(|redis| redis.cluster.shards())
+            .unwrap_or_default()
     }
 
     /// The hottest keys, users and slots of this instance's reads; `None` without a cache.

@@ -197,6 +197,16 @@ impl Feed {
         }
     }
 
+    /// Whether the in-process tier is on (`L1=on` with the cache on).
+    pub fn local_tier_on(&self) -> bool {
+        self.cache.local().is_some()
+    }
+
+    /// The cluster's shards as this instance last saw them (empty without Redis).
+    pub fn shards(&self) -> Vec<crate::cache::ShardView> {
+        self.cache.shards()
+    }
+
     /// The hottest keys, users and slots of this instance's reads (empty without a cache).
     pub fn hot_report(&self) -> HotReport {
         self.cache.hot_report().unwrap_or_default()
