@@ -6,11 +6,15 @@
 # Builds the release binaries, seeds (or reuses) the scratch database of run-load-benchmarks.sh
 # (BENCH_DATABASE, 100 users, 2,000,000 Zipf posts), and starts two release instances from the
 # same binary on the cluster of REDIS_URLS: the in-process tier on (:18190) and off (:18191), each
-# with a key prefix of its own. Then, alternating the sides BENCH_REPEAT (3) times:
+# with a key prefix of its own. First the Redis work of a hit without HTTP (criterion's
+# `64_pages_at_a_time/page_redis_work/<CACHE_FETCH>`, benches/redis_fetch.rs), then the maximum
+# of the Zipf mix with the tier off (closed loop of 16, median of BENCH_REPEAT runs) unless
+# BENCH_ZIPF_RATE is given, and then, alternating the sides BENCH_REPEAT (3) times:
 #
-#   hot   closed loop of 16 on user 1's first page: pages/s, an L1 hit against a Redis hit
-#   zipf  open loop at BENCH_ZIPF_RATE (600/s) over 100 users, the default page mix: p50/p99 and
-#         each master's share of Redis commands
+#   hot   closed loop of 16 on user 1's first page: pages/s, an L1 hit against a Redis hit (and
+#         the Redis hit against the Redis work alone)
+#   zipf  open loop at BENCH_ZIPF_RATE (half the maximum) over 100 users, the default page mix:
+#         p50/p99, PostgreSQL queries per page, each master's share of Redis commands
 #
 # and, on two more instances with CACHE_LIST_TTL_SECS=5 and the tier off, early refresh on
 # (:18192) and off (:18193): user 1's list misses per second under 200 reads/s for 30 s.
@@ -33,7 +37,8 @@ REDIS_URLS=$(env_or_dotenv REDIS_URLS)
 BENCH_DATABASE=${BENCH_DATABASE:-hotfeed_loadbench}
 BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_DURATION=${BENCH_DURATION:-10s}
-BENCH_ZIPF_RATE=${BENCH_ZIPF_RATE:-600}
+BENCH_ZIPF_RATE=${BENCH_ZIPF_RATE:-}
+BENCH_FETCH=${CACHE_FETCH:-bucket-mget}
 BENCH_OUT=${BENCH_OUT:-$ROOT/target/load-bench/hot-$(date -u +%Y%m%dT%H%M%SZ)}
 BENCH_URL="${DATABASE_URL%/*}/$BENCH_DATABASE"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -65,7 +70,8 @@ serve() {
   local port=$1 name=$2
   shift 2
   env DATABASE_URL="$BENCH_URL" REDIS_URLS="$REDIS_URLS" APP_PORT="$port" APP_HOST=127.0.0.1 \
-    CACHE_KEY_PREFIX="hot$$$name" NO_MIGRATE=true RATE_LIMIT_READS_PER_IP=0 "$@" \
+    CACHE_KEY_PREFIX="hot$$$name" NO_MIGRATE=true RATE_LIMIT_READS_PER_IP=0 \
+    CACHE_FETCH="$BENCH_FETCH" "$@" \
     "$BIN/hotfeed" serve >"$BENCH_OUT/$name.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do
@@ -82,6 +88,26 @@ serve 18192 refreshon L1=off CACHE_LIST_TTL_SECS=5 CACHE_EARLY_REFRESH_MS=1000
 serve 18193 refreshoff L1=off CACHE_LIST_TTL_SECS=5 CACHE_EARLY_REFRESH_MS=0
 
 loadgen() { "$BIN/loadgen" --json --quiet --seed 1 --warmup 2s "$@"; }
+
+log "the Redis work of a hit alone ($BENCH_FETCH, criterion)"
+CACHE_FETCH="$BENCH_FETCH" cargo bench -q --bench redis_fetch -- \
+  "64_pages_at_a_time/page_redis_work/$BENCH_FETCH" >"$BENCH_OUT/redis_fetch.txt" 2>&1
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/criterion/64_pages_at_a_time/page_redis_work/$BENCH_FETCH/new/estimates.json" \
+  "$BENCH_OUT/redis-work.json"
+
+if [[ -z $BENCH_ZIPF_RATE ]]; then
+  for run in $(seq "$BENCH_REPEAT"); do
+    log "run $run: the Zipf mix's maximum, tier off"
+    loadgen --url "http://127.0.0.1:18191" --users 100 --concurrency 16 \
+      --duration "$BENCH_DURATION" >"$BENCH_OUT/zipfmax-l1off-$run.json"
+  done
+  BENCH_ZIPF_RATE=$(python3 -c '
+import json, statistics, sys
+rates = [json.load(open(p))["requests_per_sec"] for p in sys.argv[1:]]
+print(round(statistics.median(rates) / 2))' "$BENCH_OUT"/zipfmax-l1off-*.json)
+fi
+echo "$BENCH_ZIPF_RATE" >"$BENCH_OUT/zipf-rate.txt"
+log "Zipf open loop at $BENCH_ZIPF_RATE/s"
 
 for run in $(seq "$BENCH_REPEAT"); do
   for side in l1on l1off; do
@@ -115,19 +141,34 @@ import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 def load(name):
     return json.loads((out / name).read_text())
-def med(values):
-    return statistics.median(values)
+med = statistics.median
+work = load("redis-work.json")["median"]["point_estimate"]  # ns per 64 pages
+work_rate = 64 / (work / 1e9)
+print(f"Redis work alone (criterion, 64 in flight): {work_rate:9.0f} pages/s")
+maxes = [load(p.name)["requests_per_sec"] for p in sorted(out.glob("zipfmax-l1off-*.json"))]
+if maxes:
+    print(f"Zipf maximum, tier off: {med(maxes):.0f} req/s (runs {', '.join(f'{m:.0f}' for m in maxes)})")
+print(f"Zipf open loop at {(out / 'zipf-rate.txt').read_text().strip()}/s")
+rates = {}
 for kind in ("hot", "zipf"):
     for side in ("l1on", "l1off"):
         reports = [load(p.name) for p in sorted(out.glob(f"{kind}-{side}-*.json"))]
-        rates = [r["requests_per_sec"] for r in reports]
-        p50 = [r["latency_ms"]["p50"] for r in reports]
-        p99 = [r["latency_ms"]["p99"] for r in reports]
-        print(f"{kind:5} {side:6} req/s {med(rates):9.0f}  p50 {med(p50):7.2f} ms  p99 {med(p99):7.2f} ms  runs {len(reports)}")
-        for r in reports[-1:]:
-            nodes = r.get("service", {}).get("redis_nodes") or []
-            if nodes:
-                print("      commands by node:", ", ".join(f"{n.get('node')} {n.get('command_share', 0)*100:.1f} %" for n in nodes))
+        rate = med([r["requests_per_sec"] for r in reports])
+        rates[kind, side] = rate
+        p50 = med([r["latency_ms"]["p50"] for r in reports])
+        p99 = med([r["latency_ms"]["p99"] for r in reports])
+        qpp = med([r.get("service", {}).get("db_queries_per_page", 0) for r in reports])
+        print(f"{kind:5} {side:6} req/s {rate:9.0f}  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
+              f"PostgreSQL queries/page {qpp:.4f}  p99s " + ", ".join("%.1f" % r["latency_ms"]["p99"] for r in reports))
+        for r in reports:
+            nodes = [n for n in r.get("service", {}).get("redis_nodes") or [] if n.get("commands")]
+            shares = sorted((n["command_share"] for n in nodes), reverse=True)
+            if len(shares) > 1:
+                ratio = shares[0] / (sum(shares[1:]) / len(shares[1:]))
+                print("      commands by node:", ", ".join(f"{n['node']} {n['command_share'] * 100:.1f} %" for n in nodes),
+                      f" hottest / mean of others x{ratio:.2f}")
+print(f"ratio Redis hit (tier off) / Redis work alone: {rates['hot', 'l1off'] / work_rate:.2f}")
+print(f"ratio L1 hit / Redis hit: {rates['hot', 'l1on'] / rates['hot', 'l1off']:.2f}")
 for line in (out / "refresh.txt").read_text().splitlines():
     side, before, after = line.split()
     print(f"early refresh {side:10}: user 1 list misses {float(after) - float(before):.0f} in 30 s")
