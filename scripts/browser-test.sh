@@ -135,8 +135,23 @@ start_loadgen() {
   local duration=$1 log=$2
   [[ -x $LOADGEN ]] || die "no loadgen at $LOADGEN (cargo build -p loadgen, or set LOADGEN)"
   say "loadgen: --users 100 --rate 200 --duration $duration against $HOTFEED_URL (log: $log)"
-  "$LOADGEN" --url "$HOTFEED_URL" --users 100 --rate 200 --duration "$duration" --quiet >"$log" 2>&1 &
+  "$LOADGEN" --url "$HOTFEED_URL" --users 100 --rate 200 --warmup 0s --duration "$duration" \
+    --quiet --json >"$log" 2>"$log.err" &
   LOADGEN_PID=$!
+}
+# every_read_served REPORT: loadgen's report says every request got a 200 (none failed, none timed
+# out); prints the counts either way.
+every_read_served() {
+  python3 - "$1" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+statuses = report.get("statuses", {})
+ok = statuses.get("200", 0)
+print(f"browser-test: reads under the kill: {report['requests']} sent, {ok} answered 200, "
+      f"other outcomes {({k: v for k, v in statuses.items() if k != '200'}) or 'none'}, "
+      f"p99 {report['latency_ms']['p99']:.1f} ms, max {report['latency_ms']['max']:.1f} ms", file=sys.stderr)
+sys.exit(0 if report["requests"] > 0 and ok == report["requests"] else 1)
+PY
 }
 
 stop_loadgen() {
@@ -177,7 +192,7 @@ scenario() {
   [[ -x $LOADGEN ]] || die "no loadgen at $LOADGEN (cargo build -p loadgen, or set LOADGEN)"
 
   say "step 1/3: Zipf load, the dashboard must mark a hot node"
-  start_loadgen 20s "$WORK/loadgen-hot.log"
+  start_loadgen 20s "$WORK/loadgen-hot.json"
   run_test EXPECT_HOT=1 SCREENSHOT_DIR="$SHOTS" || rc=1
   stop_loadgen
 
@@ -195,7 +210,7 @@ scenario() {
   local why=""
   [[ -z $slot ]] || why=" (owner of slot $slot: user 1's pages)"
   say "master 127.0.0.1:$master$why, pid $pid; its replica 127.0.0.1:$replica"
-  start_loadgen 40s "$WORK/loadgen-killed.log"
+  start_loadgen 20s "$WORK/loadgen-killed.json"
   sleep 3
   KILLED_PORT=$master
   kill -KILL "$pid"
@@ -209,7 +224,14 @@ scenario() {
     rc=1
     cp "$shots"/failed-*.png "$SHOTS/" 2>/dev/null || true
   fi
-  stop_loadgen
+  # Reads keep flowing: loadgen runs to its end and every read it sent must have been served.
+  wait "$LOADGEN_PID" 2>/dev/null || true
+  LOADGEN_PID=""
+  every_read_served "$WORK/loadgen-killed.json" || {
+    cp "$WORK/loadgen-killed.json" "$SHOTS/"
+    say "FAIL reads under the kill: not every read was served (report: $SHOTS/loadgen-killed.json)"
+    rc=1
+  }
 
   say "step 3/3: restore the node"
   restore_node

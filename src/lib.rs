@@ -13,5 +13,6 @@ pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod startup;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -17,6 +17,7 @@ use crate::error::{ensure_json_error, json_error, query_error};
 use crate::feed::{Feed, FeedError};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::stats::Stats;
 use crate::store::{self, Store};
 use crate::{routes, telemetry};
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Whether the client address comes from `X-Forwarded-For` (`TRUST_FORWARDED_FOR`).
     pub trust_forwarded_for: bool,
+    /// The live view's latest numbers.
+    pub stats: Arc<Stats>,
 }
 
 /// A built, bound, not yet running application.
@@ -82,10 +85,12 @@ impl Application {
             None => tracing::info!("no ADMIN_API_KEY: writes need a user's own API key"),
         }
         let limits = Arc::new(RateLimits::new(&settings.rate_limits, Arc::clone(&metrics)));
+        let stats = Stats::new();
         let housekeeping = vec![
             limits.spawn_cleanup(),
             feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY),
             feed.spawn_cache_reporter(CACHE_REPORT_EVERY),
+            stats.spawn(feed.clone(), Arc::clone(&metrics)),
         ];
         let state = web::Data::new(AppState {
             feed: feed.clone(),
@@ -98,6 +103,7 @@ impl Application {
             admin_key,
             limits,
             trust_forwarded_for: settings.rate_limits.trust_forwarded_for,
+            stats,
         });
 
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod dashboard;
 mod health;
 mod limits;
 mod metrics;
@@ -41,6 +42,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ping", [(M::GET, web::to(ping))]))
         .service(resource("/health", [(M::GET, web::to(health))]))
         .service(resource("/metrics", [(M::GET, web::to(metrics))]))
+        .service(resource("/dashboard", [(M::GET, web::to(dashboard::page))]))
+        .service(resource(
+            "/dashboard/{asset}",
+            [(M::GET, web::to(dashboard::asset))],
+        ))
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(limits::limit_by_address))
@@ -49,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     [(M::GET, web::to(openapi::openapi))],
                 ))
                 .service(resource("/admin/hot", [(M::GET, web::to(admin::hot))]))
+                .service(resource("/admin/stats", [(M::GET, web::to(admin::stats))]))
                 .service(resource("/users", [(M::POST, web::to(users::create_user))]))
                 .service(resource(
                     "/users/{id}",

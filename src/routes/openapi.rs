@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema as _};
 
-use super::{admin, health, metrics, posts, users};
+use super::{admin, dashboard, health, metrics, posts, users};
 use crate::cache::{HotKeyEntry, HotReport, HotSlotEntry, HotUserEntry};
 use crate::domain::{Page, Post, User};
 use crate::error::{ErrorBody, ErrorEnvelope};
@@ -31,6 +31,9 @@ use crate::error::{ErrorBody, ErrorEnvelope};
         health::health,
         metrics::metrics,
         admin::hot,
+        admin::stats,
+        dashboard::page,
+        dashboard::asset,
         openapi,
         users::create_user,
         users::get_user,

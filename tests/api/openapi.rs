@@ -8,12 +8,15 @@ use serde_json::Value;
 use crate::helpers::spawn_app;
 
 /// Every path `routes::configure` mounts; a new route must be added here and documented.
-const MOUNTED: [&str; 14] = [
+const MOUNTED: [&str; 17] = [
     "/ping",
     "/health",
     "/metrics",
+    "/dashboard",
+    "/dashboard/{asset}",
     "/api/v1/openapi.json",
     "/api/v1/admin/hot",
+    "/api/v1/admin/stats",
     "/api/v1/users",
     "/api/v1/users/{id}",
     "/api/v1/users/{id}/posts",
@@ -53,7 +56,10 @@ async fn the_openapi_document_describes_every_route_and_method_the_app_serves() 
     // What the app serves, read from its own 405s: each path's Allow header.
     let mut served = BTreeSet::new();
     for path in MOUNTED {
-        let concrete = path.replace("{id}", "1").replace("{target}", "2");
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{target}", "2")
+            .replace("{asset}", "app.js");
         let res = app
             .client
             .request(
