@@ -4,7 +4,12 @@
 #
 #   scripts/browser-test.sh              the test as the environment asks (EXPECT_HOT, EXPECT_KILLED)
 #   scripts/browser-test.sh --scenario   the whole story: Zipf load -> "hot"; a master killed under
-#                                        load -> "killed"; the node restarted (scripts/stack.sh up)
+#                                        load -> "killed" (every read must still be served); the
+#                                        node restarted (scripts/stack.sh up)
+#   scripts/browser-test.sh --serve ...  first build and start a debug service of its own on
+#                                        BROWSER_PORT (18398) over a fresh database (hotfeed_browser,
+#                                        seeded by datagen: 100 users, 20,000 posts) and its own key
+#                                        prefix, and test that one (scripts/test.sh does this)
 #
 # Installs what is missing first: Debian's chromium (apt, when /usr/bin/chromium is absent) and
 # playwright-core (`npm ci` in tests/browser when node_modules is absent; no browser download).
@@ -17,6 +22,7 @@
 #   STACK_REDIS_BASE_PORT  first port of the local cluster (default 7000), as scripts/stack.sh
 #   KILL_PORT              --scenario: the master to kill (default: the owner of user 1's pages)
 #   CACHE_KEY_PREFIX       the service's key prefix (default hf), to find user 1's slot
+#   BROWSER_PORT           --serve: the port of the service started (default 18398)
 #
 # Exit status: 0 when every step passed; 1 when a step failed; 2 on a usage or setup error.
 set -euo pipefail
@@ -35,6 +41,9 @@ CHROMIUM=/usr/bin/chromium
 TEST_DIR=$REPO/tests/browser
 
 SCENARIO=no
+SERVE=no
+SERVER_PID=""
+SERVE_DB=hotfeed_browser
 LOADGEN_PID=""
 KILLED_PORT=""   # set while a node this script killed is not restarted yet
 WORK=""
@@ -78,6 +87,48 @@ ensure_node_modules() {
   command -v npm >/dev/null 2>&1 || die "npm is missing (apt-get install npm)"
   say "installing playwright-core (npm ci in tests/browser; no browser is downloaded)"
   (cd "$TEST_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 timeout 300 npm ci --no-audit --no-fund --loglevel=error)
+}
+
+# serve_own: a debug service of this script's own, over a fresh seeded database; sets HOTFEED_URL.
+serve_own() {
+  if [[ -f $REPO/.env ]]; then
+    set -a
+    # shellcheck disable=SC1091
+    . "$REPO/.env"
+    set +a
+  fi
+  local db_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hotfeed}
+  local admin_url=${db_url%/*}/postgres app_db=${db_url%/*}/$SERVE_DB port=${BROWSER_PORT:-18398}
+  PREFIX="bt$(date +%s)"
+  say "building hotfeed, loadgen and datagen (debug)"
+  cargo build -q -p hotfeed -p loadgen -p datagen
+  LOADGEN=$REPO/target/debug/loadgen
+  psql -q "$admin_url" -c "DROP DATABASE IF EXISTS $SERVE_DB WITH (FORCE)" -c "CREATE DATABASE $SERVE_DB" >/dev/null ||
+    die "cannot create $SERVE_DB (is the stack up? scripts/stack.sh up)"
+  "$REPO/target/debug/hotfeed" migrate --database-url "$app_db" >/dev/null
+  say "seeding $SERVE_DB (datagen: 100 users, 20,000 posts)"
+  "$REPO/target/debug/datagen" --users 100 --posts 20000 --database-url "$app_db" --no-cache-flush >/dev/null 2>&1 ||
+    die "datagen failed"
+  DATABASE_URL=$app_db APP_HOST=127.0.0.1 APP_PORT=$port NO_MIGRATE=true CACHE_KEY_PREFIX=$PREFIX \
+    RATE_LIMIT_READS_PER_IP=0 LOG_FORMAT=json RUST_LOG=warn \
+    "$REPO/target/debug/hotfeed" serve >"$WORK/serve.log" 2>&1 &
+  SERVER_PID=$!
+  HOTFEED_URL=http://127.0.0.1:$port
+  for _ in $(seq 150); do
+    curl -fs --max-time 1 -o /dev/null "$HOTFEED_URL/ping" && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; die "hotfeed exited"; }
+    sleep 0.2
+  done
+  die "hotfeed did not answer on $HOTFEED_URL within 30 s"
+}
+
+stop_own() {
+  [[ -n $SERVER_PID ]] || return 0
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+  local db_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/hotfeed}
+  psql -q "${db_url%/*}/postgres" -c "DROP DATABASE IF EXISTS $SERVE_DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 
 service_answers() {
@@ -179,7 +230,8 @@ restore_node() {
 cleanup() {
   stop_loadgen
   restore_node
-  [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
+  stop_own
+  if [[ -n $WORK && -d $WORK ]]; then rm -rf "$WORK"; fi
 }
 
 run_test() { # env assignments for the test, then nothing else
@@ -243,6 +295,7 @@ main() {
   while (($#)); do
     case $1 in
       --scenario) SCENARIO=yes ;;
+      --serve) SERVE=yes ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
@@ -250,15 +303,16 @@ main() {
   done
   ensure_chromium
   ensure_node_modules
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/hotfeed-browser-test.XXXXXX")
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  [[ $SERVE == no ]] || serve_own
   service_answers || die "no answer from $HOTFEED_URL/api/v1/admin/stats; start the service (scripts/run.sh) or set HOTFEED_URL"
   case $SCREENSHOT_DIR in
     /*) SHOTS=$SCREENSHOT_DIR ;;
     *) SHOTS=$REPO/$SCREENSHOT_DIR ;;
   esac
   mkdir -p "$SHOTS"
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/hotfeed-browser-test.XXXXXX")
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
   if [[ $SCENARIO == yes ]]; then
     scenario
   else

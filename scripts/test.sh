@@ -2,7 +2,8 @@
 # The README's second command: bring up the local stack if it is not up, install the test tools
 # the suite shells out to (promtool to lint /metrics, openssl for TLS certificates), then run every test of the
 # workspace against the real PostgreSQL and Redis Cluster, then fuzz the live API from its OpenAPI
-# document with schemathesis (scripts/schemathesis.sh). Extra arguments go to `cargo test` (and
+# document with schemathesis (scripts/schemathesis.sh) and test the dashboard in Chromium
+# (scripts/browser-test.sh). Extra arguments go to `cargo test` (and
 # skip the fuzzing).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +24,11 @@ need openssl openssl     # makes the TLS tests' certificates (tests/api/tls.rs)
 
 "$repo/scripts/stack.sh" up
 cargo test --workspace "$@"
-# The whole suite (no filter given) also fuzzes the live API from its OpenAPI document.
+# The whole suite (no filter given) also fuzzes the live API from its OpenAPI document, and plays
+# the dashboard's story in Debian's Chromium (installed by the script when missing): the page
+# loads without console errors, marks the hot node under Zipf load, and shows a master killed
+# under load while every read is served.
 if [[ $# -eq 0 ]]; then
     "$repo/scripts/schemathesis.sh"
+    SCREENSHOT_DIR="$repo/.stack/screenshots" "$repo/scripts/browser-test.sh" --serve --scenario
 fi

@@ -5,10 +5,7 @@
 //! network, no CDN and no build step. The script polls `GET /api/v1/admin/stats` once a second.
 
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
-
-use crate::error::error_body;
+use actix_web::HttpResponse;
 
 const INDEX: &str = include_str!("../../dashboard/index.html");
 const SCRIPT: &str = include_str!("../../dashboard/app.js");
@@ -25,23 +22,18 @@ pub async fn page() -> HttpResponse {
     embedded(INDEX, "text/html; charset=utf-8")
 }
 
-/// `GET /dashboard/{asset}`: `app.js` or `app.css`.
-#[utoipa::path(get, path = "/dashboard/{asset}", tag = "operations",
-    params(("asset" = String, Path, description = "`app.js` or `app.css`")),
-    responses(
-        (status = 200, description = "The dashboard's script or style sheet", content_type = "text/javascript"),
-        (status = 404, description = "No such file", body = crate::error::ErrorEnvelope),
-    ))]
-pub async fn asset(name: web::Path<String>) -> HttpResponse {
-    match name.as_str() {
-        "app.js" => embedded(SCRIPT, "text/javascript; charset=utf-8"),
-        "app.css" => embedded(STYLE, "text/css; charset=utf-8"),
-        _ => error_body(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the dashboard has no such file (app.js and app.css only)",
-        ),
-    }
+/// `GET /dashboard/app.js`.
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "operations",
+    responses((status = 200, description = "The dashboard's script", content_type = "text/javascript")))]
+pub async fn script() -> HttpResponse {
+    embedded(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// `GET /dashboard/app.css`.
+#[utoipa::path(get, path = "/dashboard/app.css", tag = "operations",
+    responses((status = 200, description = "The dashboard's style sheet", content_type = "text/css")))]
+pub async fn style() -> HttpResponse {
+    embedded(STYLE, "text/css; charset=utf-8")
 }
 
 fn embedded(body: &'static str, content_type: &'static str) -> HttpResponse {

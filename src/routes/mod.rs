@@ -44,8 +44,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics", [(M::GET, web::to(metrics))]))
         .service(resource("/dashboard", [(M::GET, web::to(dashboard::page))]))
         .service(resource(
-            "/dashboard/{asset}",
-            [(M::GET, web::to(dashboard::asset))],
+            "/dashboard/app.js",
+            [(M::GET, web::to(dashboard::script))],
+        ))
+        .service(resource(
+            "/dashboard/app.css",
+            [(M::GET, web::to(dashboard::style))],
         ))
         .service(
             web::scope("/api/v1")

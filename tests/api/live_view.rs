@@ -33,7 +33,7 @@ async fn the_dashboard_and_its_assets_are_served_from_the_binary_with_a_strict_p
     }
 
     let missing = app.get("/dashboard/secrets.txt").await;
-    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.status(), 404, "nothing else is served");
     let body: Value = missing.json().await.expect("a JSON error");
     assert_eq!(body["error"]["code"], "not_found");
 }
