@@ -11,6 +11,9 @@
 //!
 //! Compared with a hit through HTTP (`loadgen`), it shows what the service adds on top of Redis.
 //! Each is measured one page at a time (latency) and 64 pages at a time (throughput, pages/s).
+//! `driver_hop_64_pages/page_redis_work/{same_thread,other_thread}`: the `bucket-mget` work issued
+//! from one single-threaded runtime (as an actix worker), the connection driven on that thread or
+//! on another runtime's threads (as in the service): what the hop between them costs.
 //! Run: `cargo bench --bench redis_fetch` with the stack up (`scripts/stack.sh up`). The keys live
 //! under prefixes of their own and are deleted at the end.
 
@@ -44,8 +47,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(fetch: CacheFetch) -> Self {
-        let settings = settings(fetch);
+    async fn new(fetch: CacheFetch, tag: &str) -> Self {
+        let settings = settings(fetch, tag);
         let metrics = Arc::new(Metrics::new(10));
         let cache = Cache::connect(&settings.cache, metrics)
             .await
@@ -127,12 +130,12 @@ impl Fixture {
 
 /// The service's settings from the environment (`.env`, `REDIS_URLS`), with `fetch`, the in-process
 /// tier off, and a prefix of our own.
-fn settings(fetch: CacheFetch) -> Settings {
+fn settings(fetch: CacheFetch, tag: &str) -> Settings {
     let _ = dotenvy::dotenv();
     let mut settings = Settings::from_env().expect("the environment holds valid settings");
     settings.cache.fetch = fetch;
     settings.cache.l1 = Switch::Off;
-    settings.cache.key_prefix = format!("bench{}{}", std::process::id(), name(fetch));
+    settings.cache.key_prefix = format!("bench{}{}{tag}", std::process::id(), name(fetch));
     settings
 }
 
@@ -173,7 +176,7 @@ fn benches(c: &mut Criterion) {
         .expect("a Tokio runtime");
     let fixtures: Vec<Fixture> = STRATEGIES
         .iter()
-        .map(|&fetch| runtime.block_on(Fixture::new(fetch)))
+        .map(|&fetch| runtime.block_on(Fixture::new(fetch, "")))
         .collect();
 
     let mut one = c.benchmark_group("one_page_at_a_time");
@@ -199,9 +202,34 @@ fn benches(c: &mut Criterion) {
     }
     many.finish();
 
-    for fixture in &fixtures {
+    // The hop between the thread a request runs on and the task that drives the connection: an
+    // actix worker is a single-threaded runtime, and the service's connection is driven by a task
+    // of the main runtime, on another thread. Both sides here issue their pages from one
+    // single-threaded runtime (as a worker does); the connection's driver runs on that same
+    // thread, or on the two threads of another runtime.
+    let worker = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a single-threaded runtime");
+    let same_thread = worker.block_on(Fixture::new(CacheFetch::BucketMget, "same"));
+    let other_thread = runtime.block_on(Fixture::new(CacheFetch::BucketMget, "other"));
+    let mut hop = c.benchmark_group("driver_hop_64_pages");
+    hop.throughput(Throughput::Elements(CONCURRENT_PAGES as u64));
+    for (side, fixture) in [("same_thread", &same_thread), ("other_thread", &other_thread)] {
+        hop.bench_function(BenchmarkId::new("page_redis_work", side), |b| {
+            b.to_async(&worker).iter(|| async {
+                let pages =
+                    join_all((0..CONCURRENT_PAGES).map(|_| fixture.page_redis_work())).await;
+                assert!(pages.into_iter().all(|hit| hit));
+            });
+        });
+    }
+    hop.finish();
+
+    for fixture in fixtures.iter().chain([&other_thread]) {
         runtime.block_on(fixture.clean_up());
     }
+    worker.block_on(same_thread.clean_up());
 }
 
 fn config() -> Criterion {

@@ -65,7 +65,7 @@ ON_URL="http://127.0.0.1:$BENCH_PORT"
 OFF_URL="http://127.0.0.1:$((BENCH_PORT + 1))"
 STATIC_URL="http://127.0.0.1:$((BENCH_PORT + 2))"
 PREFIX="bench$$"
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 PIDS=()
 NGINX_DIR=""
 

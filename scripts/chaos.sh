@@ -16,8 +16,8 @@
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
-SCENARIOS_ALL=(killmaster freeze allredis postgres migrate coldstart)
-SCENARIOS_CI=(killmaster migrate)
+SCENARIOS_ALL=(killmaster freeze allredis postgres migrate coldstart scaleout)
+SCENARIOS_CI=(killmaster migrate scaleout)
 
 usage() {
   cat <<'EOF'
@@ -33,6 +33,9 @@ Fault scenarios (default: all, in this order):
   migrate     user 1's slot moved to another master with CLUSTER SETSLOT IMPORTING/MIGRATING and
               MIGRATE, key by key, while reads and writes run (ASK redirects)
   coldstart   the service's keys flushed and PostgreSQL restarted (cold buffers), then full load
+  scaleout    a fourth master added (redis-cli --cluster add-node, then rebalance
+              --cluster-use-empty-masters) while reads and writes run; in the after phase its
+              slots moved back (rebalance weight 0) and the node removed (del-node)
 
 Each scenario: a warm-up, then three loadgen phases back to back (pre: baseline; during: the fault,
 injected 1 s in; after: recovery), a probe that posts as user 1 and reads it back, a /metrics
@@ -92,7 +95,7 @@ while (($# > 0)); do
     --write-rate=*) WRATE=${1#*=} ;;
     --posts=*) POSTS=${1#*=} ;;
     down) CMD=down ;;
-    killmaster | freeze | allredis | postgres | migrate | coldstart) SELECTED+=("$1") ;;
+    killmaster | freeze | allredis | postgres | migrate | coldstart | scaleout) SELECTED+=("$1") ;;
     *) printf 'chaos: unknown argument %s\n\n' "$1" >&2; usage >&2; exit 2 ;;
   esac
   shift
@@ -243,7 +246,7 @@ hot_slot() { rcli "$(live_port)" cluster keyslot "{user:$PROBE_AUTHOR}"; }
 # ---------------------------------------------------------------------------------------------
 # Processes this run started; cleanup ends exactly these.
 
-APP_PID="" PROBE_PID="" WATCH_PID="" LOAD_PID="" FROZEN_PID="" PG_STOPPED=no
+APP_PID="" PROBE_PID="" WATCH_PID="" LOAD_PID="" FROZEN_PID="" PG_STOPPED=no EXTRA_PORT=""
 
 # Ends PID and, first, every process it started (a background function's subshell leaves its
 # `timeout` and loadgen behind otherwise): by id, children first.
@@ -265,6 +268,8 @@ cleanup() {
   stop_pid "$PROBE_PID"
   stop_pid "$APP_PID"
   if [[ $PG_STOPPED == yes ]]; then pg_start || true; fi
+  # A fourth master left behind: stack.sh would see 7 nodes and recreate the cluster; stop it.
+  if [[ -n $EXTRA_PORT ]]; then rcli "$EXTRA_PORT" shutdown nosave >/dev/null 2>&1 || true; fi
   if [[ $TEARDOWN == yes && -f $STACK_SH ]]; then
     say "removing the private stack ($CHAOS_DIR)"
     stack down >/dev/null 2>&1 || true
@@ -576,6 +581,83 @@ scenario_migrate() {
   errs_after="$(rcli "$OWNER" info errorstats | tr -d '\r' | tr '\n' ' ')|$(rcli "$dst" info errorstats | tr -d '\r' | tr '\n' ' ')"
   scenario_end migrate "$TTL" --ref restore --migrate-dst "$dst" --migrate-owner-now "$(slot_owner "$SLOT")" \
     --errorstats-before "$errs_before" --errorstats-after "$errs_after" --migrated-keys "$moved"
+}
+
+# slots_of PORT: how many slots the master on PORT owns, by its own view.
+slots_of() {
+  rcli "$1" cluster nodes | awk '$3 ~ /myself/ {
+    for (i = 9; i <= NF; i++) {
+      if ($i ~ /^\[/) continue
+      n = split($i, r, "-"); c += (n == 2 ? r[2] - r[1] + 1 : 1)
+    }
+  } END { print c + 0 }'
+}
+
+# cluster_settled N PORT...: every node on PORT... reports cluster_state:ok and N known nodes.
+cluster_settled() {
+  local want=$1 p i ok
+  shift
+  for ((i = 0; i < 100; i++)); do
+    ok=yes
+    for p in "$@"; do
+      [[ $(rcli "$p" cluster info | tr -d '\r' | awk -F: '$1 == "cluster_state" || $1 == "cluster_known_nodes" { printf "%s;", $2 }') == "ok;$want;" ]] || ok=no
+    done
+    [[ $ok == yes ]] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+scenario_scaleout() {
+  local during=25 new=$((REDIS_BASE + 6)) dir=$CHAOS_DIR/extra-node id slots seen back left
+  [[ $CI == yes ]] && during=20
+  scenario_begin scaleout
+  mkdir -p "$dir"
+  rm -f "$dir/nodes.conf"
+  printf '%s\n' "port $new" "bind 127.0.0.1" "protected-mode no" "daemonize yes" "dir \"$dir\"" \
+    "pidfile \"$dir/redis.pid\"" "logfile \"$dir/redis.log\"" "cluster-enabled yes" \
+    "cluster-config-file nodes.conf" "cluster-node-timeout 2000" "cluster-require-full-coverage no" \
+    "cluster-allow-reads-when-down yes" 'save ""' "appendonly no" "maxmemory 256mb" \
+    "maxmemory-policy allkeys-lfu" >"$dir/redis.conf"
+  redis-server "$dir/redis.conf" 8>&- >/dev/null || die "the fourth master did not start (log: $dir/redis.log)"
+  EXTRA_PORT=$new
+  for _ in $(seq 50); do [[ $(rcli "$new" ping) == PONG ]] && break; sleep 0.2; done
+  timeout 60 redis-cli --cluster add-node "127.0.0.1:$new" "127.0.0.1:${PORTS[0]}" </dev/null \
+    >"$SCEN_DIR/add-node.log" 2>&1 || die "add-node failed (log: $SCEN_DIR/add-node.log)"
+  cluster_settled 7 "${PORTS[@]}" "$new" || die "the cluster did not settle with 7 nodes"
+  id=$(rcli "$new" cluster myid)
+  loadgen_bg during "$during" 2
+  sleep 1
+  event inject "rebalance onto a fourth master, 127.0.0.1:$new (--cluster-use-empty-masters)"
+  timeout 300 redis-cli --cluster rebalance "127.0.0.1:${PORTS[0]}" --cluster-use-empty-masters \
+    --cluster-pipeline 20 </dev/null >"$SCEN_DIR/rebalance.log" 2>&1 ||
+    say "  rebalance exited non-zero (log: $SCEN_DIR/rebalance.log)"
+  slots=$(slots_of "$new")
+  event restore "127.0.0.1:$new owns $slots slots"
+  # The service's own view: its live snapshot (GET /api/v1/admin/stats) lists the new master.
+  seen=0
+  for _ in $(seq 50); do
+    seen=$(curl -fs "$APP_URL/api/v1/admin/stats" | jq --arg n "127.0.0.1:$new" \
+      '[.nodes[] | select(.node == $n and .role == "master") | .slots[] | .[1] - .[0] + 1] | add // 0' 2>/dev/null) || seen=0
+    ((seen > 0)) && break
+    sleep 0.2
+  done
+  loadgen_wait
+  # Scale back in under load: the after phase runs while the slots move back and the node leaves.
+  loadgen_bg after "$AFTER" 3
+  timeout 300 redis-cli --cluster rebalance "127.0.0.1:${PORTS[0]}" --cluster-weight "$id=0" \
+    --cluster-pipeline 20 </dev/null >"$SCEN_DIR/rebalance-back.log" 2>&1 || true
+  back=$(slots_of "$new")
+  timeout 60 redis-cli --cluster del-node "127.0.0.1:${PORTS[0]}" "$id" </dev/null \
+    >"$SCEN_DIR/del-node.log" 2>&1 || true
+  for _ in $(seq 25); do [[ $(rcli "$new" ping) == PONG ]] || break; sleep 0.2; done
+  rcli "$new" shutdown nosave >/dev/null 2>&1 || true
+  EXTRA_PORT=""
+  left=$(rcli "${PORTS[0]}" cluster nodes | grep -c "$id" || true)
+  event owner "scale-in: 127.0.0.1:$new had $back slots left; $left mentions of it in CLUSTER NODES"
+  loadgen_wait
+  scenario_end scaleout "$TTL" --ref restore --scaleout-slots "$slots" --scaleout-seen "$seen" \
+    --scaleout-back "$back" --scaleout-left "$left"
 }
 
 scenario_coldstart() {
@@ -1072,10 +1154,11 @@ def evaluate(args):
         crit.append({"criterion": name, "pass": bool(ok), "measured": measured, "bound": bound})
 
     s = args.scenario
-    redis_fault = s in ("killmaster", "freeze", "allredis", "migrate", "coldstart")
+    redis_fault = s in ("killmaster", "freeze", "allredis", "migrate", "coldstart", "scaleout")
     bounds = {  # (p99 ms, max ms) during the fault; recovery bound (s) of hits
         "killmaster": (250, 500, 15), "freeze": (250, 500, 15), "allredis": (500, 1000, 20),
         "migrate": (250, 500, 10), "coldstart": (500, 1000, 20), "postgres": (None, 1000, None),
+        "scaleout": (250, 500, 10),
     }[s]
     if args.ci:
         # A debug build on a shared CI runner: the latency bounds only catch a hang (a request
@@ -1143,6 +1226,17 @@ def evaluate(args):
               args.migrate_owner_now == args.migrate_dst and asks > 0,
               f"owner now 127.0.0.1:{args.migrate_owner_now} (target {args.migrate_dst}); {args.migrated_keys} keys migrated; errorstats on source+target: ASK {asks}, TRYAGAIN {tryagain}, MOVED {moved}",
               "owner = target; ASK > 0")
+
+    if s == "scaleout":
+        slots, seen = int(args.scaleout_slots), int(args.scaleout_seen)
+        check("scale-out: the fourth master got slots, and the service's live view showed them",
+              slots > 0 and seen == slots,
+              f"{slots} slots moved onto the new master; GET /api/v1/admin/stats listed it with {seen}",
+              "slots > 0, seen = slots")
+        check("scale-in: every slot moved back and the node left the cluster",
+              int(args.scaleout_back) == 0 and int(args.scaleout_left) == 0,
+              f"{args.scaleout_back} slots left on it, {args.scaleout_left} mentions in CLUSTER NODES",
+              "0 and 0")
 
     ok = all(c["pass"] for c in crit)
     owners = [(round(t - (t_inject or t), 2), detail) for t, name, detail in events if name == "owner"]
@@ -1228,6 +1322,8 @@ def main():
     a.add_argument("--bound", type=float, default=60); a.add_argument("--service-env", default="")
     a.add_argument("--migrate-dst", default=""); a.add_argument("--migrate-owner-now", default="")
     a.add_argument("--errorstats-before", default=""); a.add_argument("--errorstats-after", default="")
+    a.add_argument("--scaleout-slots", default="0"); a.add_argument("--scaleout-seen", default="0")
+    a.add_argument("--scaleout-back", default="0"); a.add_argument("--scaleout-left", default="0")
     a.add_argument("--migrated-keys", default="0"); a.add_argument("--ci", action="store_true")
     a = sub.add_parser("summary")
     a.add_argument("--json", action="store_true"); a.add_argument("--meta", default="{}")
