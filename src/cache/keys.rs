@@ -194,15 +194,29 @@ impl Keys {
         format!("{}:{kind}:{id}", self.prefix)
     }
 
-    /// The cached JSON of one post.
+    /// The cached JSON of one post. Built without `format!`: a page builds 50 of them, and the
+    /// formatting machinery was a tenth of a cached page's instructions (callgrind).
     pub fn post(&self, id: PostId) -> String {
-        match &self.post_tags {
-            None => self.untagged(Post::KIND, id),
-            Some(tags) => {
-                let bucket = id.get().rem_euclid(tags.len() as i64) as usize;
-                format!("{}:{{{}}}:{}:{id}", self.prefix, tags[bucket], Post::KIND)
-            }
+        let mut digits = itoa::Buffer::new();
+        let id_text = digits.format(id.get());
+        let tag = self.post_tags.as_ref().map(|tags| {
+            let bucket = id.get().rem_euclid(tags.len() as i64) as usize;
+            tags[bucket].as_str()
+        });
+        let mut key = String::with_capacity(
+            self.prefix.len() + tag.map_or(0, |t| t.len() + 3) + Post::KIND.len() + id_text.len() + 2,
+        );
+        key.push_str(&self.prefix);
+        if let Some(tag) = tag {
+            key.push_str(":{");
+            key.push_str(tag);
+            key.push('}');
         }
+        key.push(':');
+        key.push_str(Post::KIND);
+        key.push(':');
+        key.push_str(id_text);
+        key
     }
 
     /// Whether post keys carry bucket tags.

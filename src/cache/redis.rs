@@ -413,8 +413,12 @@ fn versioned_json(raw: Vec<u8>, id: PostId) -> Option<Bytes> {
     if json.is_empty() {
         return None;
     }
-    let head = format!("{{\"id\":{id},");
-    if !json.starts_with(head.as_bytes()) || json.last() != Some(&b'}') {
+    let mut digits = itoa::Buffer::new();
+    let is_this_post = json
+        .strip_prefix(b"{\"id\":".as_slice())
+        .and_then(|rest| rest.strip_prefix(digits.format(id.get()).as_bytes()))
+        .is_some_and(|rest| rest.first() == Some(&b','));
+    if !is_this_post || json.last() != Some(&b'}') {
         tracing::warn!(%id, "cached object is not this post as the service writes it; treating it as a miss");
         return None;
     }
