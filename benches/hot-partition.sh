@@ -17,7 +17,8 @@
 #         p50/p99, PostgreSQL queries per page, each master's share of Redis commands
 #
 # and, on two more instances with CACHE_LIST_TTL_SECS=5 and the tier off, early refresh on
-# (:18192) and off (:18193): user 1's list misses per second under 200 reads/s for 30 s.
+# (:18192) and off (:18193): user 1's list misses per second under 200 reads/s for 30 s; and the
+# hot page on one more tier-off instance with REDIS_CONNECTION_PER_WORKER=off (:18194).
 # Reports (loadgen --json) go to BENCH_OUT (target/load-bench/hot-<time>); summary.txt has the
 # medians. Everything started here is stopped on exit.
 set -euo pipefail
@@ -86,6 +87,7 @@ serve 18190 l1on L1=on
 serve 18191 l1off L1=off
 serve 18192 refreshon L1=off CACHE_LIST_TTL_SECS=5 CACHE_EARLY_REFRESH_MS=1000
 serve 18193 refreshoff L1=off CACHE_LIST_TTL_SECS=5 CACHE_EARLY_REFRESH_MS=0
+serve 18194 shared L1=off REDIS_CONNECTION_PER_WORKER=off
 
 loadgen() { "$BIN/loadgen" --json --quiet --seed 1 --warmup 2s "$@"; }
 
@@ -110,6 +112,9 @@ echo "$BENCH_ZIPF_RATE" >"$BENCH_OUT/zipf-rate.txt"
 log "Zipf open loop at $BENCH_ZIPF_RATE/s"
 
 for run in $(seq "$BENCH_REPEAT"); do
+  log "run $run: hot page, tier off, one shared Redis connection"
+  loadgen --url "http://127.0.0.1:18194" --user 1 --offsets 0=100 --concurrency 16 \
+    --duration "$BENCH_DURATION" >"$BENCH_OUT/hot-shared-$run.json"
   for side in l1on l1off; do
     port=$([[ $side == l1on ]] && echo 18190 || echo 18191)
     log "run $run: hot page, $side"
@@ -167,6 +172,10 @@ for kind in ("hot", "zipf"):
                 ratio = shares[0] / (sum(shares[1:]) / len(shares[1:]))
                 print("      commands by node:", ", ".join(f"{n['node']} {n['command_share'] * 100:.1f} %" for n in nodes),
                       f" hottest / mean of others x{ratio:.2f}")
+shared = [load(p.name)["requests_per_sec"] for p in sorted(out.glob("hot-shared-*.json"))]
+if shared:
+    print(f"hot   shared req/s {med(shared):9.0f}  (tier off, REDIS_CONNECTION_PER_WORKER=off; runs {', '.join(f'{r:.0f}' for r in shared)})")
+    print(f"ratio per-worker connections / one shared connection: {rates['hot', 'l1off'] / med(shared):.2f}")
 print(f"ratio Redis hit (tier off) / Redis work alone: {rates['hot', 'l1off'] / work_rate:.2f}")
 print(f"ratio L1 hit / Redis hit: {rates['hot', 'l1on'] / rates['hot', 'l1off']:.2f}")
 for line in (out / "refresh.txt").read_text().splitlines():

@@ -215,7 +215,10 @@ fn benches(c: &mut Criterion) {
     let other_thread = runtime.block_on(Fixture::new(CacheFetch::BucketMget, "other"));
     let mut hop = c.benchmark_group("driver_hop_64_pages");
     hop.throughput(Throughput::Elements(CONCURRENT_PAGES as u64));
-    for (side, fixture) in [("same_thread", &same_thread), ("other_thread", &other_thread)] {
+    for (side, fixture) in [
+        ("same_thread", &same_thread),
+        ("other_thread", &other_thread),
+    ] {
         hop.bench_function(BenchmarkId::new("page_redis_work", side), |b| {
             b.to_async(&worker).iter(|| async {
                 let pages =

@@ -368,6 +368,12 @@ pub struct CacheSettings {
     #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_connect_timeout_ms: u64,
 
+    /// Each HTTP worker thread opens and drives its own cluster connection, so a request's Redis
+    /// round trips stay on its thread (off: every worker shares one connection, driven by a task
+    /// of the main runtime, and each round trip hops between threads twice).
+    #[arg(long, env = "REDIS_CONNECTION_PER_WORKER", value_enum, default_value_t = Switch::On)]
+    pub redis_connection_per_worker: Switch,
+
     /// Consecutive failed Redis calls after which the cluster connection is rebuilt (topology refreshed).
     #[arg(long, env = "REDIS_REBUILD_AFTER_ERRORS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub redis_rebuild_after_errors: u32,

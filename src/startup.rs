@@ -111,6 +111,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let deadlines = web::Data::new(settings.deadlines());
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread: its requests' Redis calls stay on it.
+            crate::cache::drive_connections_on_this_thread();
             App::new()
                 .app_data(state.clone())
                 .app_data(deadlines.clone())

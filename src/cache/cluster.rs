@@ -11,9 +11,10 @@
 //! - after a run of consecutive failures on one node the connection is rebuilt in the background, which reloads
 //!   the topology (failover behind a hung master); while none exists, calls fail at once.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, Sl
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 use super::keys::slot;
-use crate::config::CacheSettings;
+use crate::config::{CacheSettings, Switch};
 use crate::metrics::Metrics;
 
 /// Shortest pause between two rebuilds of the connection.
@@ -96,6 +97,37 @@ struct Inner {
     last_rebuild: Mutex<Option<Instant>>,
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
+    /// `REDIS_CONNECTION_PER_WORKER`: each HTTP worker thread that asks for it gets a connection
+    /// of its own, driven on that thread.
+    per_worker: bool,
+    /// Bumped whenever the shared connection is replaced: the workers' connections of an older
+    /// generation are replaced too.
+    generation: AtomicU64,
+}
+
+/// A worker thread's own connection to one cluster (one [`Inner`]), by state.
+enum Local {
+    /// Being opened, for this generation.
+    Opening(u64),
+    /// Open, driven by a task of this thread.
+    Open(u64, ClusterConnection),
+    /// The last attempt failed at this instant; the next waits [`MIN_REBUILD_INTERVAL`].
+    Failed(u64, Instant),
+}
+
+thread_local! {
+    /// The connections this thread drives, by cluster; `None` on a thread that did not ask for
+    /// them (see [`drive_connections_on_this_thread`]).
+    static LOCAL: RefCell<Option<HashMap<usize, Local>>> = const { RefCell::new(None) };
+}
+
+/// Lets this thread (an HTTP worker: one single-threaded runtime with a `LocalSet`, as actix's)
+/// open and drive Redis connections of its own, so that its requests' round trips never hop to
+/// the thread that drives the shared connection and back. Call it once on the thread.
+pub fn drive_connections_on_this_thread() {
+    LOCAL.with_borrow_mut(|locals| {
+        locals.get_or_insert_with(HashMap::new);
+    });
 }
 
 /// One shard as the client last saw it.
@@ -184,6 +216,8 @@ impl ClusterCache {
                 last_rebuild: Mutex::new(None),
                 runtime: tokio::runtime::Handle::current(),
                 metrics,
+                per_worker: settings.redis_connection_per_worker == Switch::On,
+                generation: AtomicU64::new(0),
             }),
         };
         match cache.inner.open().await {
@@ -562,8 +596,57 @@ impl ClusterCache {
         tracing::warn!(kind, %error, "cache call failed; serving from PostgreSQL");
     }
 
+    /// The connection to send a call on: this worker thread's own when it has one for the
+    /// current generation, else the shared one (while the worker's opens in the background).
     fn connection(&self) -> Option<ClusterConnection> {
-        read(&self.inner.connection).clone()
+        let shared = read(&self.inner.connection).clone()?;
+        if !self.inner.per_worker {
+            return Some(shared);
+        }
+        Some(self.local_connection().unwrap_or(shared))
+    }
+
+    fn local_connection(&self) -> Option<ClusterConnection> {
+        let key = Arc::as_ptr(&self.inner) as usize;
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        let open = LOCAL.with_borrow_mut(|locals| {
+            let locals = locals.as_mut()?;
+            match locals.get(&key) {
+                Some(Local::Open(seen, connection)) if *seen == generation => {
+                    return Some(Ok(connection.clone()));
+                }
+                Some(Local::Opening(seen)) if *seen == generation => return None,
+                Some(Local::Failed(seen, at))
+                    if *seen == generation && at.elapsed() < MIN_REBUILD_INTERVAL =>
+                {
+                    return None;
+                }
+                _ => {}
+            }
+            locals.insert(key, Local::Opening(generation));
+            Some(Err(()))
+        })?;
+        match open {
+            Ok(connection) => Some(connection),
+            Err(()) => {
+                let inner = Arc::clone(&self.inner);
+                tokio::task::spawn_local(async move {
+                    let opened = inner.open().await;
+                    LOCAL.with_borrow_mut(|locals| {
+                        let Some(locals) = locals.as_mut() else { return };
+                        let state = match opened {
+                            Ok(connection) => Local::Open(generation, connection),
+                            Err(error) => {
+                                tracing::debug!(%error, "a worker's own Redis connection did not open; using the shared one");
+                                Local::Failed(generation, Instant::now())
+                            }
+                        };
+                        locals.insert(key, state);
+                    });
+                });
+                None
+            }
+        }
     }
 
     fn connection_or_record(&self) -> Option<ClusterConnection> {
@@ -689,6 +772,7 @@ impl Inner {
             .connection
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(connection);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.failure_streaks).clear();
     }
 }

@@ -204,7 +204,11 @@ impl Keys {
             tags[bucket].as_str()
         });
         let mut key = String::with_capacity(
-            self.prefix.len() + tag.map_or(0, |t| t.len() + 3) + Post::KIND.len() + id_text.len() + 2,
+            self.prefix.len()
+                + tag.map_or(0, |t| t.len() + 3)
+                + Post::KIND.len()
+                + id_text.len()
+                + 2,
         );
         key.push_str(&self.prefix);
         if let Some(tag) = tag {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use self::cluster::{CacheError, ShardView};
+pub use self::cluster::{drive_connections_on_this_thread, CacheError, ShardView};
 pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
 pub use self::local::{LocalTier, Ticket, Topic};
