@@ -29,9 +29,14 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, Sl
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 use super::keys::slot;
+use super::topology::SlotMap;
 use crate::config::{CacheSettings, Switch};
 use crate::metrics::Metrics;
 
+/// How often the cluster's slot map is compared with the client's: the client refreshes its map
+/// only when a command meets `MOVED`, so after a resharding the slots nobody read stay routed (and
+/// shown on the dashboard) by the old map until then.
+const TOPOLOGY_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Shortest pause between two rebuilds of the connection.
 const MIN_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 /// The failure-streak and error label of cross-slot `MGET`s, which span every node.
@@ -227,7 +232,61 @@ impl ClusterCache {
                 cache.spawn_rebuild();
             }
         }
+        cache.spawn_topology_check();
         Ok(cache)
+    }
+
+    /// Once a [`TOPOLOGY_CHECK_EVERY`], asks a node for the slot map and rebuilds the connection
+    /// (which reloads the client's map) when it routes any slot differently, so a resharding is
+    /// followed within about a second whether or not its slots are read. Ends with the cache.
+    fn spawn_topology_check(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(TOPOLOGY_CHECK_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let cache = Self { inner };
+                if cache.topology_moved().await {
+                    // Counted with the other rebuilds, in `redis_reconnects_total`.
+                    tracing::info!("the cluster's slot map changed; reloading it");
+                    cache.spawn_rebuild();
+                }
+            }
+        });
+    }
+
+    /// Whether the cluster's slot map, as a node reports it now, differs from the client's.
+    async fn topology_moved(&self) -> bool {
+        let Some(mut connection) = read(&self.inner.connection).clone() else {
+            return false;
+        };
+        let known: Vec<(u16, u16, String)> = {
+            let topology = read(&self.inner.topology);
+            let Some(topology) = topology.as_ref() else {
+                return false;
+            };
+            let mut owners: Vec<(u16, u16, String)> = topology
+                .shards()
+                .flat_map(|shard| {
+                    let master = shard.primary().to_string();
+                    shard
+                        .slot_ranges()
+                        .iter()
+                        .map(move |&(start, end)| (start, end, master.clone()))
+                })
+                .collect();
+            owners.sort_unstable();
+            owners
+        };
+        let reported =
+            tokio::time::timeout(self.inner.timeout, SlotMap::read(&mut connection)).await;
+        match reported {
+            Ok(Ok(map)) => merge_ranges(map.owners()) != merge_ranges(known),
+            // A node that does not answer is the failure path's business, not this check's.
+            _ => false,
+        }
     }
 
     /// Reads many keys spread over the cluster: one pipeline of `GET`s per owning primary, all
@@ -775,6 +834,20 @@ impl Inner {
         self.generation.fetch_add(1, Ordering::AcqRel);
         lock(&self.failure_streaks).clear();
     }
+}
+
+/// Slot ranges with adjacent ranges of one owner joined, so two spellings of one map compare equal.
+fn merge_ranges(ranges: Vec<(u16, u16, String)>) -> Vec<(u16, u16, String)> {
+    let mut merged: Vec<(u16, u16, String)> = Vec::with_capacity(ranges.len());
+    for (start, end, owner) in ranges {
+        match merged.last_mut() {
+            Some(last) if last.2 == owner && u32::from(last.1) + 1 == u32::from(start) => {
+                last.1 = end;
+            }
+            _ => merged.push((start, end, owner)),
+        }
+    }
+    merged
 }
 
 /// The route that sends a pipeline to the primary owning `key`'s slot.

@@ -72,6 +72,18 @@ impl SlotMap {
         masters
     }
 
+    /// Every slot range with its master's `host:port`, sorted: equal for two maps that route every
+    /// slot alike.
+    pub fn owners(&self) -> Vec<(u16, u16, String)> {
+        let mut owners: Vec<(u16, u16, String)> = self
+            .ranges
+            .iter()
+            .map(|(start, end, host, port)| (*start, *end, format!("{host}:{port}")))
+            .collect();
+        owners.sort_unstable();
+        owners
+    }
+
     /// The `host:port` of the master owning `key`'s slot, if any range covers it.
     pub fn owner(&self, key: &[u8]) -> Option<String> {
         let slot = slot(key);

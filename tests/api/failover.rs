@@ -350,3 +350,86 @@ async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
         "the refused generation write is said, not swallowed"
     );
 }
+
+#[tokio::test]
+async fn a_slot_moved_while_nobody_reads_it_is_followed_within_seconds() {
+    // Arrange: a private cluster and a service that has learned its slot map.
+    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(7400)
+        + 30;
+    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+        .await
+        .expect("cluster starts");
+    let urls = cluster.urls();
+    let app = spawn_app_with(|settings| settings.cache.redis_urls = urls).await;
+    let owner_of = |stats: &Value, slot: u64| -> Option<String> {
+        stats["nodes"].as_array()?.iter().find_map(|node| {
+            let owns = node["slots"].as_array()?.iter().any(|range| {
+                (range[0].as_u64().unwrap_or(u64::MAX)..=range[1].as_u64().unwrap_or(0))
+                    .contains(&slot)
+            });
+            (node["role"] == "master" && owns)
+                .then(|| node["node"].as_str().unwrap_or("").to_owned())
+        })
+    };
+    let slot = 100;
+    let before = wait_for_stats(&app, |stats| owner_of(stats, slot).is_some()).await;
+    let from = owner_of(&before, slot).expect("slot 100 has an owner");
+    let from_port: u16 = from
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let masters: Vec<u16> = cluster
+        .ports
+        .iter()
+        .copied()
+        .filter(|&p| cli(p, &["role"]).starts_with("master"))
+        .collect();
+    let to_port = *masters
+        .iter()
+        .find(|&&p| p != from_port)
+        .expect("another master");
+    let to_id = cli(to_port, &["cluster", "myid"]).trim().to_owned();
+
+    // Act: move the empty slot to another master, and read nothing.
+    for &port in &masters {
+        cli(
+            port,
+            &["cluster", "setslot", &slot.to_string(), "node", &to_id],
+        );
+    }
+
+    // Assert: the service's map (shown by its live view, used by its routing) follows.
+    let started = Instant::now();
+    let after = wait_for_stats(&app, |stats| {
+        owner_of(stats, slot).as_deref() == Some(&format!("127.0.0.1:{to_port}"))
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "followed after {:?}: {}",
+        started.elapsed(),
+        after["nodes"]
+    );
+}
+
+/// The first live-view snapshot that `accept` takes, polled for up to 10 s.
+async fn wait_for_stats(app: &crate::helpers::TestApp, accept: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: Value = app
+            .get("/api/v1/admin/stats")
+            .await
+            .json()
+            .await
+            .expect("JSON stats");
+        if accept(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "no snapshot accepted: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
