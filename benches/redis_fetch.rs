@@ -42,7 +42,6 @@ struct Fixture {
     raw: ClusterConnection,
     listing: ListingKey,
     page: PageRequest,
-    ids: Vec<PostId>,
     post_keys: Vec<String>,
 }
 
@@ -72,7 +71,7 @@ impl Fixture {
         let objects: Vec<&Post> = posts.iter().collect();
         cache.fill(&objects).await;
         let cached = CachedPage {
-            ids: ids.clone(),
+            ids,
             has_more: true,
         };
         let generation = cache
@@ -87,7 +86,6 @@ impl Fixture {
             raw,
             listing,
             page,
-            ids,
             post_keys,
         };
         assert!(

@@ -395,6 +395,32 @@ async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgre
     assert_eq!(page_ids(&body), expected);
 }
 
+/// Runs `reads` while `tables` are locked in PostgreSQL for 700 ms: a leader's query waits on the
+/// lock, so the concurrent reads all arrive while the first is still in flight, however fast the
+/// service answers (with each worker driving its own Redis connection, the first read could
+/// finish before the test client had sent the others).
+async fn while_locked<F: std::future::Future>(
+    app: &crate::helpers::TestApp,
+    tables: &str,
+    reads: F,
+) -> F::Output {
+    let mut db = app.db().await;
+    sqlx::query("BEGIN").execute(&mut db).await.expect("BEGIN");
+    sqlx::query(&format!("LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut db)
+        .await
+        .expect("LOCK");
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        sqlx::query("COMMIT")
+            .execute(&mut db)
+            .await
+            .expect("COMMIT");
+    };
+    let (out, ()) = tokio::join!(reads, release);
+    out
+}
+
 #[tokio::test]
 async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
     // Arrange: a page never read, and its query count before. A Redis budget a loaded machine
@@ -415,8 +441,8 @@ async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
 
     // Act: 200 cold reads at once.
     let path = page_path(user);
-    let reads = (0..200).map(|_| app.get(&path));
-    let responses = futures::future::join_all(reads).await;
+    let reads = futures::future::join_all((0..200).map(|_| app.get(&path)));
+    let responses = while_locked(&app, "posts", reads).await;
 
     // Assert: requests that arrived after the fill are hits; every other one waited on one read.
     let mut bodies = BTreeSet::new();
@@ -476,7 +502,8 @@ async fn concurrent_reads_of_a_page_whose_posts_were_evicted_share_one_postgres_
     let before = app.metrics().await;
 
     // Act: 200 reads at once.
-    let responses = futures::future::join_all((0..200).map(|_| app.get(&path))).await;
+    let reads = futures::future::join_all((0..200).map(|_| app.get(&path)));
+    let responses = while_locked(&app, "posts", reads).await;
 
     // Assert
     let mut bodies = BTreeSet::new();
@@ -536,7 +563,7 @@ async fn concurrent_misses_of_one_post_or_user_share_one_postgres_query() {
     let post_path = format!("/api/v1/posts/{post}");
     let user_path = format!("/api/v1/users/{user}");
     let reads = (0..100).flat_map(|_| [app.get(&post_path), app.get(&user_path)]);
-    let responses = futures::future::join_all(reads).await;
+    let responses = while_locked(&app, "posts, users", futures::future::join_all(reads)).await;
 
     // Assert
     for res in responses {
