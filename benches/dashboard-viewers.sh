@@ -7,7 +7,7 @@
 # run-load-benchmarks.sh (BENCH_DATABASE, seeded there); an open loop of BENCH_RATE (1000) Zipf
 # reads a second for BENCH_DURATION (10s), BENCH_REPEAT (3) times with no dashboard and with
 # BENCH_VIEWERS (12) dashboards open, alternating. A dashboard is what the page does: one
-# GET /api/v1/admin/stats a second. Prints the medians of p50, p99 and p99.9 on each side.
+# GET /api/v1/admin/stats a second on a keep-alive connection. Prints the medians of p50, p99 and p99.9 on each side.
 set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
@@ -44,12 +44,26 @@ env DATABASE_URL="$BENCH_URL" APP_PORT=$PORT APP_HOST=127.0.0.1 CACHE_KEY_PREFIX
   NO_MIGRATE=true RATE_LIMIT_READS_PER_IP=0 "$BIN/hotfeed" serve >"$BENCH_OUT/serve.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null && break; sleep 0.1; done
+# viewers_on: BENCH_VIEWERS dashboards, each a keep-alive connection polling the stats once a
+# second, all in one light process (a curl per poll would cost the machine more than the service).
 viewers_on() {
-  local i
-  for ((i = 0; i < BENCH_VIEWERS; i++)); do
-    (while :; do curl -s -o /dev/null "http://127.0.0.1:$PORT/api/v1/admin/stats"; sleep 1; done) &
-    VIEWER_PIDS+=($!)
-  done
+  python3 - "$PORT" "$BENCH_VIEWERS" <<'PY' &
+import http.client, sys, threading, time
+port, viewers = int(sys.argv[1]), int(sys.argv[2])
+def poll():
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    while True:
+        conn.request("GET", "/api/v1/admin/stats")
+        conn.getresponse().read()
+        time.sleep(1)
+threads = [threading.Thread(target=poll, daemon=True) for _ in range(viewers)]
+for t in threads:
+    t.start()
+    time.sleep(1 / viewers)
+while True:
+    time.sleep(60)
+PY
+  VIEWER_PIDS+=($!)
 }
 viewers_off() {
   local pid

@@ -1033,9 +1033,14 @@ def evaluate(args):
     during = phases["during"] or {}
     lat = during.get("latency_ms") or {}
     wlat = (during.get("writes") or {}).get("latency_ms") or {}
-    pre_share = ((phases["pre"] or {}).get("x_cache_share") or {}).get("HIT")
-    after_share = ((phases["after"] or {}).get("x_cache_share") or {}).get("HIT")
-    during_share = (during.get("x_cache_share") or {}).get("HIT")
+    def hit_share(phase):
+        shares = (phase or {}).get("x_cache_share")
+        if shares is None:
+            return None
+        return round(shares.get("HIT", 0.0) + shares.get("HIT-L1", 0.0), 4)
+    pre_share = hit_share(phases["pre"])
+    after_share = hit_share(phases["after"])
+    during_share = hit_share(during)
 
     # Per-second timeline from /metrics samples, relative to the reference event.
     timeline = []

@@ -278,11 +278,11 @@ step5() {
   run "curl -s $URL/metrics | grep -E '^coalesced_waits_total' || echo '(no coalesced waits yet)'"
   say "Deleting every $PREFIX:* key on each master (SCAN + UNLINK, one key per command: keys of a node span many slots):"
   for p in $(master_ports); do
-    n=$(timeout 60 redis-cli -h 127.0.0.1 -p "$p" --scan --pattern "$PREFIX:*" --count 1000 | awk '{ printf "*2\r\n$6\r\nUNLINK\r\n$%d\r\n%s\r\n", length($0), $0 }' |
+    n=$(timeout 60 redis-cli -h 127.0.0.1 -p "$p" --scan --pattern "$PREFIX:*" | awk '{ printf "*2\r\n$6\r\nUNLINK\r\n$%d\r\n%s\r\n", length($0), $0 }' |
       timeout 60 redis-cli -h 127.0.0.1 -p "$p" --pipe 2>/dev/null | sed -n 's/.*replies: \([0-9]*\).*/\1/p')
     printf '  127.0.0.1:%s  %s keys unlinked\n' "$p" "${n:-0}"
   done
-  note "  (per master: redis-cli -p PORT --scan --pattern '$PREFIX:*' --count 1000 | awk '{…UNLINK <key>…}' | redis-cli -p PORT --pipe)"
+  note "  (per master: redis-cli -p PORT --scan --pattern '$PREFIX:*' | awk '{…UNLINK <key>…}' | redis-cli -p PORT --pipe)"
   sleep 1.2
   load_bg cold --users "$SEED_USERS" --rate 300 --duration 10s --warmup 0s
   look "MISS takes the X-Cache bar, PostgreSQL queries/s jumps, p99 rises, then HIT comes back within a few seconds."
@@ -318,7 +318,7 @@ step7() {
 
 start_new_node() {
   local state
-  state=$(rcli "$NEW_PORT" ping)
+  state=$(rcli "$NEW_PORT" ping || true)   # refused until it is started
   if [[ $state == PONG ]]; then
     [[ $(rcli "$NEW_PORT" info server | sed -n 's/^config_file://p') == "$NEW_DIR/redis.conf" ]] ||
       die "port $NEW_PORT is taken by a Redis this workshop did not start"
