@@ -83,6 +83,23 @@ async fn postgres_going_away_fails_requests_fast_with_retry_after_and_the_servic
             503,
             "{how:?}: readiness says PostgreSQL is down"
         );
+        // The live view keeps answering, and says so within a few samples.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = app.get("/api/v1/admin/stats").await;
+            assert_eq!(stats.status(), 200, "{how:?}: the stats answer without PostgreSQL");
+            let stats: serde_json::Value = stats.json().await.expect("JSON stats");
+            if stats["health"]["postgres"] == "down" {
+                assert_eq!(stats["health"]["overall"], "down", "{how:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{how:?}: the live view shows PostgreSQL down within 5 s: {}",
+                stats["health"]
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
 
         // PostgreSQL comes back: the service recovers without a restart.
         tokio::task::block_in_place(|| match how {
