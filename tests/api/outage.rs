@@ -87,7 +87,11 @@ async fn postgres_going_away_fails_requests_fast_with_retry_after_and_the_servic
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let stats = app.get("/api/v1/admin/stats").await;
-            assert_eq!(stats.status(), 200, "{how:?}: the stats answer without PostgreSQL");
+            assert_eq!(
+                stats.status(),
+                200,
+                "{how:?}: the stats answer without PostgreSQL"
+            );
             let stats: serde_json::Value = stats.json().await.expect("JSON stats");
             if stats["health"]["postgres"] == "down" {
                 assert_eq!(stats["health"]["overall"], "down", "{how:?}");
