@@ -20,7 +20,10 @@ fn with_l1(ttl_ms: u64) -> impl FnOnce(&mut Settings) {
         settings.cache.l1 = Switch::On;
         settings.cache.l1_ttl_ms = ttl_ms;
         settings.cache.l1_admit_reads = ADMIT;
-        settings.cache.l1_ping_ms = 100;
+        // A ping unanswered for two periods empties the tier (it may be stale). 100 ms periods
+        // made a loaded CI runner drop a freshly admitted page; 500 ms still notices a frozen
+        // channel within a second, well inside the channel test's 5 s.
+        settings.cache.l1_ping_ms = 500;
     }
 }
 
@@ -31,6 +34,30 @@ async fn until_listening(app: &TestApp) {
         assert!(
             Instant::now() < deadline,
             "the invalidation channel never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until this instance has heard every invalidation it published (its own messages come
+/// back on the channel): a write's message still in flight would evict, when it lands, an entry
+/// read after the write (safe, and a miss more than a test expects on a loaded machine).
+async fn until_delivered(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = app.metrics().await;
+        let sent = scrape
+            .get("l1_invalidations_sent_total", &[("outcome", "sent")])
+            .unwrap_or(0.0);
+        let heard = scrape
+            .get("l1_invalidations_received_total", &[])
+            .unwrap_or(0.0);
+        if heard >= sent {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "invalidations sent {sent}, heard {heard} after 10 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -62,6 +89,7 @@ async fn a_hot_page_is_answered_in_process_once_admitted_with_the_same_body() {
     until_listening(&app).await;
     let user = app.create_user("hot").await;
     app.create_posts(user, 5).await;
+    until_delivered(&app).await;
     let path = format!("/api/v1/users/{user}/posts");
 
     // Act
