@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use prometheus::core::Collector;
 use serde::Serialize;
 
+use crate::cache::HotKeyEntry;
 use crate::feed::{Feed, Overall, PostgresHealth, RedisStatus};
 use crate::metrics::Metrics;
 
@@ -263,16 +264,9 @@ struct NodeView {
 #[derive(Serialize)]
 struct HotView {
     window_secs: u64,
-    keys: Vec<HotKeyView>,
+    /// As `GET /api/v1/admin/hot` reports them (key, kind, reads, share, slot, node).
+    keys: Vec<HotKeyEntry>,
     users: Vec<HotUserView>,
-}
-
-#[derive(Serialize)]
-struct HotKeyView {
-    key: String,
-    kind: &'static str,
-    reads: u64,
-    node: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -381,8 +375,11 @@ impl Snapshot {
 
         let page_deltas: BTreeMap<String, f64> = now
             .pages
-            .keys()
-            .map(|tier| (tier.clone(), rate(&now.pages, &last.pages, tier) * secs))
+            .iter()
+            .map(|(tier, &count)| {
+                let before = last.pages.get(tier).copied().unwrap_or(0.0);
+                (tier.clone(), (count - before).max(0.0))
+            })
             .collect();
         let pages_total = total(&page_deltas);
         let by_cache = page_deltas
@@ -454,17 +451,7 @@ impl Snapshot {
             nodes,
             hot: HotView {
                 window_secs: report.window_secs,
-                keys: report
-                    .keys
-                    .iter()
-                    .take(HOT_SHOWN)
-                    .map(|entry| HotKeyView {
-                        key: entry.key.clone(),
-                        kind: entry.kind,
-                        reads: entry.reads,
-                        node: entry.node.clone(),
-                    })
-                    .collect(),
+                keys: report.keys.iter().take(HOT_SHOWN).cloned().collect(),
                 users,
             },
             pages: PagesView {

@@ -262,24 +262,21 @@ impl ClusterCache {
         let Some(mut connection) = read(&self.inner.connection).clone() else {
             return false;
         };
-        let known: Vec<(u16, u16, String)> = {
-            let topology = read(&self.inner.topology);
-            let Some(topology) = topology.as_ref() else {
-                return false;
-            };
-            let mut owners: Vec<(u16, u16, String)> = topology
-                .shards()
-                .flat_map(|shard| {
-                    let master = shard.primary().to_string();
-                    shard
-                        .slot_ranges()
-                        .iter()
-                        .map(move |&(start, end)| (start, end, master.clone()))
-                })
-                .collect();
-            owners.sort_unstable();
-            owners
-        };
+        let shards = self.shards();
+        if shards.is_empty() {
+            return false;
+        }
+        let mut known: Vec<(u16, u16, String)> = shards
+            .into_iter()
+            .flat_map(|shard| {
+                let master = shard.master;
+                shard
+                    .slots
+                    .into_iter()
+                    .map(move |(start, end)| (start, end, master.clone()))
+            })
+            .collect();
+        known.sort_unstable();
         let reported =
             tokio::time::timeout(self.inner.timeout, SlotMap::read(&mut connection)).await;
         match reported {
@@ -383,17 +380,20 @@ impl ClusterCache {
         let Some(connection) = self.connection_or_record() else {
             return values;
         };
-        let groups = self.group_by_node(keys);
+        // Each key's slot, hashed once: it both picks the node and splits its pipeline.
+        let key_slots: Vec<u16> = keys.iter().map(|key| slot(key.as_bytes())).collect();
+        let groups = self.group_slots_by_node(&key_slots);
         self.inner
             .metrics
             .cache_nodes_per_op
             .observe(groups.len() as f64);
+        let key_slots = &key_slots;
         let batches = groups.into_iter().map(|(target, indexes)| {
             let connection = connection.clone();
             async move {
                 let mut by_slot: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
                 for &i in &indexes {
-                    by_slot.entry(slot(keys[i].as_bytes())).or_default().push(i);
+                    by_slot.entry(key_slots[i]).or_default().push(i);
                 }
                 let slots: Vec<Vec<usize>> = by_slot.into_values().collect();
                 let mget = |j: usize| {
@@ -510,6 +510,11 @@ impl ClusterCache {
                 return Err(CacheError::Unavailable);
             }
             primaries[rand::random_range(0..primaries.len())].clone()
+        };
+            match candidates.get(rand::random_range(0..candidates.len().max(1))) {
+                Some(node) => (*node).clone(),
+                None => return Err(CacheError::Unavailable),
+            }
         };
         let label = node.to_string();
         self.count_round_trip(&label, 1);
@@ -756,10 +761,15 @@ impl ClusterCache {
 
     /// Groups key indexes by the primary that owns each key's slot.
     fn group_by_node(&self, keys: &[String]) -> BTreeMap<Target, Vec<usize>> {
+        let slots: Vec<u16> = keys.iter().map(|key| slot(key.as_bytes())).collect();
+        self.group_slots_by_node(&slots)
+    }
+
+    /// Groups indexes into `slots` by the primary that owns each slot.
+    fn group_slots_by_node(&self, slots: &[u16]) -> BTreeMap<Target, Vec<usize>> {
         let topology = read(&self.inner.topology);
         let mut groups: BTreeMap<Target, Vec<usize>> = BTreeMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            let slot = slot(key.as_bytes());
+        for (i, &slot) in slots.iter().enumerate() {
             let target = topology
                 .as_ref()
                 .and_then(|t| t.shard_for_slot(slot))

@@ -223,11 +223,6 @@ impl Keys {
         key
     }
 
-    /// Whether post keys carry bucket tags.
-    pub fn posts_bucketed(&self) -> bool {
-        self.post_tags.is_some()
-    }
-
     /// The cached JSON of one user.
     pub fn user(&self, id: UserId) -> String {
         self.object::<User>(id)
@@ -400,7 +395,6 @@ mod tests {
     fn bucketed_posts_share_a_slot_per_bucket_and_buckets_spread_over_the_slots() {
         let buckets = 12;
         let keys = Keys::new("hf").with_post_buckets(buckets);
-        assert!(keys.posts_bucketed());
         let post = |id| keys.post(PostId::from_trusted(id));
         assert!(post(7).starts_with("hf:{b7.") && post(7).ends_with("}:post:7"));
         assert_eq!(slot(post(5).as_bytes()), slot(post(17).as_bytes()));
