@@ -506,11 +506,19 @@ impl ClusterCache {
                 .as_ref()
                 .map(|t| t.shards().map(|shard| shard.primary().clone()).collect())
                 .unwrap_or_default();
-            if primaries.is_empty() {
-                return Err(CacheError::Unavailable);
-            }
-            primaries[rand::random_range(0..primaries.len())].clone()
-        };
+            // Any primary relays a PUBLISH to the whole cluster: prefer one that has not just
+            // failed, so a write does not wait out a frozen master's budget (twice, with the
+            // retry) to tell the other instances about itself.
+            let streaks = lock(&self.inner.failure_streaks);
+            let healthy: Vec<&NodeAddress> = primaries
+                .iter()
+                .filter(|node| !streaks.contains_key(&node.to_string()))
+                .collect();
+            let candidates: Vec<&NodeAddress> = if healthy.is_empty() {
+                primaries.iter().collect()
+            } else {
+                healthy
+            };
             match candidates.get(rand::random_range(0..candidates.len().max(1))) {
                 Some(node) => (*node).clone(),
                 None => return Err(CacheError::Unavailable),

@@ -43,7 +43,10 @@ async fn until_listening(app: &TestApp) {
 /// back on the channel): a write's message still in flight would evict, when it lands, an entry
 /// read after the write (safe, and a miss more than a test expects on a loaded machine).
 async fn until_delivered(app: &TestApp) {
+    // Publishes run in the background: settled once every one sent was heard and no more were
+    // sent for 100 ms.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last_sent = -1.0;
     loop {
         let scrape = app.metrics().await;
         let sent = scrape
@@ -52,14 +55,15 @@ async fn until_delivered(app: &TestApp) {
         let heard = scrape
             .get("l1_invalidations_received_total", &[])
             .unwrap_or(0.0);
-        if heard >= sent {
+        if heard >= sent && sent == last_sent {
             return;
         }
+        last_sent = sent;
         assert!(
             Instant::now() < deadline,
             "invalidations sent {sent}, heard {heard} after 10 s"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
