@@ -789,6 +789,11 @@ impl ClusterCache {
         groups
     }
 
+    /// Whether some node failed its last call (its failure streak is running).
+    pub fn is_failing(&self) -> bool {
+        !lock(&self.inner.failure_streaks).is_empty()
+    }
+
     /// The shards of the last known topology: each master's slot ranges and replicas (empty while
     /// none is known).
     pub fn shards(&self) -> Vec<ShardView> {

@@ -182,6 +182,11 @@ impl Cache {
         self.redis().map(|redis| &*redis.hot)
     }
 
+    /// Whether a Redis node has failed its last call (and not answered one since).
+    pub fn is_failing(&self) -> bool {
+        self.redis().is_some_and(|redis| redis.cluster.is_failing())
+    }
+
     /// The cluster's shards as the client last saw them (empty without Redis).
     pub fn shards(&self) -> Vec<ShardView> {
         self.redis()
