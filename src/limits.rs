@@ -18,7 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::RateLimitSettings;
 use crate::domain::UserId;
-use crate::metrics::Metrics;
+use crate::metrics::{zero_series, Metrics};
 
 /// How often idle keys are dropped from the limiters.
 pub const CLEANUP_EVERY: Duration = Duration::from_secs(10);
@@ -32,6 +32,13 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit, whose `http_rate_limited_total` series exist at 0 from the start.
+    pub const ALL: [Self; 3] = [
+        Self::WritesPerUser,
+        Self::WritesPerAddress,
+        Self::ReadsPerAddress,
+    ];
+
     /// The label value, and the name in a 429's message.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,6 +67,7 @@ pub struct RateLimits {
 impl RateLimits {
     /// The limiters `settings` ask for.
     pub fn new(settings: &RateLimitSettings, metrics: Arc<Metrics>) -> Self {
+        zero_series(&metrics.rate_limited, Limit::ALL.map(Limit::as_str));
         Self {
             writes_per_user: limiter(
                 settings.rate_limit_writes_per_user,

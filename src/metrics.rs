@@ -341,6 +341,14 @@ impl Metrics {
         }
     }
 
+    /// Creates the series of `node` in the per-node Redis counters at 0, once the cluster's topology
+    /// names it: a `rate()` or an alert then sees 0 instead of "no data" until the node's first error.
+    pub fn node_known(&self, node: &str) {
+        zero_series(&self.redis_round_trips, [node]);
+        zero_series(&self.redis_commands, [node]);
+        zero_series(&self.redis_errors, [node]);
+    }
+
     /// The `user_id` label value for a user: its id while fewer than the limit are tracked, else "other".
     pub fn user_label(&self, user: UserId) -> String {
         self.user_labels.label(user)
@@ -353,6 +361,17 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Creates the series of each label value in `values` at 0 (a counter that already exists keeps its
+/// count). The Prometheus instrumentation guide asks for label values known in advance to exist
+/// from the start: until then `rate()` and alerts see "no data", not 0, and a first error makes a
+/// new series appear instead of a counter move. Each owner of a label's values calls this once it
+/// knows them (error kinds at connect, nodes as the topology names them, outcomes at construction).
+pub fn zero_series<'a>(vec: &IntCounterVec, values: impl IntoIterator<Item = &'a str>) {
+    for value in values {
+        vec.with_label_values(&[value]);
     }
 }
 

@@ -89,7 +89,7 @@ impl Application {
         let housekeeping = vec![
             limits.spawn_cleanup(),
             feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY),
-            feed.spawn_cache_reporter(CACHE_REPORT_EVERY),
+            feed.spawn_cache_reporter(CACHE_REPORT_EVERY, settings.cache.hot_top_k as usize),
             stats.spawn(feed.clone(), Arc::clone(&metrics)),
         ];
         let state = web::Data::new(AppState {

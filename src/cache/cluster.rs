@@ -31,7 +31,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 use super::keys::slot;
 use super::topology::SlotMap;
 use crate::config::{CacheSettings, Switch};
-use crate::metrics::Metrics;
+use crate::metrics::{zero_series, Metrics};
 
 /// How often the cluster's slot map is compared with the client's: the client refreshes its map
 /// only when a command meets `MOVED`, so after a resharding the slots nobody read stay routed (and
@@ -62,6 +62,18 @@ pub enum CacheError {
 }
 
 impl CacheError {
+    /// Every value [`CacheError::kind`] can return, whose series exist at 0 from connect on.
+    pub const KINDS: [&'static str; 8] = [
+        "unavailable",
+        "timeout",
+        "decode",
+        "moved",
+        "cluster_down",
+        "try_again",
+        "io",
+        "other",
+    ];
+
     /// The `kind` label of `cache_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -206,8 +218,12 @@ impl ClusterCache {
             .max_retry_wait(50)
             .read_routing_strategy(TopologyTap {
                 topology: Arc::clone(&topology),
+                metrics: Arc::clone(&metrics),
             })
             .build()?;
+        zero_series(&metrics.cache_errors, CacheError::KINDS);
+        // Calls routed by slot before the topology is known, and cross-slot MGETs, carry these.
+        zero_series(&metrics.redis_errors, ["unknown", CROSS_SLOT]);
         let cache = Self {
             inner: Arc::new(Inner {
                 client,
@@ -902,18 +918,24 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Reads stay on primaries.
 struct TopologyTap {
     topology: Arc<RwLock<Option<ClusterTopology>>>,
+    /// The per-node series of each primary the topology names are created at 0 here.
+    metrics: Arc<Metrics>,
 }
 
 impl ReadRoutingStrategyFactory for TopologyTap {
     fn create_strategy(&self) -> Box<dyn ReadRoutingStrategy> {
         Box::new(Self {
             topology: Arc::clone(&self.topology),
+            metrics: Arc::clone(&self.metrics),
         })
     }
 }
 
 impl ReadRoutingStrategy for TopologyTap {
     fn on_topology_changed(&self, topology: ClusterTopology) {
+        for shard in topology.shards() {
+            self.metrics.node_known(&shard.primary().to_string());
+        }
         *self
             .topology
             .write()

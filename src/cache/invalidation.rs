@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 use super::cluster::ClusterCache;
 use super::local::{LocalTier, Topic};
 use crate::config::CacheSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{zero_series, Metrics};
 
 /// Longest pause between two subscription attempts while no node answers.
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(2);
@@ -71,6 +71,7 @@ pub fn start(
     local: LocalTier,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<Publisher> {
+    zero_series(&metrics.invalidations_sent, ["sent", "failed"]);
     let channel: Arc<str> = Arc::from(format!("{}:l1", settings.key_prefix));
     let root_cert = settings
         .redis_ca_cert

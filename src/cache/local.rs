@@ -29,10 +29,12 @@ use super::keys::{FeedEntry, ListingKey};
 use super::BoxRead;
 use crate::domain::PageBody;
 use crate::domain::{PageRequest, PostId, UserId};
-use crate::metrics::Metrics;
+use crate::metrics::{zero_series, Metrics};
 
 /// Epoch counters topics hash onto; a false eviction needs two hot topics in one stripe.
 pub const STRIPES: usize = 4096;
+/// The `kind` label values of `l1_hits_total` and `l1_misses_total`: one per kind of entry.
+const KINDS: [&str; 3] = ["page", "post", "outbox"];
 
 /// What an entry depends on: a write to it evicts the entry on every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,6 +122,9 @@ impl LocalTier {
     /// A tier of at most `max_bytes` (keys and values, approximately), whose entries live at most
     /// `ttl`. It serves nothing until [`LocalTier::set_listening`] says the channel is up.
     pub fn new(max_bytes: u64, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        zero_series(&metrics.l1_hits, KINDS);
+        zero_series(&metrics.l1_misses, KINDS);
+        zero_series(&metrics.l1_evictions, ["expired", "size", "invalidated"]);
         let evictions = Arc::clone(&metrics);
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)

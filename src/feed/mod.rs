@@ -30,7 +30,7 @@ use crate::domain::{
     ApiKey, Follow, IdempotencyKey, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit,
     PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{zero_series, Metrics};
 use crate::store::{Constraint, FollowList, IdempotencyScope, Idempotent, Once, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
@@ -117,6 +117,19 @@ impl Feed {
         metrics: Arc<Metrics>,
         celebrity_followers: u32,
     ) -> Self {
+        zero_series(&metrics.pages, CacheOutcome::ALL.map(CacheOutcome::label));
+        zero_series(&metrics.feed_sources, ["inbox", "pulled", "database"]);
+        zero_series(&metrics.feed_rebuilds, ["inbox", "outbox"]);
+        zero_series(&metrics.early_refreshes, ["renewed", "skipped", "failed"]);
+        zero_series(
+            &metrics.coalesced_waits,
+            [
+                "page",
+                "objects",
+                <Post as CachedObject>::KIND,
+                <User as CachedObject>::KIND,
+            ],
+        );
         Self {
             store,
             cache,
@@ -213,8 +226,12 @@ impl Feed {
     }
 
     /// Publishes the in-process tier's size and the hottest keys to the metrics every `period`,
-    /// until the task is aborted.
-    pub fn spawn_cache_reporter(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+    /// until the task is aborted. Every rank up to `ranks` has its series, 0 while no key holds it.
+    pub fn spawn_cache_reporter(
+        &self,
+        period: Duration,
+        ranks: usize,
+    ) -> tokio::task::JoinHandle<()> {
         let feed = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period);
@@ -227,11 +244,11 @@ impl Feed {
                     continue;
                 };
                 let gauges = &feed.metrics.hot_key_reads;
-                gauges.reset();
-                for (rank, entry) in report.keys.iter().enumerate() {
+                for rank in 0..ranks.max(report.keys.len()) {
+                    let reads = report.keys.get(rank).map_or(0, |entry| entry.reads);
                     gauges
                         .with_label_values(&[&(rank + 1).to_string()])
-                        .set(i64::try_from(entry.reads).unwrap_or(i64::MAX));
+                        .set(i64::try_from(reads).unwrap_or(i64::MAX));
                 }
             }
         })

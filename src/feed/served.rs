@@ -19,6 +19,15 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Every outcome, whose `feed_pages_total` series exist at 0 from the start.
+    pub const ALL: [Self; 5] = [
+        Self::HitLocal,
+        Self::Hit,
+        Self::Partial,
+        Self::Miss,
+        Self::Bypass,
+    ];
+
     /// Header value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -20,7 +20,7 @@ use crate::domain::{
     ApiKey, Cursor, Follow, KeyHash, NewPost, NewUser, PageRequest, Position, Post, PostEdit,
     PostId, User, UserEdit, UserId,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{zero_series, Metrics};
 
 // Generates `mod migrations` with the files of `migrations/` compiled in.
 refinery::embed_migrations!("migrations");
@@ -56,6 +56,35 @@ pub enum Query {
 }
 
 impl Query {
+    /// Every query, whose `db_queries_total` series exist at 0 from the start.
+    pub const ALL: [Self; 25] = [
+        Self::InsertUser,
+        Self::UserById,
+        Self::UserExists,
+        Self::InsertPost,
+        Self::PostsByIds,
+        Self::UserPostsPage,
+        Self::UserPostsAfter,
+        Self::UpdatePost,
+        Self::DeletePost,
+        Self::UpdateUser,
+        Self::Follow,
+        Self::Unfollow,
+        Self::FollowingPage,
+        Self::FollowersPage,
+        Self::HomeFeedPage,
+        Self::FeedSources,
+        Self::NewestPostsOf,
+        Self::FollowerIds,
+        Self::InsertApiKey,
+        Self::ApiKeyOwner,
+        Self::PostAuthor,
+        Self::ClaimIdempotencyKey,
+        Self::IdempotentResponse,
+        Self::RecordIdempotentResponse,
+        Self::DeleteExpiredIdempotencyKeys,
+    ];
+
     /// The label value, named like the file in `db/queries/`.
     pub fn name(self) -> &'static str {
         match self {
@@ -166,6 +195,7 @@ impl Store {
             .max_connections(1)
             .acquire_timeout(settings.acquire_timeout())
             .connect_lazy_with(options);
+        zero_series(&metrics.db_queries, Query::ALL.map(Query::name));
         Ok(Self {
             pool,
             probe,

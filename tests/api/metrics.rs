@@ -1,7 +1,13 @@
-use futures::StreamExt as _;
+use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use futures::StreamExt as _;
+use hotfeed::cache::topology::SlotMap;
+use hotfeed::cache::CacheError;
+use hotfeed::config::Switch;
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 #[tokio::test]
 async fn cache_counters_move_with_the_reference_names_and_labels() {
@@ -126,34 +132,21 @@ async fn the_metrics_output_passes_promtool() {
     );
 }
 
-/// Lines of a `/metrics` scrape that are series (not comments).
-fn series(text: &str) -> usize {
+/// The series of a `/metrics` scrape (name and labels), comments left out.
+fn series(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .count()
+        .filter_map(|line| {
+            line.rsplit_once(' ')
+                .map(|(series, _value)| series.to_owned())
+        })
+        .collect()
 }
 
-#[tokio::test]
-async fn no_client_input_grows_metrics_beyond_a_few_series() {
-    // Arrange: one request of each kind first, so the series legitimate traffic makes exist.
-    let app = spawn_app().await;
-    let user = app.create_user("bounded").await;
-    app.create_posts(user, 2).await;
-    app.get(&format!("/api/v1/users/{user}/posts")).await;
-    app.get("/api/v1/users/999999999/posts").await;
-    app.get("/no/such/route").await;
-    app.client
-        .request(
-            reqwest::Method::from_bytes(b"BREW").expect("a token"),
-            app.url("/ping"),
-        )
-        .send()
-        .await
-        .expect("the app answers");
-    let before = series(&app.metrics_text().await);
-
-    // Act: 10,000 requests with made-up methods, paths never seen and users that do not exist.
-    let requests = (0..10_000u32).map(|n| {
+/// 3,000 requests with made-up methods, paths never seen and users that do not exist, 32 at a
+/// time, numbered from `first` so no two batches share a value. Every one must be answered.
+async fn hostile_batch(app: &TestApp, first: u32) {
+    let requests = (first..first + 3_000).map(|n| {
         let request = match n % 3 {
             0 => {
                 let method = reqwest::Method::from_bytes(format!("M{n}").as_bytes())
@@ -173,13 +166,146 @@ async fn no_client_input_grows_metrics_beyond_a_few_series() {
         .buffer_unordered(32)
         .collect()
         .await;
-
-    // Assert
     let answered = statuses.iter().filter(|status| status.is_ok()).count();
-    assert_eq!(answered, 10_000, "every request is answered");
-    let after = series(&app.metrics_text().await);
+    assert_eq!(answered, 3_000, "every request is answered");
+}
+
+#[tokio::test]
+async fn no_client_input_grows_metrics_beyond_a_few_series() {
+    // Arrange: generous budgets, so the batches' own load on a shared machine cannot turn a 404
+    // into a 503 or 504 (a status series legitimate traffic would not make); one request of each
+    // kind first, so the series legitimate traffic makes exist.
+    let app = spawn_app_with(|settings| {
+        settings.cache.redis_timeout_ms = 5_000;
+        settings.database.db_max_inflight = 10_000;
+        settings.database.db_acquire_timeout_ms = 30_000;
+        settings.http_request_timeout_ms = 60_000;
+    })
+    .await;
+    let user = app.create_user("bounded").await;
+    app.create_posts(user, 2).await;
+    app.get(&format!("/api/v1/users/{user}/posts")).await;
+    app.get("/api/v1/users/999999999/posts").await;
+    app.get("/no/such/route").await;
+    app.client
+        .request(
+            reqwest::Method::from_bytes(b"BREW").expect("a token"),
+            app.url("/ping"),
+        )
+        .send()
+        .await
+        .expect("the app answers");
+    app.metrics_text().await; // a scrape is a request of its own kind, counted once it is answered
+    let before = series(&app.metrics_text().await);
+
+    // Act: two equal batches of hostile requests, every value in them new.
+    hostile_batch(&app, 0).await;
+    let after_first = series(&app.metrics_text().await);
+    hostile_batch(&app, 3_000).await;
+    let after_second = series(&app.metrics_text().await);
+
+    // Assert: the first batch may make a handful of bounded series (a hot-key rank, a user label
+    // for "other"); the second, with 3,000 new values again, makes none.
+    let first_added: Vec<&String> = after_first.difference(&before).collect();
     assert!(
-        after <= before + 40,
-        "/metrics grew from {before} to {after} series after 10,000 hostile requests"
+        first_added.len() <= 8,
+        "the first 3,000 hostile requests added {} series: {first_added:#?}",
+        first_added.len()
     );
+    let second_added: Vec<&String> = after_second.difference(&after_first).collect();
+    assert!(
+        second_added.is_empty(),
+        "a second batch of 3,000 hostile requests added series: {second_added:#?}"
+    );
+}
+
+#[tokio::test]
+async fn error_series_exist_at_zero_before_any_error() {
+    // Arrange: a fresh instance that has served nothing.
+    let app = spawn_app().await;
+    let mut redis = app.redis().await;
+    let masters: BTreeSet<String> = SlotMap::read(&mut redis)
+        .await
+        .expect("CLUSTER SLOTS")
+        .owners()
+        .into_iter()
+        .map(|(_, _, master)| master)
+        .collect();
+
+    // Act: the per-node series appear once the service's client has read the topology.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let metrics = app.metrics().await;
+        let known = masters.iter().all(|node| {
+            metrics
+                .get("redis_errors_total", &[("node", node)])
+                .is_some()
+        });
+        if known {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the masters' redis_errors_total series appear once the topology is read"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Assert: every error and outcome series a dashboard or alert reads exists, at 0 where no
+    // request could have moved it yet (an error at start-up, on a loaded machine, may count one).
+    for node in &masters {
+        for name in [
+            "redis_errors_total",
+            "redis_round_trips_total",
+            "redis_commands_total",
+        ] {
+            assert!(
+                metrics.get(name, &[("node", node)]).is_some(),
+                "{name} of {node}"
+            );
+        }
+    }
+    for kind in CacheError::KINDS {
+        assert!(
+            metrics
+                .get("cache_errors_total", &[("kind", kind)])
+                .is_some(),
+            "cache_errors_total of {kind}"
+        );
+    }
+    let zeros = [
+        ("cache_errors_total", ("kind", "decode")),
+        ("feed_pages_total", ("cache", "miss")),
+        ("feed_pages_total", ("cache", "hit_l1")),
+        ("feed_sources_total", ("source", "pulled")),
+        ("feed_rebuilds_total", ("box", "inbox")),
+        ("coalesced_waits_total", ("kind", "objects")),
+        ("cache_early_refreshes_total", ("outcome", "failed")),
+        ("db_queries_total", ("query", "insert_post")),
+        ("http_rate_limited_total", ("limit", "reads_per_address")),
+    ];
+    for (name, label) in zeros {
+        assert_eq!(metrics.get(name, &[label]), Some(0.0), "{name}{label:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_in_process_tier_series_exist_at_zero_before_any_read() {
+    let app = spawn_app_with(|settings| settings.cache.l1 = Switch::On).await;
+
+    let metrics = app.metrics().await;
+
+    for kind in ["page", "post", "outbox"] {
+        assert_eq!(metrics.get("l1_hits_total", &[("kind", kind)]), Some(0.0));
+        assert_eq!(metrics.get("l1_misses_total", &[("kind", kind)]), Some(0.0));
+    }
+    for cause in ["expired", "size", "invalidated"] {
+        assert_eq!(
+            metrics.get("l1_evictions_total", &[("cause", cause)]),
+            Some(0.0)
+        );
+    }
+    assert!(metrics
+        .get("l1_invalidations_sent_total", &[("outcome", "failed")])
+        .is_some());
 }
