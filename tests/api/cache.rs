@@ -395,10 +395,11 @@ async fn a_cached_page_listing_a_post_gone_from_postgres_is_rebuilt_from_postgre
     assert_eq!(page_ids(&body), expected);
 }
 
-/// Runs `reads` while `tables` are locked in PostgreSQL for 700 ms: a leader's query waits on the
-/// lock, so the concurrent reads all arrive while the first is still in flight, however fast the
-/// service answers (with each worker driving its own Redis connection, the first read could
-/// finish before the test client had sent the others).
+/// Runs `reads` while `tables` are locked in PostgreSQL: a leader's query waits on the lock, so
+/// the concurrent reads all arrive while the first is still in flight, however fast the service
+/// answers (with each worker driving its own Redis connection, the first read could finish before
+/// the test client had sent the others). The lock is held until a query is seen waiting on it,
+/// then for 2 s more: room for a loaded machine to deliver the rest of the reads.
 async fn while_locked<F: std::future::Future>(
     app: &crate::helpers::TestApp,
     tables: &str,
@@ -410,8 +411,27 @@ async fn while_locked<F: std::future::Future>(
         .execute(&mut db)
         .await
         .expect("LOCK");
+    let mut watcher = app.db().await;
     let release = async {
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .expect("pg_stat_activity");
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no query waited on the lock within 60 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         sqlx::query("COMMIT")
             .execute(&mut db)
             .await
@@ -428,6 +448,8 @@ async fn concurrent_misses_of_one_page_share_one_postgres_query_and_one_fill() {
     let app = spawn_app_with(|settings| {
         settings.database.db_max_connections = 2;
         settings.cache.redis_timeout_ms = 2_000;
+        // The leader's query outlasts the lock (`while_locked`) on any machine.
+        settings.database.db_statement_timeout_ms = 30_000;
     })
     .await;
     let user = app.create_user("coalesced").await;
@@ -481,6 +503,8 @@ async fn concurrent_reads_of_a_page_whose_posts_were_evicted_share_one_postgres_
     let app = spawn_app_with(|settings| {
         settings.database.db_max_connections = 2;
         settings.cache.redis_timeout_ms = 2_000;
+        // The leader's query outlasts the lock (`while_locked`) on any machine.
+        settings.database.db_statement_timeout_ms = 30_000;
     })
     .await;
     let user = app.create_user("evicted").await;
@@ -545,6 +569,8 @@ async fn concurrent_misses_of_one_post_or_user_share_one_postgres_query() {
     let app = spawn_app_with(|settings| {
         settings.database.db_max_connections = 2;
         settings.cache.redis_timeout_ms = 2_000;
+        // The leader's query outlasts the lock (`while_locked`) on any machine.
+        settings.database.db_statement_timeout_ms = 30_000;
     })
     .await;
     let user = app.create_user("single").await;

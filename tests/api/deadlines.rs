@@ -27,6 +27,27 @@ impl PostsLock {
     }
 }
 
+/// Page queries of posts started so far (counted as they start, once admitted).
+async fn page_queries(app: &TestApp) -> f64 {
+    app.metrics()
+        .await
+        .get("db_queries_total", &[("query", "user_posts_page")])
+        .unwrap_or(0.0)
+}
+
+/// Waits until `count` more page queries than `baseline` have started: the requests sent are
+/// then on PostgreSQL (or waiting for a connection), however slowly the machine got them there.
+async fn until_page_queries(app: &TestApp, baseline: f64, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while page_queries(app).await < baseline + count {
+        assert!(
+            Instant::now() < deadline,
+            "{count} page queries started within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_statement_past_the_timeout_answers_503_and_the_next_one_succeeds() {
     // Arrange: every read of posts must wait for a lock we hold.
@@ -43,8 +64,10 @@ async fn a_statement_past_the_timeout_answers_503_and_the_next_one_succeeds() {
     // Assert
     assert_eq!(res.status(), 503);
     assert_eq!(error_code(res).await, "unavailable");
+    // Left waiting, it would answer only when the lock is released, after this assertion; the
+    // bound is far above 300 ms so that a loaded machine cannot fail it.
     assert!(
-        waited < Duration::from_secs(2),
+        waited < Duration::from_secs(15),
         "cancelled at the statement timeout, not left waiting: {waited:?}"
     );
     lock.release().await;
@@ -70,6 +93,7 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
     app.create_posts(flooded, 3).await;
     let cached_page = format!("/api/v1/users/{cached}/posts");
     app.get(&cached_page).await;
+    let baseline = page_queries(&app).await;
     let lock = PostsLock::take(&app).await;
 
     // Act: 64 concurrent misses against a pool of 4, and meanwhile a readiness probe and a hit.
@@ -79,7 +103,7 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
         async move { app.get(&path).await.status().as_u16() }
     }));
     let probes = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_page_queries(&app, baseline, 4.0).await;
         let started = Instant::now();
         let health = app.get("/health").await.status().as_u16();
         let health_took = started.elapsed();
@@ -113,24 +137,40 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
         statuses.iter().all(|&s| s == 503),
         "every flooded miss is a clean 503, none a 500 or a hang: {statuses:?}"
     );
-    let res = app.get(&format!("/api/v1/users/{flooded}/posts")).await;
-    assert_eq!(res.status(), 200, "the service recovers with the lock gone");
+    // The pool's connections come back from their cancelled statements on their own; on a loaded
+    // machine that can outlast the first read after the lock is gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = app.get(&format!("/api/v1/users/{flooded}/posts")).await;
+        if res.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service recovers with the lock gone (last {})",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
 async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
-    // Arrange: at most 4 requests may wait on PostgreSQL, and PostgreSQL is stuck behind a lock.
+    // Arrange: at most 4 requests may wait on PostgreSQL, and PostgreSQL is stuck behind a lock
+    // for 10 s: a request queued behind them would take that long, one shed answers at once.
     let app = spawn_app_with(|settings| {
-        settings.database.db_statement_timeout_ms = 1500;
+        settings.database.db_statement_timeout_ms = 10_000;
         settings.database.db_max_connections = 2;
         settings.database.db_max_inflight = 4;
-        settings.database.db_acquire_timeout_ms = 2000;
+        settings.database.db_acquire_timeout_ms = 10_000;
+        settings.http_request_timeout_ms = 60_000;
     })
     .await;
     let user = app.create_user("shed").await;
     app.create_posts(user, 3).await;
     let cached_page = format!("/api/v1/users/{user}/posts");
     app.get(&cached_page).await;
+    let baseline = page_queries(&app).await;
     let lock = PostsLock::take(&app).await;
 
     // Act: 4 misses take the slots; then 20 more misses and writes arrive.
@@ -140,7 +180,7 @@ async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
         async move { app.get(&path).await.status().as_u16() }
     }));
     let latecomers = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_page_queries(&app, baseline, 4.0).await;
         join_all((0..20).map(|n| {
             let app = &app;
             async move {
@@ -180,8 +220,8 @@ async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
         assert_eq!((status, code.as_str()), (503, "overloaded"));
         assert!(retry_after, "an overloaded 503 says when to retry");
         assert!(
-            took < Duration::from_millis(250),
-            "shed at once, not queued: {took:?}"
+            took < Duration::from_secs(3),
+            "shed at once, not queued for the 10 s the holders wait: {took:?}"
         );
     }
     assert!(
@@ -191,21 +231,28 @@ async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
     assert_eq!(hit, (200, "HIT".to_owned()), "cache hits are never shed");
     let shed_total = app.metrics().await.get("db_shed_total", &[]);
     assert_eq!(shed_total, Some(20.0));
-    let res = app
-        .get(&format!("/api/v1/users/{user}/posts?limit=3"))
-        .await;
-    assert_eq!(
-        res.status(),
-        200,
-        "with the lock gone the slots are free again"
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = app
+            .get(&format!("/api/v1/users/{user}/posts?limit=3"))
+            .await;
+        if res.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "with the lock gone the slots are free again (last {})",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
 async fn a_request_past_the_request_deadline_answers_503_timeout_at_the_deadline() {
-    // Arrange: statements may run 5 s, but a whole request only 400 ms.
+    // Arrange: statements may run 60 s, but a whole request only 400 ms.
     let app = spawn_app_with(|settings| {
-        settings.database.db_statement_timeout_ms = 5_000;
+        settings.database.db_statement_timeout_ms = 60_000;
         settings.http_request_timeout_ms = 400;
     })
     .await;
@@ -223,8 +270,9 @@ async fn a_request_past_the_request_deadline_answers_503_timeout_at_the_deadline
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(error_code(res).await, "timeout");
+    // At the statement's deadline it would be 60 s; the bound leaves a loaded machine room.
     assert!(
-        waited < Duration::from_millis(1_500),
+        waited < Duration::from_secs(15),
         "answered at the request deadline, not the statement's: {waited:?}"
     );
     let res = app.get(&format!("/api/v1/users/{user}/posts")).await;

@@ -80,7 +80,7 @@ impl PrivateCluster {
     }
 
     fn wait(&self, ready: impl Fn(u16) -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(90);
         while !self.ports.iter().all(|&p| ready(p)) {
             assert!(Instant::now() < deadline, "timed out waiting: {what}");
             std::thread::sleep(Duration::from_millis(100));
@@ -156,7 +156,7 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
     let mut slowest = Duration::ZERO;
     let mut misses = 0;
     let mut back_to_hit = None;
-    while frozen_at.elapsed() < Duration::from_secs(25) {
+    while frozen_at.elapsed() < Duration::from_secs(60) {
         let started = Instant::now();
         let res = app.get(&path).await;
         slowest = slowest.max(started.elapsed());
@@ -186,8 +186,11 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
     let recovered =
         back_to_hit.expect("cache hits resumed after the replica's promotion, without a restart");
     println!("failover: {misses} reads served without the frozen shard, hits back after {recovered:?}, slowest read {slowest:?}");
+    // A read that waited on the hung node would take until the promotion (about 4 s, node
+    // timeout 2 s) or forever; a read that spends its budgets (100 ms each) and falls back takes a
+    // fraction of a second, plus whatever a loaded machine adds.
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_secs(3),
         "no read waited on the hung node beyond the Redis budget: slowest {slowest:?}"
     );
     let metrics = app.metrics().await;
@@ -197,7 +200,8 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
 /// A post fanned out while the master holding a follower's inbox hangs, and its replica is then
 /// promoted: the inbox may have missed the post, so it must not come back without it. Pass: every
 /// read answers 200 with the post from the moment it was acknowledged, and once reads are served
-/// from the cache again (HIT), the post is still there, within 20 s of the freeze.
+/// from the cache again (HIT), the post is still there (within 60 s of the freeze, a bound for a
+/// loaded machine; the promotion takes about 4 s).
 #[tokio::test]
 async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_feed() {
     // Arrange: a private cluster (its own ports), a reader whose inbox is built.
@@ -222,7 +226,7 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
     assert_eq!(follow.status(), 204);
     app.create_posts(author, 2).await;
     let path = format!("/api/v1/users/{reader}/feed?limit=5");
-    let first_hit = read_until(&app, &path, Duration::from_secs(10), |x_cache, _| {
+    let first_hit = read_until(&app, &path, Duration::from_secs(60), |x_cache, _| {
         x_cache == "HIT"
     })
     .await;
@@ -236,7 +240,7 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
     assert!(signal(cluster.pid_of(port), "STOP"), "SIGSTOP the master");
     let frozen_at = Instant::now();
     let post = app.create_posts(author, 1).await[0];
-    let served_from_cache = read_until(&app, &path, Duration::from_secs(20), |x_cache, ids| {
+    let served_from_cache = read_until(&app, &path, Duration::from_secs(60), |x_cache, ids| {
         assert_eq!(
             ids.first(),
             Some(&post),
@@ -247,7 +251,7 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
     .await;
 
     // Assert
-    let recovered = served_from_cache.expect("reads came back to the cache within 20 s");
+    let recovered = served_from_cache.expect("reads came back to the cache within 60 s");
     println!(
         "fan-out to a frozen master: cache hits with the post {:?} after the freeze",
         recovered - frozen_at
@@ -408,17 +412,19 @@ async fn a_slot_moved_while_nobody_reads_it_is_followed_within_seconds() {
         owner_of(stats, slot).as_deref() == Some(&format!("127.0.0.1:{to_port}"))
     })
     .await;
+    // Without the once-a-second check the map would never follow (nothing reads the slot); the
+    // bound leaves a loaded machine room.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "followed after {:?}: {}",
         started.elapsed(),
         after["nodes"]
     );
 }
 
-/// The first live-view snapshot that `accept` takes, polled for up to 10 s.
+/// The first live-view snapshot that `accept` takes, polled for up to 60 s.
 async fn wait_for_stats(app: &crate::helpers::TestApp, accept: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stats: Value = app
             .get("/api/v1/admin/stats")
