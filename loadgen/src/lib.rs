@@ -8,9 +8,11 @@
 //! posts by Zipf-drawn authors can be written beside it on a schedule of their own. The report adds
 //! what the service's `/metrics` moved by during the measured phase: PostgreSQL queries per page,
 //! Redis commands per node (so the hot node shows), and the home feed's sources, celebrity pulls and
-//! fan-out size and lag.
+//! fan-out size and lag. It also measures its own CPU and says when it, not the service, set the
+//! rate.
 
 pub mod cli;
+pub mod client;
 pub mod mix;
 pub mod outbox;
 pub mod record;

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{Endpoint, Load, Plan};
+use crate::client::ClientLoad;
 use crate::outbox::HotOutbox;
 use crate::record::{Recorder, Status, WalkCounts};
 use crate::runner::Measured;
@@ -55,6 +56,9 @@ pub struct Report {
     /// The ten most requested users and their share of all requests.
     pub top_users: Vec<UserShare>,
     pub mean_body_bytes: f64,
+    /// What loadgen itself spent on the measured phase, and whether it, not the service, set
+    /// the rate (`client.client_bound`).
+    pub client: ClientLoad,
     /// `--write-rate`: the posts written beside the reads.
     pub writes: Option<Writes>,
     /// What the service's `/metrics` moved by during the measured phase.
@@ -162,6 +166,7 @@ impl Report {
     pub fn new(
         plan: &Plan,
         measured: &Measured,
+        client: ClientLoad,
         service: Result<ServiceDelta, String>,
         hot_outbox: Option<Result<HotOutbox, String>>,
     ) -> Self {
@@ -265,6 +270,7 @@ impl Report {
             walks,
             top_users: top_users(recorder),
             mean_body_bytes: share(recorder.body_bytes, responses),
+            client,
             writes,
             service,
             service_unavailable,
@@ -312,6 +318,7 @@ impl Report {
             &self.latency_ms,
             self.send_lag_ms.as_ref(),
         );
+        render_client(&mut out, &self.client);
         let _ = writeln!(out, "status    {}", counts(&self.statuses));
         let _ = writeln!(
             out,
@@ -401,6 +408,22 @@ fn render_writes(out: &mut String, writes: &Writes) {
     let _ = writeln!(out, "authors   {}", user_shares(&writes.top_authors));
 }
 
+fn render_client(out: &mut String, client: &ClientLoad) {
+    let _ = writeln!(
+        out,
+        "client    loadgen CPU {:.2} s (user {:.2} + sys {:.2}) = {:.1} µs per request, {:.2} cores; \
+         {} runtime thread(s) busy {:.0}% of the run",
+        client.user_cpu_secs + client.sys_cpu_secs,
+        client.user_cpu_secs,
+        client.sys_cpu_secs,
+        client.cpu_us_per_request,
+        client.cores_used,
+        client.threads,
+        100.0 * client.busy_share
+    );
+    let _ = writeln!(out, "verdict   {}", client.verdict);
+}
+
 fn render_service(out: &mut String, service: &ServiceDelta, hot_outbox: Option<&HotOutbox>) {
     let _ = writeln!(
         out,
@@ -408,57 +431,8 @@ fn render_service(out: &mut String, service: &ServiceDelta, hot_outbox: Option<&
         service.total_pages(),
         counts(&service.pages)
     );
-    if !service.feed_sources.is_empty() || service.celebrity_pulls > 0 {
-        let feed_pages: u64 = service.feed_sources.values().sum();
-        let rebuilds = if service.feed_rebuilds.is_empty() {
-            "none".to_owned()
-        } else {
-            counts(&service.feed_rebuilds)
-        };
-        let _ = writeln!(
-            out,
-            "feed      by source {}   celebrity pulls {} ({:.2} per page)   rebuilds {rebuilds}",
-            counts(&service.feed_sources),
-            service.celebrity_pulls,
-            share(service.celebrity_pulls, feed_pages)
-        );
-    }
-    if let Some(size) = &service.fanout_size {
-        // Box counts are whole, and interpolating would invent fractions: the bucket bound is what
-        // the counts say. Lags are interpolated, as PromQL's histogram_quantile does.
-        let boxes = |value: f64, le: Option<f64>| match le {
-            Some(le) => format!("<= {le}"),
-            None => format!("> {value}"),
-        };
-        let ms = |value: f64, le: Option<f64>| match le {
-            Some(_) => format!("{value:.3} ms"),
-            None => format!("> {value:.0} ms"),
-        };
-        let lag = service.fanout_lag_ms.as_ref().map_or_else(
-            || "no lag recorded".to_owned(),
-            |lag| {
-                format!(
-                    "lag p50 {}  p99 {}  mean {:.3} ms",
-                    ms(lag.p50, lag.p50_le),
-                    ms(lag.p99, lag.p99_le),
-                    lag.mean
-                )
-            },
-        );
-        let _ = writeln!(
-            out,
-            "fan-out   {} posts   boxes per post: mean {:.1}  p50 {}  p99 {}   {lag}   repairs {}",
-            size.count,
-            size.mean,
-            boxes(size.p50, size.p50_le),
-            boxes(size.p99, size.p99_le),
-            service.fanout_repairs
-        );
-        let _ = writeln!(
-            out,
-            "          (percentiles from the service's histogram buckets: as fine as they are)"
-        );
-    }
+    render_feed_sources(out, service);
+    render_fanout(out, service);
     if !service.write_responses.is_empty() {
         let _ = writeln!(
             out,
@@ -479,6 +453,72 @@ fn render_service(out: &mut String, service: &ServiceDelta, hot_outbox: Option<&
     if !service.cache_errors.is_empty() {
         let _ = writeln!(out, "cache errors {}", counts(&service.cache_errors));
     }
+    render_redis_nodes(out, service, hot_outbox);
+}
+
+/// The home feed's pages by source, celebrity pulls and inbox rebuilds (nothing for a user's posts).
+fn render_feed_sources(out: &mut String, service: &ServiceDelta) {
+    if service.feed_sources.is_empty() && service.celebrity_pulls == 0 {
+        return;
+    }
+    let feed_pages: u64 = service.feed_sources.values().sum();
+    let rebuilds = if service.feed_rebuilds.is_empty() {
+        "none".to_owned()
+    } else {
+        counts(&service.feed_rebuilds)
+    };
+    let _ = writeln!(
+        out,
+        "feed      by source {}   celebrity pulls {} ({:.2} per page)   rebuilds {rebuilds}",
+        counts(&service.feed_sources),
+        service.celebrity_pulls,
+        share(service.celebrity_pulls, feed_pages)
+    );
+}
+
+/// The posts written: boxes per post and fan-out lag, from the service's histograms.
+fn render_fanout(out: &mut String, service: &ServiceDelta) {
+    let Some(size) = &service.fanout_size else {
+        return;
+    };
+    // Box counts are whole, and interpolating would invent fractions: the bucket bound is what
+    // the counts say. Lags are interpolated, as PromQL's histogram_quantile does.
+    let boxes = |value: f64, le: Option<f64>| match le {
+        Some(le) => format!("<= {le}"),
+        None => format!("> {value}"),
+    };
+    let ms = |value: f64, le: Option<f64>| match le {
+        Some(_) => format!("{value:.3} ms"),
+        None => format!("> {value:.0} ms"),
+    };
+    let lag = service.fanout_lag_ms.as_ref().map_or_else(
+        || "no lag recorded".to_owned(),
+        |lag| {
+            format!(
+                "lag p50 {}  p99 {}  mean {:.3} ms",
+                ms(lag.p50, lag.p50_le),
+                ms(lag.p99, lag.p99_le),
+                lag.mean
+            )
+        },
+    );
+    let _ = writeln!(
+        out,
+        "fan-out   {} posts   boxes per post: mean {:.1}  p50 {}  p99 {}   {lag}   repairs {}",
+        size.count,
+        size.mean,
+        boxes(size.p50, size.p50_le),
+        boxes(size.p99, size.p99_le),
+        service.fanout_repairs
+    );
+    let _ = writeln!(
+        out,
+        "          (percentiles from the service's histogram buckets: as fine as they are)"
+    );
+}
+
+/// Commands, round trips and errors per Redis node, the hot ones marked.
+fn render_redis_nodes(out: &mut String, service: &ServiceDelta, hot_outbox: Option<&HotOutbox>) {
     if service.redis_nodes.is_empty() {
         let _ = writeln!(out, "redis     no commands (cache off or idle)");
         return;

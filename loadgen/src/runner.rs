@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::{Endpoint, Load, Plan};
+use crate::client::{ClientLoad, CpuSample};
 use crate::mix::{DepthMix, PageMix, UserSampler};
 use crate::outbox::HotOutbox;
 use crate::record::{Outcome, Recorder, Status, WalkEnd};
@@ -84,7 +85,18 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         max_requests: plan.max_requests,
         seed: plan.seed,
     };
+    let cpu_before = CpuSample::now();
     let measured = run_phase(plan, &client, &requests, &measure).await;
+    let cpu_after = CpuSample::now();
+    let answered =
+        measured.reads.responses() + measured.writes.as_ref().map_or(0, Recorder::responses);
+    let own = ClientLoad::between(
+        &cpu_before,
+        &cpu_after,
+        measured.elapsed,
+        answered,
+        matches!(plan.load, Load::Closed { .. }),
+    );
     let after = Scrape::fetch(&client, &base).await;
     let service = match (before, after) {
         (Ok(before), Ok(after)) => Ok(ServiceDelta::between(
@@ -94,7 +106,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         )),
         (Err(error), _) | (_, Err(error)) => Err(format!("{error:#}")),
     };
-    Ok(Report::new(plan, &measured, service, hot_outbox))
+    Ok(Report::new(plan, &measured, own, service, hot_outbox))
 }
 
 /// What one phase recorded.

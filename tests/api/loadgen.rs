@@ -94,6 +94,11 @@ async fn a_closed_loop_report_agrees_with_the_services_metrics() {
         service.redis_nodes
     );
     assert_eq!(report.top_users[0].user, 1, "user 1 is the hottest");
+    // loadgen ran on the test's runtime, beside the app: its own cost is measured all the same.
+    let client = &report.client;
+    assert_eq!(client.threads, 2, "the test runtime's workers: {client:?}");
+    assert!((0.0..=1.0).contains(&client.busy_share), "{client:?}");
+    assert!(client.cpu_us_per_request > 0.0, "{client:?}");
     let shares: f64 = report.top_users.iter().map(|user| user.share).sum();
     assert!((shares - 1.0).abs() < 1e-9, "three users share everything");
 }
@@ -120,6 +125,67 @@ async fn an_open_loop_sends_exactly_its_schedule() {
         "the rate was held: {}",
         report.requests_per_sec
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_says_when_loadgen_not_the_service_set_the_rate() {
+    // Arrange: loadgen on a runtime of its own, one thread, which a task of that runtime keeps
+    // busy spinning: whatever the service does, loadgen's thread is what limits the run.
+    let app = app_with_three_users().await;
+    let plan = Plan::from_args([
+        "--url",
+        &app.address,
+        "--users",
+        "3",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ])
+    .expect("valid loadgen arguments");
+
+    // Act
+    let report = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime");
+        runtime.block_on(async {
+            let hog = tokio::spawn(async {
+                loop {
+                    let start = std::time::Instant::now();
+                    while start.elapsed() < std::time::Duration::from_millis(2) {
+                        std::hint::spin_loop();
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+            let report = ::loadgen::run(&plan).await.expect("loadgen runs");
+            hog.abort();
+            report
+        })
+    })
+    .await
+    .expect("the run's thread ends");
+
+    // Assert: the report measured its own thread and said plainly that it set the rate.
+    assert!(report.responses > 0, "some load was applied: {report:?}");
+    let client = &report.client;
+    assert_eq!(client.threads, 1, "{client:?}");
+    assert!(client.busy_share >= 0.75, "the spinning thread: {client:?}");
+    assert!(client.cpu_us_per_request > 0.0, "{client:?}");
+    assert!(client.client_bound, "{client:?}");
+    let table = report.render_table();
+    assert!(
+        table.contains("verdict   CLIENT-BOUND: loadgen, not the service, set this rate"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&report).expect("the report serializes");
+    assert_eq!(json["client"]["client_bound"], true, "{json}");
+    assert!(json["client"]["cpu_us_per_request"].as_f64() > Some(0.0));
 }
 
 /// Three users with 60 posts each: 1 follows 2, 2 and 3 follow 1. User 1, with two followers, is a
