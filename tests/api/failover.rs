@@ -10,7 +10,7 @@ use hotfeed::cache::{BoxKey, ListingKey};
 use hotfeed::domain::UserId;
 use serde_json::Value;
 
-use crate::helpers::{owners, spawn_app_with};
+use crate::helpers::{free_ports, owners, spawn_app_with};
 
 /// Six `redis-server` children forming a cluster; killed (and resumed first) when dropped.
 struct PrivateCluster {
@@ -20,19 +20,25 @@ struct PrivateCluster {
 }
 
 impl PrivateCluster {
-    fn start(base_port: u16) -> Self {
+    fn start() -> Self {
+        // Ports and cluster bus ports the kernel says are free: no two runs on one machine collide.
+        let free = free_ports(12);
+        let (ports, buses) = free.split_at(6);
+        let ports = ports.to_vec();
         let dir = std::env::temp_dir().join(format!(
-            "hotfeed-failover-{}-{base_port}",
-            std::process::id()
+            "hotfeed-failover-{}-{}",
+            std::process::id(),
+            ports[0]
         ));
-        let ports: Vec<u16> = (base_port..base_port + 6).collect();
         let nodes = ports
             .iter()
-            .map(|port| {
+            .zip(buses)
+            .map(|(port, bus)| {
                 let node_dir = dir.join(port.to_string());
                 std::fs::create_dir_all(&node_dir).expect("node dir");
                 Command::new("redis-server")
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--cluster-port", &bus.to_string()])
                     .args([
                         "--cluster-enabled",
                         "yes",
@@ -134,11 +140,7 @@ fn signal(pid: u32, name: &str) -> bool {
 #[tokio::test]
 async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promotion() {
     // Arrange: a private cluster, the app on it, a cached page.
-    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(7400);
-    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
@@ -205,12 +207,7 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
 #[tokio::test]
 async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_feed() {
     // Arrange: a private cluster (its own ports), a reader whose inbox is built.
-    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
-        .ok()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(7400)
-        + 10;
-    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
@@ -297,12 +294,7 @@ async fn read_until(
 #[tokio::test]
 async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
     // Arrange: a private cluster, a cached page, and its master out of memory.
-    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
-        .ok()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(7400)
-        + 20;
-    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
@@ -358,12 +350,7 @@ async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
 #[tokio::test]
 async fn a_slot_moved_while_nobody_reads_it_is_followed_within_seconds() {
     // Arrange: a private cluster and a service that has learned its slot map.
-    let base_port = std::env::var("TEST_FAILOVER_BASE_PORT")
-        .ok()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(7400)
-        + 30;
-    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(base_port))
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
         .await
         .expect("cluster starts");
     let urls = cluster.urls();

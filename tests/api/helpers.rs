@@ -317,3 +317,16 @@ pub fn case_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a runtime")
 }
+
+/// `count` distinct TCP ports free on 127.0.0.1 right now, for the servers a test starts of its
+/// own (a private PostgreSQL, a private cluster and its bus). Chosen by the kernel rather than
+/// fixed, so two suites on one machine (a developer's and CI's) and a busy port never collide.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("a bound address").port())
+        .collect()
+}

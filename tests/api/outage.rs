@@ -8,11 +8,9 @@ use futures::future::join_all;
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection};
 
-use crate::helpers::{error_code, spawn_app_on, test_settings, TestApp};
+use crate::helpers::{error_code, free_ports, spawn_app_on, test_settings, TestApp};
 use crate::postgres::{PrivatePostgres, Shutdown};
 
-/// Port of this test's private PostgreSQL (the TLS test's is 5491).
-const OUTAGE_PG_PORT: u16 = 5492;
 /// The service's bound is 1 s (DB_ACQUIRE_TIMEOUT_MS is 500 ms, so a release build answers in
 /// about 0.5 s), measured under load by `scripts/chaos.sh` (docs/reliability.md). A debug build
 /// sharing two loaded cores with the whole suite has taken over 1 s, so this test checks the
@@ -26,7 +24,7 @@ async fn postgres_going_away_fails_requests_fast_with_retry_after_and_the_servic
     let mut pg = tokio::task::spawn_blocking(|| {
         let mut pg = PrivatePostgres::init(
             std::env::temp_dir().join(format!("hotfeed-outage-pg-{}", std::process::id())),
-            OUTAGE_PG_PORT,
+            free_ports(1)[0],
             "local all all trust\nhost all all 127.0.0.1/32 trust\n",
             |_| {},
         );

@@ -11,13 +11,8 @@ use hotfeed::startup::Application;
 use serde_json::{json, Value};
 use sqlx::{Connection as _, PgConnection};
 
-use crate::helpers::{spawn_app_with, test_settings};
+use crate::helpers::{free_ports, spawn_app_with, test_settings};
 use crate::postgres::{run, wait_until, PrivatePostgres};
-
-/// Port of the private TLS PostgreSQL (the stack's is 5432, a private stack's 5433).
-const TLS_PG_PORT: u16 = 5491;
-/// First port of the private TLS cluster (the stack uses 7000+, CI 7200+, the failover test 7400+).
-const TLS_REDIS_BASE_PORT: u16 = 7500;
 
 /// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, made with openssl. It serves
 /// as a client certificate too: Redis's cluster bus authenticates its peers with it.
@@ -98,7 +93,7 @@ impl TlsPostgres {
         let mut certs = None;
         let mut server = PrivatePostgres::init(
             scratch_dir("pg"),
-            TLS_PG_PORT,
+            free_ports(1)[0],
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
             |dir| {
                 let made = Certs::make(dir, "ca");
@@ -117,7 +112,8 @@ impl TlsPostgres {
 
     fn url(&self, database: &str, ca: &Path) -> String {
         format!(
-            "postgres://postgres@localhost:{TLS_PG_PORT}/{database}?sslmode=verify-full&sslrootcert={}",
+            "postgres://postgres@localhost:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            self.server.port,
             ca.display()
         )
     }
@@ -134,7 +130,10 @@ async fn the_service_migrates_and_serves_over_verified_tls_and_refuses_a_foreign
         .execute(&mut admin)
         .await
         .expect("create database");
-    let plain = format!("postgres://postgres@127.0.0.1:{TLS_PG_PORT}/postgres?sslmode=disable");
+    let plain = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        pg.server.port
+    );
     assert!(
         PgConnection::connect(&plain).await.is_err(),
         "the server accepts TLS only, so what follows is TLS"
@@ -203,6 +202,7 @@ async fn connect_when_ready(url: &str) -> PgConnection {
 
 /// Three TLS-only cluster masters (no plain port), cluster bus over TLS too.
 struct TlsCluster {
+    ports: Vec<u16>,
     nodes: Vec<Child>,
     dir: PathBuf,
     certs: Certs,
@@ -212,14 +212,19 @@ impl TlsCluster {
     fn start() -> Self {
         let dir = scratch_dir("redis");
         let certs = Certs::make(&dir, "ca");
-        let ports: Vec<u16> = (TLS_REDIS_BASE_PORT..TLS_REDIS_BASE_PORT + 3).collect();
+        // A TLS port and a cluster bus port for each node, both free ones.
+        let free = free_ports(6);
+        let (ports, buses) = free.split_at(3);
+        let ports = ports.to_vec();
         let nodes = ports
             .iter()
-            .map(|port| {
+            .zip(buses)
+            .map(|(port, bus)| {
                 let node_dir = dir.join(port.to_string());
                 std::fs::create_dir_all(&node_dir).expect("node dir");
                 Command::new("redis-server")
                     .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .args(["--cluster-port", &bus.to_string()])
                     .args(["--bind", "127.0.0.1", "--tls-cluster", "yes"])
                     .args(["--tls-auth-clients", "no"])
                     .arg("--tls-cert-file")
@@ -249,7 +254,12 @@ impl TlsCluster {
                     .expect("redis-server is installed (scripts/stack.sh installs it)")
             })
             .collect();
-        let cluster = Self { nodes, dir, certs };
+        let cluster = Self {
+            ports,
+            nodes,
+            dir,
+            certs,
+        };
         let cli = |args: &[&str]| {
             // Bounded: `--cluster create` waits for ever for nodes that cannot meet.
             let mut command = Command::new("timeout");
@@ -259,7 +269,7 @@ impl TlsCluster {
             command.args(args);
             command
         };
-        for port in &ports {
+        for port in &cluster.ports {
             wait_until("a TLS node answers", || {
                 cli(&["-p", &port.to_string(), "ping"])
                     .output()
@@ -267,12 +277,12 @@ impl TlsCluster {
             });
         }
         let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
-        create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        create.extend(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")));
         create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(str::to_owned));
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         run(&mut cli(&create));
         wait_until("the TLS cluster is ok", || {
-            ports.iter().all(|port| {
+            cluster.ports.iter().all(|port| {
                 cli(&["-p", &port.to_string(), "cluster", "info"])
                     .output()
                     .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
@@ -282,7 +292,8 @@ impl TlsCluster {
     }
 
     fn urls(&self) -> Vec<String> {
-        (TLS_REDIS_BASE_PORT..TLS_REDIS_BASE_PORT + 3)
+        self.ports
+            .iter()
             .map(|port| format!("rediss://127.0.0.1:{port}"))
             .collect()
     }
