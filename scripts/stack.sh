@@ -15,8 +15,14 @@
 # Redis: six cluster nodes on 127.0.0.1:$STACK_REDIS_BASE_PORT..+5 (3 masters, 3 replicas), each
 # with its config, nodes.conf, pid file and log in $STACK_DIR/redis/<port>/. Settings are those
 # of Redis's own utils/create-cluster: node timeout 2000 ms (a killed master fails over in ~4 s),
-# no full-coverage requirement, reads allowed when down, no persistence. A half-formed cluster (e.g. left by a
-# crashed run) is torn down and recreated. `up` returns only once every node reports
+# no full-coverage requirement, reads allowed when down, no persistence (scripts/lib/cluster.sh,
+# node_conf). A formed cluster that a failed or interrupted operation left damaged is repaired in
+# place, and `up` says what it did: a node that is not one of the six (the fourth master of
+# scripts/workshop.sh step 8) has its slots moved back to the masters beside them and is removed
+# (and stopped when it is this stack's), or, if it no longer answers, is forgotten by every node;
+# open (half-moved) slots are closed with `redis-cli --cluster fix --cluster-replace`; slots that
+# no node serves are given to the master beside them. Only a half-formed cluster (e.g. a crashed
+# `--cluster create`) is torn down and recreated. `up` returns only once every node reports
 # cluster_state:ok with all 16384 slots and every replica's link to its master is up and synced.
 # A node is "ours" when its INFO config_file is our redis.conf; other servers on those ports are
 # reported and never stopped. Port 6379 is refused outright.
@@ -29,6 +35,7 @@
 #   STACK_REDIS_MAXMEMORY  maxmemory of each node (default 256mb; the policy is allkeys-lfu)
 #   STACK_PG_PORT          port of the private PostgreSQL (default 5433)
 #   STACK_DIR              state directory (default <repo>/.stack)
+#   STACK_ENV_FILE         the .env file up completes (default <repo>/.env)
 #   STACK_WAIT_SECS        how long `up` waits for a healthy cluster (default 60)
 #   DATABASE_URL           PostgreSQL to reuse (see above)
 #
@@ -37,7 +44,9 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
-ENV_FILE=$REPO_ROOT/.env
+# shellcheck source=scripts/lib/cluster.sh disable=SC1091
+. "$SCRIPT_DIR/lib/cluster.sh"
+ENV_FILE=${STACK_ENV_FILE:-$REPO_ROOT/.env}
 DEFAULT_DATABASE_URL=postgres://postgres@127.0.0.1:5432/hotfeed
 
 STACK_DIR=${STACK_DIR:-$REPO_ROOT/.stack}
@@ -48,6 +57,7 @@ WAIT_SECS=${STACK_WAIT_SECS:-60}
 REDIS_NODES=6          # 3 masters + 3 replicas
 REDIS_MASTERS=3
 PROBLEM=""             # why the last health check failed (set by cluster_healthy)
+REPAIR_LOG=/dev/null   # every redis-cli output of a repair (set by redis_repair)
 PSQL="" PG_ISREADY=""  # PostgreSQL client tools (set by find_pg_clients)
 APT_UPDATED=no
 TO_START=()            # free Redis ports to start (set by redis_preflight)
@@ -98,9 +108,6 @@ apt_install() {
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
-
-# Prints the value of NAME from KEY:VALUE lines on stdin (INFO / CLUSTER INFO output).
-field() { sed -n "s/^$1://p" | head -n1; }
 
 # Hides the password of a URL for printing.
 mask_url() { sed -E 's#(://[^:/@]+:)[^@/]*@#\1***@#' <<<"$1"; }
@@ -393,13 +400,6 @@ pg_up() {
 
 node_dir() { printf '%s/redis/%s' "$STACK_DIR" "$1"; }
 
-# redis-cli against 127.0.0.1:PORT with a 5 s cap; CRs stripped, errors on stdout.
-rcli() {
-  local port=$1
-  shift
-  timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>&1 | tr -d '\r'
-}
-
 # What listens on PORT: free, ours, foreign-cluster, foreign-plain, hung (no reply) or other.
 node_state() {
   local port=$1 out
@@ -467,31 +467,7 @@ ensure_redis_installed() {
 }
 
 write_node_conf() {
-  local port=$1 dir
-  dir=$(node_dir "$port")
-  cat >"$dir/redis.conf" <<EOF
-# Written by scripts/stack.sh; rewritten each time the node starts.
-port $port
-bind 127.0.0.1
-protected-mode no
-daemonize yes
-dir "$dir"
-pidfile "$dir/redis.pid"
-logfile "$dir/redis.log"
-cluster-enabled yes
-cluster-config-file nodes.conf
-cluster-node-timeout 2000
-cluster-require-full-coverage no
-cluster-allow-reads-when-down yes
-save ""
-appendonly no
-# A cache: bounded, and full means "evict the least frequently used key", never "refuse writes"
-# (noeviction would reject the service's fills and invalidations). STACK_REDIS_MAXMEMORY per node.
-maxmemory ${STACK_REDIS_MAXMEMORY:-256mb}
-maxmemory-policy allkeys-lfu
-# Start a replica's first full sync at once instead of waiting 5 s for other replicas.
-repl-diskless-sync-delay 0
-EOF
+  node_conf "$1" "$(node_dir "$1")" >"$(node_dir "$1")/redis.conf"
 }
 
 start_node() {
@@ -659,6 +635,159 @@ redis_preflight() {
   done
 }
 
+# ---------------------------------------------------------------------------------------------
+# Repair: a formed cluster that an interrupted or failed operation damaged (a fourth master left
+# by scripts/workshop.sh step 8, a slot left half moved, slots nobody serves) is mended in place.
+# Every redis-cli operation is checked; on a failure `up` stops and says what state the cluster
+# is in. Nothing that owns slots is shut down.
+
+# Where a node started by scripts/workshop.sh (step 8) lives: $STACK_DIR/workshop/<port>.
+extra_node_dirs() {
+  local d
+  for d in "$STACK_DIR"/workshop/*/; do
+    [[ -f $d/redis.conf ]] && printf '%s\n' "${d%/}"
+  done
+  return 0
+}
+
+# Stops with the cluster's state, what failed and what to do.
+die_cluster() {
+  printf 'stack: error: %s\n' "$1" >&2
+  {
+    printf 'stack: the cluster now:\n'
+    cluster_summary "${PORTS[@]}" || true
+    cluster_problems "${PORTS[@]}" | sed 's/^/  problem: /' || true
+    printf 'stack: every redis-cli output of the repair is in %s.\n' "$REPAIR_LOG"
+    printf "stack: run 'scripts/stack.sh up' again once the cause is fixed (it repairs what it can);\n"
+    printf "stack: 'scripts/stack.sh down' then 'scripts/stack.sh up' recreates the cluster (the cache starts empty).\n"
+  } >&2
+  exit 1
+}
+
+# A node in the cluster that is not one of our six: its slots go back to the masters beside them
+# and it leaves the cluster; it is stopped only when it is this stack's and owns nothing. A stray
+# that no longer answers is forgotten by every node (its slots, unserved since, are covered
+# afterwards by cover_unassigned).
+repair_stray() {
+  local id=$1 port=$2 owned cfg out p
+  owned=$(slots_owned_by "$id" "${PORTS[@]}")
+  if [[ $port != 0 && $(rcli "$port" cluster myid) == "$id" ]]; then
+    log "repair: 127.0.0.1:$port is in the cluster but is not one of its six nodes (it owns $owned slots): moving its slots back and removing it"
+    repair_open_slots
+    drain_node "$REPAIR_LOG" "$port" "${PORTS[@]}" || die_cluster "could not move the slots of 127.0.0.1:$port back"
+    cluster_run "$REPAIR_LOG" 60 del-node "127.0.0.1:${PORTS[0]}" "$id" || die_cluster "could not remove 127.0.0.1:$port from the cluster"
+    cfg=$(rcli "$port" info server | field config_file)
+    if [[ -n $cfg && $cfg == "$STACK_DIR"/* ]]; then
+      out=$(shutdown_if_empty "$port") || die_cluster "$out"
+      rm -rf "$(dirname -- "$cfg")"
+      log "repair: removed 127.0.0.1:$port from the cluster and stopped it"
+    else
+      log "repair: removed 127.0.0.1:$port from the cluster; it is not this stack's node (config: ${cfg:-none}), so it is left running"
+    fi
+  else
+    log "repair: node ${id:0:8} (127.0.0.1:$port) is in the cluster but does not answer; it owned $owned slots, whose cached keys are gone: every node forgets it"
+    for p in "${PORTS[@]}"; do
+      out=$(rcli "$p" cluster forget "$id") || true
+      [[ $out == OK || $out == *"Unknown node"* ]] || warn "127.0.0.1:$p: CLUSTER FORGET ${id:0:8}: $out"
+    done
+  fi
+}
+
+# Closes half-moved slots with `redis-cli --cluster fix`: `--cluster-replace` because a key the
+# importing node received under ASK while the source still held it (a cache fill) must not stop
+# the fix (see scripts/workshop.sh step 8).
+repair_open_slots() {
+  local open
+  open=$(open_slots "${PORTS[@]}" | awk '{ print $2 }' | sort -un | tr '\n' ' ')
+  [[ -n $open ]] || return 0
+  log "repair: slots left half moved (open): ${open% }; closing them with redis-cli --cluster fix --cluster-replace"
+  cluster_run "$REPAIR_LOG" 300 fix "127.0.0.1:${PORTS[0]}" --cluster-yes --cluster-replace ||
+    die_cluster "redis-cli --cluster fix could not close the open slots"
+  sleep 1
+  [[ -z $(open_slots "${PORTS[@]}") ]] || die_cluster "slots are still open after redis-cli --cluster fix"
+}
+
+# Slots no node serves (their owner was forgotten) go to the master that owns the slot just above
+# the range, else just below: the layout `--cluster create` made comes back.
+cover_unassigned() {
+  local table ranges range lo hi to port out
+  table=$(node_table "${PORTS[@]}") || return 0
+  ranges=$(awk '$3 ~ /master/ { for (i = 5; i <= NF; i++) { if ($i ~ /^\[/) continue
+      n = split($i, r, "-"); for (s = r[1]; s <= (n > 1 ? r[2] : r[1]); s++) have[s] = 1 } }
+    END { lo = -1; for (s = 0; s <= 16384; s++) { if (s < 16384 && !(s in have)) { if (lo < 0) lo = s }
+      else if (lo >= 0) { print lo "-" s - 1; lo = -1 } } }' <<<"$table")
+  for range in $ranges; do
+    lo=${range%-*} hi=${range#*-}
+    to=""
+    if ((hi < 16383)); then to=$(slot_owner_id "$table" $((hi + 1)) none); fi
+    if [[ -z $to ]] && ((lo > 0)); then to=$(slot_owner_id "$table" $((lo - 1)) none); fi
+    [[ -n $to ]] || die_cluster "slots $range are served by no node, and no master is left to take them"
+    port=$(awk -v id="$to" '$1 == id { print $2 }' <<<"$table")
+    out=$(rcli "$port" cluster addslotsrange "$lo" "$hi")
+    if [[ $out == *"nknown subcommand"* ]]; then # Redis 6: no ADDSLOTSRANGE
+      # shellcheck disable=SC2046 # one argument per slot
+      out=$(rcli "$port" cluster addslots $(seq "$lo" "$hi"))
+    fi
+    [[ $out == OK ]] || die_cluster "CLUSTER ADDSLOTSRANGE $lo $hi on 127.0.0.1:$port: $out"
+    log "repair: slots $range were served by no node; 127.0.0.1:$port owns them now (empty)"
+  done
+}
+
+# A node of this stack started by the workshop but no longer in the cluster (its removal was
+# interrupted after del-node): it owns nothing, so it is stopped.
+stop_left_extra_nodes() {
+  local dir port out
+  while read -r dir; do
+    [[ -n $dir ]] || continue
+    port=${dir##*/}
+    if [[ $(rcli "$port" ping) == PONG ]]; then
+      # Something else on that port, or our node still in the cluster (repair_stray's job).
+      [[ $(rcli "$port" info server | field config_file) == "$dir/redis.conf" ]] || continue
+      if node_table "${PORTS[@]}" | awk -v p="$port" '$2 == p { f = 1 } END { exit !f }'; then
+        continue
+      fi
+      out=$(shutdown_if_empty "$port") || die_cluster "$out"
+      log "repair: stopped 127.0.0.1:$port, a node of scripts/workshop.sh that had left the cluster"
+    fi
+    rm -rf "$dir"
+  done < <(extra_node_dirs)
+}
+
+# Repairs a formed cluster of our six nodes in place; leaves anything else to cluster_shape.
+redis_repair() {
+  local table port id
+  REPAIR_LOG=$STACK_DIR/redis/repair.log
+  stop_left_extra_nodes
+  table=$(node_table "${PORTS[@]}") || return 0
+  for port in "${PORTS[@]}"; do
+    awk -v p="$port" '$2 == p { f = 1 } END { exit !f }' <<<"$table" || return 0
+  done
+  while read -r id port _; do
+    [[ -n $id ]] || continue
+    repair_stray "$id" "$port"
+  done < <(awk -v ours=" ${PORTS[*]} " 'index(ours, " " $2 " ") == 0 { print $1, $2, $3 }' <<<"$table")
+  repair_open_slots
+  cover_unassigned
+  repair_settled
+}
+
+# Waits (up to 15 s) until every node has heard of the repair: six known nodes, all slots
+# assigned. Else cluster_shape would take a cluster still gossiping for a half-formed one.
+repair_settled() {
+  local port ci deadline=$((SECONDS + 15)) settled
+  while ((SECONDS < deadline)); do
+    settled=yes
+    for port in "${PORTS[@]}"; do
+      ci=$(rcli "$port" cluster info) || true
+      if [[ $(field cluster_known_nodes <<<"$ci") != "$REDIS_NODES" || $(field cluster_slots_assigned <<<"$ci") != 16384 ]]; then
+        settled=no
+      fi
+    done
+    [[ $settled == yes ]] && return 0
+    sleep 0.5
+  done
+}
+
 redis_up() {
   local port shape
   mkdir -p "$STACK_DIR/redis"
@@ -667,6 +796,7 @@ redis_up() {
     for port in "${TO_START[@]}"; do start_node "$port"; done
   fi
 
+  redis_repair
   shape=$(cluster_shape)
   if [[ $shape == partial ]]; then
     log "the cluster is half-formed (left by an earlier run?); recreating it from scratch"
@@ -718,11 +848,21 @@ cmd_up() {
 }
 
 cmd_down() {
-  local port stopped=()
+  local port dir stopped=()
   take_lock
   for port in "${PORTS[@]}"; do
     if stop_node "$port"; then stopped+=("$port"); fi
   done
+  # A fourth master of scripts/workshop.sh goes with the cluster it belonged to.
+  while read -r dir; do
+    [[ -n $dir ]] || continue
+    port=${dir##*/}
+    if [[ $(rcli "$port" info server | field config_file) == "$dir/redis.conf" ]]; then
+      rcli "$port" shutdown nosave >/dev/null || true
+      stopped+=("$port")
+    fi
+    rm -rf "$dir"
+  done < <(extra_node_dirs)
   rm -rf "$STACK_DIR/redis"
   if ((${#stopped[@]} > 0)); then
     log "stopped redis nodes: ${stopped[*]}"
