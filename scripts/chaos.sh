@@ -164,6 +164,11 @@ STACK_SH=$CHAOS_DIR/bin/scripts/stack.sh
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
+# The shared redis-cli helpers (cluster_run, drain_node, shutdown_if_empty, cluster_summary ...),
+# sourced first so that this suite's own rcli and field below (3 s deadline) are the ones used.
+# shellcheck source=scripts/lib/cluster.sh disable=SC1091
+. "$ROOT/scripts/lib/cluster.sh"
+
 say() { printf 'chaos: %s\n' "$*" >&2; }
 die() { printf 'chaos: error: %s\n' "$*" >&2; exit "${2:-3}"; }
 now() { date +%s.%N; }
@@ -181,8 +186,9 @@ need() {
 # The copy of scripts/stack.sh that the suite drives: run from $CHAOS_DIR/bin, its .env goes there,
 # never into the checkout's .env (which points at the dev stack).
 stack() {
-  mkdir -p "$CHAOS_DIR/bin/scripts"
+  mkdir -p "$CHAOS_DIR/bin/scripts/lib"
   cp "$ROOT/scripts/stack.sh" "$STACK_SH"
+  cp "$ROOT/scripts/lib/cluster.sh" "$CHAOS_DIR/bin/scripts/lib/cluster.sh"
   STACK_DIR=$STACK_DIR STACK_REDIS_BASE_PORT=$REDIS_BASE STACK_PG_PORT=$PG_PORT \
     DATABASE_URL=$DB_URL STACK_WAIT_SECS=${STACK_WAIT_SECS:-90} \
     timeout 300 bash "$STACK_SH" "$@" 8>&-
@@ -268,14 +274,52 @@ cleanup() {
   stop_pid "$PROBE_PID"
   stop_pid "$APP_PID"
   if [[ $PG_STOPPED == yes ]]; then pg_start || true; fi
-  # A fourth master left behind: stack.sh would see 7 nodes and recreate the cluster; stop it.
-  if [[ -n $EXTRA_PORT ]]; then rcli "$EXTRA_PORT" shutdown nosave >/dev/null 2>&1 || true; fi
+  # A fourth master left behind (a failed or interrupted scaleout): it is shut down only once it
+  # owns no slot. Else scripts/stack.sh up moves its slots back and removes it from the cluster
+  # first; if even that fails it is left running, and said so.
+  if [[ -n $EXTRA_PORT ]]; then remove_extra_node; fi
   if [[ $TEARDOWN == yes && -f $STACK_SH ]]; then
     say "removing the private stack ($CHAOS_DIR)"
     stack down >/dev/null 2>&1 || true
   fi
   exit "$rc"
 }
+remove_extra_node() {
+  local out
+  if out=$(shutdown_if_empty "$EXTRA_PORT" 2>&1); then
+    EXTRA_PORT=""
+    return 0
+  fi
+  say "$out"
+  say "repairing the private cluster with scripts/stack.sh up (moves the slots of 127.0.0.1:$EXTRA_PORT back, closes open slots, removes the node)"
+  stack up >>"$CHAOS_DIR/stack.log" 2>&1 || say "scripts/stack.sh up failed (see $CHAOS_DIR/stack.log)"
+  grep -E '^(stack: (repair|error)|    )' "$CHAOS_DIR/stack.log" | tail -n 20 >&2 || true
+  if out=$(shutdown_if_empty "$EXTRA_PORT" 2>&1); then
+    EXTRA_PORT=""
+  else
+    say "$out; 127.0.0.1:$EXTRA_PORT is left running. 'CHAOS_DIR=$CHAOS_DIR scripts/chaos.sh down' removes the whole private stack."
+  fi
+}
+
+# A cluster operation failed: its errors were printed; show the cluster and stop the suite (the
+# cleanup repairs the private cluster before anything is shut down).
+cluster_failed() {
+  say "$1"
+  say "the private cluster now:"
+  cluster_summary "${PORTS[@]}" "$((REDIS_BASE + 6))" >&2 || true
+  cluster_problems "${PORTS[@]}" | sed 's/^/  problem: /' >&2 || true
+  say "whole redis-cli output: $SCEN_DIR/redis-cli.log; the cleanup repairs the cluster with scripts/stack.sh up"
+  die "$1" 3
+}
+
+# setslot PORT ARG...: CLUSTER SETSLOT ARG... on PORT; any answer but OK stops the suite.
+setslot() {
+  local port=$1 out
+  shift
+  out=$(rcli "$port" cluster setslot "$@" 2>&1)
+  [[ $out == OK ]] || cluster_failed "CLUSTER SETSLOT $* on 127.0.0.1:$port answered: ${out:-nothing (no reply within 3 s)}"
+}
+
 on_signal() {
   say "interrupted; cleaning up"
   exit 130
@@ -555,8 +599,8 @@ scenario_migrate() {
   loadgen_bg during "$during" 2
   sleep 1
   event inject "slot $SLOT: 127.0.0.1:$OWNER -> 127.0.0.1:$dst (IMPORTING/MIGRATING, MIGRATE key by key, held >= ${hold}s)"
-  rcli "$dst" cluster setslot "$SLOT" importing "$src_id" >/dev/null
-  rcli "$OWNER" cluster setslot "$SLOT" migrating "$dst_id" >/dev/null
+  setslot "$dst" "$SLOT" importing "$src_id"
+  setslot "$OWNER" "$SLOT" migrating "$dst_id"
   started=$SECONDS
   # One key at a time, 0.3 s apart, for at least $hold s: the slot stays half-moved, so reads and
   # writes of user 1 meet ASK (key already moved) and TRYAGAIN (a multi-key script split) replies.
@@ -572,9 +616,9 @@ scenario_migrate() {
     sleep 0.3
   done
   keys=$(rcli "$OWNER" cluster countkeysinslot "$SLOT")
-  rcli "$dst" cluster setslot "$SLOT" node "$dst_id" >/dev/null
-  rcli "$OWNER" cluster setslot "$SLOT" node "$dst_id" >/dev/null
-  for m in $(masters); do rcli "$m" cluster setslot "$SLOT" node "$dst_id" >/dev/null; done
+  setslot "$dst" "$SLOT" node "$dst_id"
+  setslot "$OWNER" "$SLOT" node "$dst_id"
+  for m in $(masters); do setslot "$m" "$SLOT" node "$dst_id"; done
   event restore "slot $SLOT owned by 127.0.0.1:$dst ($moved keys migrated, $keys left behind)"
   loadgen_wait
   loadgen after "$AFTER" 3
@@ -622,16 +666,18 @@ scenario_scaleout() {
   redis-server "$dir/redis.conf" 8>&- >/dev/null || die "the fourth master did not start (log: $dir/redis.log)"
   EXTRA_PORT=$new
   for _ in $(seq 50); do [[ $(rcli "$new" ping) == PONG ]] && break; sleep 0.2; done
-  timeout 60 redis-cli --cluster add-node "127.0.0.1:$new" "127.0.0.1:${PORTS[0]}" </dev/null \
-    >"$SCEN_DIR/add-node.log" 2>&1 || die "add-node failed (log: $SCEN_DIR/add-node.log)"
-  cluster_settled 7 "${PORTS[@]}" "$new" || die "the cluster did not settle with 7 nodes"
+  cluster_run "$SCEN_DIR/redis-cli.log" 60 add-node "127.0.0.1:$new" "127.0.0.1:${PORTS[0]}" >&2 ||
+    cluster_failed "add-node of 127.0.0.1:$new failed"
+  cluster_settled 7 "${PORTS[@]}" "$new" || cluster_failed "the cluster did not settle with 7 nodes"
   id=$(rcli "$new" cluster myid)
   loadgen_bg during "$during" 2
   sleep 1
   event inject "rebalance onto a fourth master, 127.0.0.1:$new (--cluster-use-empty-masters)"
-  timeout 300 redis-cli --cluster rebalance "127.0.0.1:${PORTS[0]}" --cluster-use-empty-masters \
-    --cluster-pipeline 20 </dev/null >"$SCEN_DIR/rebalance.log" 2>&1 ||
-    say "  rebalance exited non-zero (log: $SCEN_DIR/rebalance.log)"
+  # --cluster-replace (cluster_move_flags): a key a cache fill wrote to the importing node under ASK
+  # while the source still held it must not stop the move half done (scripts/workshop.sh step 8).
+  # shellcheck disable=SC2046 # the flags are words
+  cluster_run "$SCEN_DIR/redis-cli.log" 300 rebalance "127.0.0.1:${PORTS[0]}" --cluster-use-empty-masters \
+    --cluster-pipeline 20 $(cluster_move_flags) >&2 || cluster_failed "rebalance onto 127.0.0.1:$new failed"
   slots=$(slots_of "$new")
   event restore "127.0.0.1:$new owns $slots slots"
   # The service's own view: its live snapshot (GET /api/v1/admin/stats) lists the new master with
@@ -647,14 +693,14 @@ scenario_scaleout() {
   loadgen_wait
   # Scale back in under load: the after phase runs while the slots move back and the node leaves.
   loadgen_bg after "$AFTER" 3
-  timeout 300 redis-cli --cluster rebalance "127.0.0.1:${PORTS[0]}" --cluster-weight "$id=0" \
-    --cluster-pipeline 20 </dev/null >"$SCEN_DIR/rebalance-back.log" 2>&1 || true
+  # Each slot range back to the master it came from (drain_node: one reshard per range; the node
+  # stays a master with no slots instead of turning into a replica), then del-node; the node is
+  # shut down only once it owns nothing.
+  drain_node "$SCEN_DIR/redis-cli.log" "$new" "${PORTS[@]}" >&2 || cluster_failed "moving the slots of 127.0.0.1:$new back failed"
   back=$(slots_of "$new")
-  timeout 60 redis-cli --cluster del-node "127.0.0.1:${PORTS[0]}" "$id" </dev/null \
-    >"$SCEN_DIR/del-node.log" 2>&1 || true
-  for _ in $(seq 25); do [[ $(rcli "$new" ping) == PONG ]] || break; sleep 0.2; done
-  rcli "$new" shutdown nosave >/dev/null 2>&1 || true
-  EXTRA_PORT=""
+  cluster_run "$SCEN_DIR/redis-cli.log" 60 del-node "127.0.0.1:${PORTS[0]}" "$id" >&2 ||
+    cluster_failed "del-node of 127.0.0.1:$new failed"
+  remove_extra_node
   left=$(rcli "${PORTS[0]}" cluster nodes | grep -c "$id" || true)
   event owner "scale-in: 127.0.0.1:$new had $back slots left; $left mentions of it in CLUSTER NODES"
   loadgen_wait
