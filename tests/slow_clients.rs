@@ -23,7 +23,12 @@ async fn trickled_bodies_are_cut_at_the_deadline_and_do_not_slow_normal_requests
     // Arrange: a cached page to time, before any slow client arrives.
     // The body deadline is long enough for the reads below to run while every trickler is still
     // connected, even on a loaded machine.
-    let app = spawn_app_with(|settings| settings.http_body_timeout_ms = 20_000).await;
+    // The whole-request deadline is longer still, so that the body deadline is what cuts them.
+    let app = spawn_app_with(|settings| {
+        settings.http_body_timeout_ms = 20_000;
+        settings.http_request_timeout_ms = 60_000;
+    })
+    .await;
     let user = app.create_user("steady").await;
     app.create_posts(user, 5).await;
     let page = format!("/api/v1/users/{user}/posts");
