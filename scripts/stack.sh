@@ -588,6 +588,12 @@ cluster_healthy() {
     PROBLEM="$masters masters and $replicas replicas (want $REDIS_MASTERS and $((REDIS_NODES - REDIS_MASTERS)))"
     return 1
   fi
+  local open
+  open=$(open_slots "${PORTS[@]}" | awk '{ print $2 }' | sort -un | tr '\n' ' ')
+  if [[ -n $open ]]; then
+    PROBLEM="slots half moved (open): ${open% } ('scripts/stack.sh up' closes them)"
+    return 1
+  fi
   PROBLEM=""
 }
 
@@ -606,11 +612,10 @@ create_cluster() {
   for port in "${PORTS[@]}"; do addrs+=("127.0.0.1:$port"); done
   log_file=$STACK_DIR/redis/create.log
   log "creating the cluster (${#addrs[@]} nodes, 1 replica per master)"
-  timeout "$WAIT_SECS" redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
-    </dev/null >"$log_file" 2>&1 || {
-    tail -n 20 "$log_file" >&2
-    die "redis-cli --cluster create failed (log: $log_file)"
-  }
+  rm -f "$log_file"
+  REPAIR_LOG=$log_file
+  cluster_run "$log_file" "$WAIT_SECS" create "${addrs[@]}" --cluster-replicas 1 --cluster-yes ||
+    die_cluster "redis-cli --cluster create failed"
 }
 
 # Looks at every port before anything starts (PostgreSQL included), so a conflict leaves nothing
@@ -657,7 +662,7 @@ die_cluster() {
     printf 'stack: the cluster now:\n'
     cluster_summary "${PORTS[@]}" || true
     cluster_problems "${PORTS[@]}" | sed 's/^/  problem: /' || true
-    printf 'stack: every redis-cli output of the repair is in %s.\n' "$REPAIR_LOG"
+    printf "stack: redis-cli's whole output: %s\n" "$REPAIR_LOG"
     printf "stack: run 'scripts/stack.sh up' again once the cause is fixed (it repairs what it can);\n"
     printf "stack: 'scripts/stack.sh down' then 'scripts/stack.sh up' recreates the cluster (the cache starts empty).\n"
   } >&2
