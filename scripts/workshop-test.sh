@@ -47,7 +47,7 @@ for arg in "$@"; do
     --ci) CI=yes ;;
     --interrupt) INTERRUPT=yes ;;
     -h | --help)
-      sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0 ;;
     *)
       printf 'workshop-test: unknown argument %s (--ci, --interrupt, --help)\n' "$arg" >&2
