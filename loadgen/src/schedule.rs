@@ -103,11 +103,13 @@ mod tests {
             lags.push(now - due);
         }
 
-        // Assert: all 200, most well under tokio's 1 ms timer step (generous: CI shares its CPU).
+        // Assert: all 200, handed out as they fall due rather than bunched up: a median lag of
+        // a few timer steps. An idle machine gives well under 1 ms; the bound is for a loaded
+        // one (2.8 ms was seen at a load average of 15 on two cores), far below the 400 ms run.
         assert_eq!(lags.len(), 200);
         lags.sort();
         assert!(
-            lags[100] < Duration::from_micros(500),
+            lags[100] < Duration::from_millis(40),
             "median lag {:?}",
             lags[100]
         );
@@ -142,8 +144,10 @@ mod tests {
             sorted.sort();
             sorted[sorted.len() / 2]
         };
+        // Still behind, they would be late by the 150 ms stall; back on time, by a few timer
+        // steps (a loaded machine's included).
         assert!(
-            median < Duration::from_millis(2),
+            median < Duration::from_millis(40),
             "back on schedule after the stall: {median:?}"
         );
         assert!(on(late_by[499].1, 499));
