@@ -277,13 +277,27 @@ cleanup() {
   # A fourth master left behind (a failed or interrupted scaleout): it is shut down only once it
   # owns no slot. Else scripts/stack.sh up moves its slots back and removes it from the cluster
   # first; if even that fails it is left running, and said so.
-  if [[ -n $EXTRA_PORT ]]; then remove_extra_node; fi
+  if [[ -n $EXTRA_PORT ]]; then
+    remove_extra_node
+  elif [[ $CLUSTER_BROKEN == yes && $TEARDOWN != yes ]]; then
+    repair_private_cluster
+  fi
   if [[ $TEARDOWN == yes && -f $STACK_SH ]]; then
     say "removing the private stack ($CHAOS_DIR)"
     stack down >/dev/null 2>&1 || true
   fi
   exit "$rc"
 }
+# scripts/stack.sh up on the private stack: closes open slots, moves a fourth master's slots back
+# and removes it; its repair lines are shown.
+repair_private_cluster() {
+  local mark
+  mark=$(wc -l <"$CHAOS_DIR/stack.log" 2>/dev/null || echo 0)
+  say "repairing the private cluster with scripts/stack.sh up (closes open slots, moves a fourth master's slots back and removes it)"
+  stack up >>"$CHAOS_DIR/stack.log" 2>&1 || say "scripts/stack.sh up failed (see $CHAOS_DIR/stack.log)"
+  tail -n +"$((mark + 1))" "$CHAOS_DIR/stack.log" | grep -E '^(stack: (repair|error)|    )' >&2 || true
+}
+
 remove_extra_node() {
   local out
   if out=$(shutdown_if_empty "$EXTRA_PORT" 2>&1); then
@@ -291,9 +305,7 @@ remove_extra_node() {
     return 0
   fi
   say "$out"
-  say "repairing the private cluster with scripts/stack.sh up (moves the slots of 127.0.0.1:$EXTRA_PORT back, closes open slots, removes the node)"
-  stack up >>"$CHAOS_DIR/stack.log" 2>&1 || say "scripts/stack.sh up failed (see $CHAOS_DIR/stack.log)"
-  grep -E '^(stack: (repair|error)|    )' "$CHAOS_DIR/stack.log" | tail -n 20 >&2 || true
+  repair_private_cluster
   if out=$(shutdown_if_empty "$EXTRA_PORT" 2>&1); then
     EXTRA_PORT=""
   else
@@ -303,12 +315,14 @@ remove_extra_node() {
 
 # A cluster operation failed: its errors were printed; show the cluster and stop the suite (the
 # cleanup repairs the private cluster before anything is shut down).
+CLUSTER_BROKEN=no
 cluster_failed() {
+  CLUSTER_BROKEN=yes
   say "$1"
   say "the private cluster now:"
   cluster_summary "${PORTS[@]}" "$((REDIS_BASE + 6))" >&2 || true
   cluster_problems "${PORTS[@]}" | sed 's/^/  problem: /' >&2 || true
-  say "whole redis-cli output: $SCEN_DIR/redis-cli.log; the cleanup repairs the cluster with scripts/stack.sh up"
+  say "whole redis-cli output: $SCEN_DIR/redis-cli.log; the cleanup repairs the cluster with scripts/stack.sh up ('CHAOS_DIR=$CHAOS_DIR scripts/chaos.sh down' removes it instead)"
   die "$1" 3
 }
 
