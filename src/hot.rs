@@ -448,23 +448,28 @@ mod tests {
 
     #[test]
     fn a_key_is_counted_in_full_until_a_whole_window_has_passed() {
-        // Arrange
         let window = Duration::from_millis(400);
-        let hot = TopK::new(3, window);
-        let recorded = Instant::now();
-        hot.record_n(&"steady", 100);
+        // A loaded machine may stall the thread past the window, and then there is nothing to
+        // conclude: that attempt is discarded and the test tries again.
+        for _attempt in 0..20 {
+            // Arrange
+            let hot = TopK::new(3, window);
+            let recorded = Instant::now();
+            hot.record_n(&"steady", 100);
 
-        // Act
-        thread::sleep(window / 2);
-        hot.record(&"other");
-        let estimate = hot.estimate(&"steady");
+            // Act
+            thread::sleep(window / 2);
+            hot.record(&"other");
+            let estimate = hot.estimate(&"steady");
 
-        // Assert
-        assert!(
-            recorded.elapsed() < window,
-            "the machine stalled past the window"
-        );
-        assert!(estimate >= 100, "{estimate}");
+            // Assert
+            if recorded.elapsed() >= window {
+                continue;
+            }
+            assert!(estimate >= 100, "{estimate}");
+            return;
+        }
+        panic!("the machine stalled past the window 20 times in a row");
     }
 
     #[test]

@@ -111,14 +111,17 @@ impl PrivatePostgres {
             Shutdown::Fast => "-INT",
             Shutdown::Immediate => "-QUIT",
             Shutdown::Freeze => {
-                // The postmaster's children (backends) too, so that no session answers either.
+                // The postmaster first, so that it forks no new backend, then its children
+                // (backends) so that no session answers either. The other way round, a backend
+                // forked between the two (a pool reconnecting, on a loaded machine) kept answering
+                // the readiness probe.
+                if let Some(pid) = &pid {
+                    let _ = Command::new("kill").args(["-STOP", pid]).status();
+                }
                 let _ = Command::new("pkill")
                     .args(["-STOP", "-P"])
                     .arg(pid.clone().unwrap_or_default())
                     .status();
-                if let Some(pid) = &pid {
-                    let _ = Command::new("kill").args(["-STOP", pid]).status();
-                }
                 self.server = Some(server);
                 return;
             }
