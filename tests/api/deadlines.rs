@@ -145,10 +145,11 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
         if res.status() == 200 {
             break;
         }
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
         assert!(
             Instant::now() < deadline,
-            "the service recovers with the lock gone (last {})",
-            res.status()
+            "the service recovers with the lock gone (last {status}: {body})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::helpers::{free_ports, owners, spawn_app_with};
 
+/// `REDIS_TIMEOUT_MS`'s default, which the suite's settings raise for loaded machines.
+const PRODUCTION_REDIS_TIMEOUT_MS: u64 = 100;
+
 /// Six `redis-server` children forming a cluster; killed (and resumed first) when dropped.
 struct PrivateCluster {
     ports: Vec<u16>,
@@ -144,7 +147,12 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
-    let app = spawn_app_with(|settings| settings.cache.redis_urls = urls).await;
+    let app = spawn_app_with(|settings| {
+        settings.cache.redis_urls = urls;
+        // A hung node costs a read its budget: the production one, as the bounds below assume.
+        settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
+    })
+    .await;
     let user = app.create_user("failover").await;
     app.create_posts(user, 50).await;
     let path = format!("/api/v1/users/{user}/posts");
@@ -211,7 +219,12 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
-    let app = spawn_app_with(|settings| settings.cache.redis_urls = urls).await;
+    let app = spawn_app_with(|settings| {
+        settings.cache.redis_urls = urls;
+        // A hung node costs a read its budget: the production one, as the bounds below assume.
+        settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
+    })
+    .await;
     let reader = app.create_user("frozen.reader").await;
     let author = app.create_user("frozen.author").await;
     let follow = app
@@ -354,7 +367,12 @@ async fn a_slot_moved_while_nobody_reads_it_is_followed_within_seconds() {
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
-    let app = spawn_app_with(|settings| settings.cache.redis_urls = urls).await;
+    let app = spawn_app_with(|settings| {
+        settings.cache.redis_urls = urls;
+        // A hung node costs a read its budget: the production one, as the bounds below assume.
+        settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
+    })
+    .await;
     let owner_of = |stats: &Value, slot: u64| -> Option<String> {
         stats["nodes"].as_array()?.iter().find_map(|node| {
             let owns = node["slots"].as_array()?.iter().any(|range| {
