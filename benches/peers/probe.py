@@ -151,6 +151,7 @@ def loadgen_report(report):
     print(f"loadgen_rps={report['requests_per_sec']:.1f} p99_ms={report['latency_ms']['p99']:.3f} "
           f"send_lag_p99_ms={lag['p99']:.3f} busy={client['busy_share']:.3f} "
           f"cores={client['cores_used']:.3f} cpu_us={client['cpu_us_per_request']:.1f} "
+          f"demand={client['demand_share']:.3f} wait_s={client['run_queue_wait_secs']:.3f} "
           f"bound={str(client['client_bound']).lower()}")
 
 

@@ -104,9 +104,9 @@ def simple(rows, test, title, columns):
 def client(rows):
     if "client" in rows:
         print("### loadgen (one thread) against wrk on the hot page, same round\n")
-        print("| side | loadgen req/s | wrk req/s | loadgen / wrk | loadgen threads busy | loadgen cores "
-              "| loadgen CPU per request | loadgen's verdict |")
-        print("|" + " --- |" * 8)
+        print("| side | loadgen req/s | wrk req/s | loadgen / wrk | loadgen threads busy | running or waiting "
+              "for a core | loadgen cores | loadgen CPU per request | loadgen's verdict |")
+        print("|" + " --- |" * 9)
         for side in ORDER:
             per = rows["client"].get(side)
             if not per:
@@ -116,14 +116,15 @@ def client(rows):
                   f"| {fmt_list(rounds_of(per, 'wrk_rps').values())} "
                   f"| {fmt_list(ratios, '×{:.2f}')} "
                   f"| {fmt_list([100 * x for x in rounds_of(per, 'busy').values()], '{:.0f} %')} "
+                  f"| {fmt_list([100 * (x or 0) for x in rounds_of(per, 'demand').values()], '{:.0f} %')} "
                   f"| {fmt_list(rounds_of(per, 'cores').values(), '{:.2f}')} "
                   f"| {fmt_list(rounds_of(per, 'cpu_us').values(), '{:.0f} µs')} "
                   f"| {', '.join('CLIENT-BOUND' if v.get('bound') == 'true' else 'service' for v in per.values())} |")
         print()
     if "client-open" in rows:
         print("### loadgen open loop (Zipf mix) at the rates of comparisons 12 and 11.3\n")
-        print("| side | rate | achieved | p99 ms | send lag p99 ms | threads busy | cores | verdict |")
-        print("|" + " --- |" * 8)
+        print("| side | rate | achieved | p99 ms | send lag p99 ms | threads busy | running or waiting | cores | verdict |")
+        print("|" + " --- |" * 9)
         for side in ORDER:
             per = rows["client-open"].get(side)
             if not per:
@@ -133,6 +134,7 @@ def client(rows):
                   f"| {fmt_list(rounds_of(per, 'p99_ms').values(), '{:.2f}')} "
                   f"| {fmt_list(rounds_of(per, 'send_lag_p99_ms').values(), '{:.2f}')} "
                   f"| {fmt_list([100 * x for x in rounds_of(per, 'busy').values()], '{:.0f} %')} "
+                  f"| {fmt_list([100 * (x or 0) for x in rounds_of(per, 'demand').values()], '{:.0f} %')} "
                   f"| {fmt_list(rounds_of(per, 'cores').values(), '{:.2f}')} "
                   f"| {', '.join('CLIENT-BOUND' if v.get('bound') == 'true' else 'service' for v in per.values())} |")
         print()
