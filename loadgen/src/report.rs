@@ -412,14 +412,17 @@ fn render_client(out: &mut String, client: &ClientLoad) {
     let _ = writeln!(
         out,
         "client    loadgen CPU {:.2} s (user {:.2} + sys {:.2}) = {:.1} µs per request, {:.2} cores; \
-         {} runtime thread(s) busy {:.0}% of the run",
+         {} runtime thread(s) busy {:.0}% of the run, {:.2} s waiting for a core (running or \
+         waiting {:.0}%)",
         client.user_cpu_secs + client.sys_cpu_secs,
         client.user_cpu_secs,
         client.sys_cpu_secs,
         client.cpu_us_per_request,
         client.cores_used,
         client.threads,
-        100.0 * client.busy_share
+        100.0 * client.busy_share,
+        client.run_queue_wait_secs,
+        100.0 * client.demand_share
     );
     let _ = writeln!(out, "verdict   {}", client.verdict);
 }
