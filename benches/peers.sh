@@ -2,7 +2,7 @@
 # The peers, side by side: hotfeed against what a user would deploy instead, an HTTP cache in
 # front of a PostgreSQL-backed API, measured in one run with sides alternating (issue 21).
 #
-#   benches/peers.sh                 # about 8 minutes; results in target/peers/<time>/
+#   benches/peers.sh                 # about 9 minutes; results in target/peers/<time>/
 #   PEERS_ROUNDS=3 PEERS_DURATION=8s benches/peers.sh
 #
 # Sides (all on 127.0.0.1, ports PEERS_PORT..PEERS_PORT+5):
