@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use sqlx::{Executor as _, PgConnection};
 
-use crate::helpers::{error_code, spawn_app_with, TestApp};
+use crate::helpers::{error_code, eventually, expect_status, spawn_app_with, TestApp};
 
 /// An open transaction holding `ACCESS EXCLUSIVE` on `posts`: every statement that reads posts
 /// waits for it, as it would behind a migration or a long write.
@@ -139,20 +139,13 @@ async fn a_flood_of_slow_misses_leaves_readiness_up_and_cache_hits_fast() {
     );
     // The pool's connections come back from their cancelled statements on their own; on a loaded
     // machine that can outlast the first read after the lock is gone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let res = app.get(&format!("/api/v1/users/{flooded}/posts")).await;
-        if res.status() == 200 {
-            break;
-        }
-        let status = res.status();
-        let body = res.text().await.unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "the service recovers with the lock gone (last {status}: {body})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let path = format!("/api/v1/users/{flooded}/posts");
+    eventually(
+        "the service recovers with the lock gone",
+        Duration::from_secs(30),
+        || async { expect_status(app.get(&path).await, 200).await },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -232,21 +225,13 @@ async fn past_the_inflight_bound_misses_and_writes_are_shed_at_once() {
     assert_eq!(hit, (200, "HIT".to_owned()), "cache hits are never shed");
     let shed_total = app.metrics().await.get("db_shed_total", &[]);
     assert_eq!(shed_total, Some(20.0));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let res = app
-            .get(&format!("/api/v1/users/{user}/posts?limit=3"))
-            .await;
-        if res.status() == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "with the lock gone the slots are free again (last {})",
-            res.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let path = format!("/api/v1/users/{user}/posts?limit=3");
+    eventually(
+        "with the lock gone the slots are free again",
+        Duration::from_secs(30),
+        || async { expect_status(app.get(&path).await, 200).await },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -334,3 +334,33 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .map(|listener| listener.local_addr().expect("a bound address").port())
         .collect()
 }
+
+/// Polls `probe` every 100 ms until it answers `Ok`, and fails with `what` and the last `Err` it
+/// gave once `limit` has passed. Tests wait for conditions with this, not for a time: the limit is
+/// what tells a failure from a machine that is merely loaded, so make it generous.
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {limit:?} (last: {last})"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// `Ok` when `res` has `status`, else an `Err` with its status and body, for [`eventually`].
+pub async fn expect_status(res: Response, status: u16) -> Result<Response, String> {
+    if res.status() == status {
+        return Ok(res);
+    }
+    let got = res.status();
+    Err(format!("{got}: {}", res.text().await.unwrap_or_default()))
+}

@@ -8,7 +8,9 @@ use futures::future::join_all;
 use serde_json::json;
 use sqlx::{Connection as _, PgConnection};
 
-use crate::helpers::{error_code, free_ports, spawn_app_on, test_settings, TestApp};
+use crate::helpers::{
+    error_code, eventually, expect_status, free_ports, spawn_app_on, test_settings, TestApp,
+};
 use crate::postgres::{PrivatePostgres, Shutdown};
 
 /// The service's bound is 1 s (DB_ACQUIRE_TIMEOUT_MS is 500 ms, so a release build answers in
@@ -110,24 +112,13 @@ async fn postgres_going_away_fails_requests_fast_with_retry_after_and_the_servic
             Shutdown::Freeze => pg.resume(),
             Shutdown::Fast | Shutdown::Immediate => pg.restart(),
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let res = app
-                .post_json(
-                    "/api/v1/posts",
-                    &json!({"user_id": user, "content": format!("after {how:?}")}),
-                )
-                .await;
-            if res.status() == 201 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{how:?}: writes succeed within 60 s of PostgreSQL's return (last {})",
-                res.status()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let post = json!({"user_id": user, "content": format!("after {how:?}")});
+        eventually(
+            &format!("{how:?}: writes succeed once PostgreSQL is back"),
+            Duration::from_secs(60),
+            || async { expect_status(app.post_json("/api/v1/posts", &post).await, 201).await },
+        )
+        .await;
     }
 }
 
