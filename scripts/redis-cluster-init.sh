@@ -75,7 +75,9 @@ ip_of() {
   if [[ $host =~ ^[0-9.]+$ ]]; then
     printf '%s' "$host"
   else
-    getent ahostsv4 "$host" | awk '{ print $1; exit }'
+    # awk reads every line (no `exit`): leaving early could kill getent with SIGPIPE, which
+    # pipefail turns into a failure of the whole resolution when getent prints several lines.
+    getent ahostsv4 "$host" | awk 'NR == 1 { print $1 }'
   fi
 }
 
