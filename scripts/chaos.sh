@@ -424,10 +424,15 @@ summarize_log() {
 LOADGEN_AUTH=()
 setup_auth() {
   API_KEY=""
-  if "$BIN/hotfeed" serve --help 2>/dev/null | grep -qi 'admin-api-key'; then
+  # The help is read whole before grep: `--help | grep -q` under pipefail fails at random when grep
+  # leaves before the program's last write (SIGPIPE).
+  local service_help loadgen_help
+  service_help=$("$BIN/hotfeed" serve --help 2>/dev/null || true)
+  loadgen_help=$("$BIN/loadgen" --help 2>/dev/null || true)
+  if grep -qi 'admin-api-key' <<<"$service_help"; then
     API_KEY=${ADMIN_API_KEY:-chaos-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
     export ADMIN_API_KEY=$API_KEY
-    if "$BIN/loadgen" --help 2>/dev/null | grep -q -- '--api-key'; then
+    if grep -q -- '--api-key' <<<"$loadgen_help"; then
       LOADGEN_AUTH=(--api-key "$API_KEY")
     else
       say "note: the service authenticates writes but loadgen has no --api-key; its posts may be refused"
