@@ -191,6 +191,10 @@ CLUSTER_RUN_PID=""
 cluster_run() {
   local log=$1 secs=$2 rc=0 out
   shift 2
+  case $1 in
+    reshard | rebalance | del-node) cluster_wait_agreement "$log" "$2" 30 ;;
+    add-node) cluster_wait_agreement "$log" "$3" 30 ;;
+  esac
   out=$(mktemp "${TMPDIR:-/tmp}/cluster-run.XXXXXX")
   timeout "$secs" redis-cli --cluster "$@" </dev/null >"$out" 2>&1 &
   CLUSTER_RUN_PID=$!
@@ -214,6 +218,27 @@ cluster_run() {
   printf '    (whole output: %s)\n' "$log"
   rm -f "$out"
   return 1
+}
+
+# cluster_wait_agreement LOG HOST:PORT SECS: waits until every node the node at HOST:PORT knows
+# holds the same slot map (`redis-cli --cluster check` prints "All nodes agree about slots
+# configuration"), for at most SECS seconds. A move changes the map on the two nodes it involves
+# at once and on the others only by gossip, a few hundred ms later; reshard, rebalance and
+# del-node refuse to start before then ("[ERR] Nodes don't agree about configuration!"), so two
+# operations in a row failed at random (seen in scripts/workshop-test.sh's second run). Returns 0
+# either way: if the nodes never agree, the operation itself fails and says so.
+cluster_wait_agreement() {
+  local log=$1 addr=$2 secs=$3 deadline
+  deadline=$((SECONDS + secs))
+  while ((SECONDS < deadline)); do
+    if timeout 10 redis-cli --cluster check "$addr" </dev/null 2>&1 |
+      grep -q 'All nodes agree about slots configuration'; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  printf '\n(the nodes did not agree about the slot map within %ss of asking %s)\n' "$secs" "$addr" >>"$log"
+  return 0
 }
 
 # cluster_errors LOG: redis-cli's own error lines in LOG ([ERR], [WARNING], "***" lines, a node's
