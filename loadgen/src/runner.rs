@@ -33,17 +33,35 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// Mixed into the seed of the author draws, so writes and reads draw independently.
 const WRITE_SEED: u64 = 0x5752_4954;
 
+/// How long an idle connection stays in loadgen's pool: shorter than the service's keep-alive
+/// (`HTTP_KEEP_ALIVE_SECS`, 5 s by default, as actix-web's; 75 s behind a balancer). A request
+/// written on a connection at the moment the server closes it for idleness fails with a transport
+/// error ("connection closed before message completed") that no fault of the service caused, and a
+/// fault scenario, whose latency spike opens extra connections that then sit idle, would count it
+/// against the service. Closing them first is what a load balancer's idle timeout does too.
+pub const POOL_IDLE: Duration = Duration::from_secs(2);
+
+/// The client of every request: `timeout` per request, no redirects followed, idle connections
+/// dropped after [`POOL_IDLE`].
+///
+/// # Errors
+/// The TLS backend cannot be initialised.
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(POOL_IDLE)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Runs the plan and reports the measured phase.
 ///
 /// # Errors
 /// The HTTP client cannot be built. A service that does not answer is not an error: its requests
 /// are counted as `error` or `timeout`.
 pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
-    let client = reqwest::Client::builder()
-        .timeout(plan.timeout)
-        .tcp_nodelay(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let client = http_client(plan.timeout)?;
     let base = plan.base_url.as_str().trim_end_matches('/').to_owned();
     let requests = Arc::new(Requests {
         base: base.clone(),
@@ -571,5 +589,67 @@ async fn progress_line(
             answered - last_answered,
         );
         last_answered = answered;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A server that answers every request `200` with an empty body, keeps every connection open
+    /// and counts the connections it accepted.
+    async fn counting_server() -> (String, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0_u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buffer[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if socket.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_pool_limit_is_not_reused() {
+        // Arrange: one request leaves one idle connection, which the server keeps open.
+        let (url, accepted) = counting_server().await;
+        let client = http_client(Duration::from_secs(30)).expect("client");
+        let first = client.get(&url).send().await.expect("first request");
+        first.bytes().await.expect("first body");
+
+        // Act: the next request comes after the pool's idle limit (a server with a keep-alive
+        // just above it would be closing that connection now).
+        tokio::time::sleep(POOL_IDLE + Duration::from_millis(500)).await;
+        let second = client.get(&url).send().await.expect("second request");
+        second.bytes().await.expect("second body");
+
+        // Assert
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the second request opened a new connection instead of reusing the idle one"
+        );
     }
 }
