@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod home_feed;
 mod idempotency;
+mod layering;
 mod live_view;
 mod loadgen;
 mod local_tier;
