@@ -11,15 +11,16 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::cache::Cache;
-use crate::config::{AdminKey, ApiKeyArgs, Settings};
+use crate::config::{ApiKeyArgs, Settings};
 use crate::domain::{ApiKey, PageLimits};
 use crate::error::{ensure_json_error, json_error, query_error};
 use crate::feed::{Feed, FeedError};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::routes::{self, AppState};
 use crate::stats::Stats;
 use crate::store::{self, Store};
-use crate::{routes, telemetry};
+use crate::telemetry;
 
 /// Largest accepted JSON request body. A post of 5000 four-byte characters fits with room to spare.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -28,20 +29,6 @@ const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// How often the in-process tier's size and the hottest keys reach the metrics.
 const CACHE_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What every handler shares.
-pub struct AppState {
-    pub feed: Feed,
-    pub metrics: Arc<Metrics>,
-    pub page_limits: PageLimits,
-    /// `ADMIN_API_KEY`, if set (held as a hash).
-    pub admin_key: Option<AdminKey>,
-    pub limits: Arc<RateLimits>,
-    /// Whether the client address comes from `X-Forwarded-For` (`TRUST_FORWARDED_FOR`).
-    pub trust_forwarded_for: bool,
-    /// The live view's latest numbers.
-    pub stats: Arc<Stats>,
-}
 
 /// A built, bound, not yet running application.
 pub struct Application {

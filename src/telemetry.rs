@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::startup::AppState;
+use crate::routes::AppState;
 
 /// Header carrying the request id, accepted from the client when sane and always returned.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -3,9 +3,9 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use super::AppState;
 use crate::cache::CacheHealth;
 use crate::feed::{Overall, PostgresHealth, RedisStatus};
-use crate::startup::AppState;
 
 /// `GET /ping`: liveness; the process answers HTTP.
 #[utoipa::path(get, path = "/ping", tag = "operations",

@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod posts;
+mod state;
 mod users;
 
 use actix_web::dev::HttpServiceFactory;
@@ -30,6 +31,7 @@ pub use auth::{Admin, Caller};
 pub use health::{health, ping};
 pub use metrics::metrics;
 pub use openapi::ApiDoc;
+pub use state::AppState;
 
 /// The request header naming a create, so that repeating it creates nothing more.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");

@@ -2,10 +2,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::openapi::{Authenticated, JsonBodyErrors, Throttled};
+use super::AppState;
 use super::{created_json, idempotency_key, served_json, Caller};
 use crate::domain::{NewPost, Post, PostEdit, PostId};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::startup::AppState;
 
 /// Body of `POST /api/v1/posts`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -11,7 +11,7 @@ use hotfeed::feed::Feed;
 use hotfeed::limits::RateLimits;
 use hotfeed::metrics::Metrics;
 use hotfeed::routes::Admin;
-use hotfeed::startup::AppState;
+use hotfeed::routes::AppState;
 use hotfeed::store::Store;
 use reqwest::Method;
 use serde_json::{json, Value};
