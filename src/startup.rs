@@ -20,7 +20,6 @@ use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
 use crate::stats::Stats;
 use crate::store::{self, Store};
-use crate::telemetry;
 
 /// Largest accepted JSON request body. A post of 5000 four-byte characters fits with room to spare.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -111,7 +110,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .configure(routes::configure)
                 .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
-                .wrap(from_fn(telemetry::observe))
+                .wrap(from_fn(routes::observe))
         })
         .shutdown_timeout(settings.shutdown_timeout().as_secs())
         .client_request_timeout(Duration::from_millis(settings.http_head_timeout_ms))

@@ -11,6 +11,7 @@ mod dashboard;
 mod health;
 mod limits;
 mod metrics;
+mod observe;
 mod openapi;
 mod posts;
 mod state;
@@ -30,6 +31,7 @@ use crate::feed::{Created, Served};
 pub use auth::{Admin, Caller};
 pub use health::{health, ping};
 pub use metrics::metrics;
+pub use observe::{observe, REQUEST_ID};
 pub use openapi::ApiDoc;
 pub use state::AppState;
 

@@ -17,7 +17,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("error", "feed"),
     ("error", "limits"),
     ("config", "deadlines"),
-    ("telemetry", "routes"),
     ("startup", "error"),
     ("routes", "cache"),
     ("routes", "store"),
