@@ -485,12 +485,14 @@ impl Settings {
         self.cache.validate()
     }
 
-    /// The body and whole-request deadlines of every request.
-    pub fn deadlines(&self) -> crate::deadlines::Deadlines {
-        crate::deadlines::Deadlines {
-            body: Duration::from_millis(self.http_body_timeout_ms),
-            request: Duration::from_millis(self.http_request_timeout_ms),
-        }
+    /// How long after a request began its body must have arrived (`HTTP_BODY_TIMEOUT_MS`).
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_timeout_ms)
+    }
+
+    /// How long after a request began it must be answered (`HTTP_REQUEST_TIMEOUT_MS`).
+    pub fn http_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_request_timeout_ms)
     }
 
     /// Grace period for in-flight requests at shutdown.

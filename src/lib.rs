@@ -9,9 +9,7 @@
 
 pub mod cache;
 pub mod config;
-pub mod deadlines;
 pub mod domain;
-pub mod error;
 pub mod feed;
 pub mod hot;
 pub mod limits;

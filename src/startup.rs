@@ -13,11 +13,10 @@ use anyhow::Context as _;
 use crate::cache::Cache;
 use crate::config::{ApiKeyArgs, Settings};
 use crate::domain::{ApiKey, PageLimits};
-use crate::error::{ensure_json_error, json_error, query_error};
 use crate::feed::{Feed, FeedError};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
-use crate::routes::{self, AppState};
+use crate::routes::{self, ensure_json_error, json_error, query_error, AppState, Deadlines};
 use crate::stats::Stats;
 use crate::store::{self, Store};
 
@@ -95,7 +94,10 @@ impl Application {
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
             .with_context(|| format!("binding {}:{}", settings.app_host, settings.app_port))?;
         let port = listener.local_addr()?.port();
-        let deadlines = web::Data::new(settings.deadlines());
+        let deadlines = web::Data::new(Deadlines {
+            body: settings.http_body_timeout(),
+            request: settings.http_request_timeout(),
+        });
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread: its requests' Redis calls stay on it.
             crate::cache::drive_connections_on_this_thread();

@@ -1,13 +1,13 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ErrorEnvelope};
 use super::openapi::{Authenticated, JsonBodyErrors, Throttled};
 use super::AppState;
 use super::{created_json, idempotency_key, paged_json, served_json, served_page, Caller};
 use crate::domain::{
     Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
 };
-use crate::error::{ApiError, ErrorEnvelope};
 use crate::feed::Listing;
 use crate::store::FollowList;
 

@@ -12,21 +12,12 @@ use hotfeed::LAYERS;
 const KNOWN: &[(&str, &str)] = &[
     ("stats", "cache"),
     ("cache", "config"),
-    ("error", "deadlines"),
-    ("error", "domain"),
-    ("error", "feed"),
-    ("error", "limits"),
-    ("config", "deadlines"),
-    ("startup", "error"),
     ("routes", "cache"),
     ("routes", "store"),
-    ("routes", "error"),
-    ("routes", "deadlines"),
-    ("deadlines", "error"),
 ];
 
 /// Modules on their way out of the crate's top level (not in [`LAYERS`]).
-const MOVING: &[&str] = &["deadlines", "error"];
+const MOVING: &[&str] = &[];
 
 /// A `crate::` reference: the file it is in, its line, the module it is in and the one it names.
 #[derive(Debug)]
