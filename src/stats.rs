@@ -15,8 +15,7 @@ use chrono::{DateTime, Utc};
 use prometheus::core::Collector;
 use serde::Serialize;
 
-use crate::cache::HotKeyEntry;
-use crate::feed::{Feed, Overall, PostgresHealth, RedisStatus};
+use crate::feed::{CacheHealth, Feed, HotKeyEntry, Overall, PostgresHealth, RedisStatus};
 use crate::metrics::Metrics;
 
 /// How often the snapshot is renewed.
@@ -340,7 +339,7 @@ impl Snapshot {
             .map(|(node, _)| node.to_owned());
 
         let pings: HashMap<String, bool> = match &health.redis {
-            crate::cache::CacheHealth::Masters(masters) => masters
+            CacheHealth::Masters(masters) => masters
                 .iter()
                 .map(|m| (m.node.clone(), m.outcome.is_ok()))
                 .collect(),

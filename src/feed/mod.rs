@@ -25,13 +25,20 @@ use pipeline::JsonPage;
 use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
-use crate::cache::{BoxKey, Cache, CachedObject, Generation, HotReport, ListingKey};
+// What the feed's answers carry from the layers below, so that callers name them through the
+// feed (the cache's health and hot-key report, the store's choice of follow list).
+pub use crate::cache::{
+    CacheHealth, HotKeyEntry, HotReport, HotSlotEntry, HotUserEntry, NodeHealth, ShardView,
+};
+pub use crate::store::FollowList;
+
+use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
     ApiKey, Follow, IdempotencyKey, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit,
     PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
 };
 use crate::metrics::{zero_series, Metrics};
-use crate::store::{Constraint, FollowList, IdempotencyScope, Idempotent, Once, Store, StoreError};
+use crate::store::{Constraint, IdempotencyScope, Idempotent, Once, Store, StoreError};
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -216,7 +223,7 @@ impl Feed {
     }
 
     /// The cluster's shards as this instance last saw them (empty without Redis).
-    pub fn shards(&self) -> Vec<crate::cache::ShardView> {
+    pub fn shards(&self) -> Vec<ShardView> {
         self.cache.shards()
     }
 

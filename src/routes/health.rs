@@ -4,8 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::AppState;
-use crate::cache::CacheHealth;
-use crate::feed::{Overall, PostgresHealth, RedisStatus};
+use crate::feed::{CacheHealth, Overall, PostgresHealth, RedisStatus};
 
 /// `GET /ping`: liveness; the process answers HTTP.
 #[utoipa::path(get, path = "/ping", tag = "operations",

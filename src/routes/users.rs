@@ -8,8 +8,7 @@ use super::{created_json, idempotency_key, paged_json, served_json, served_page,
 use crate::domain::{
     Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
 };
-use crate::feed::Listing;
-use crate::store::FollowList;
+use crate::feed::{FollowList, Listing};
 
 /// Body of `POST /api/v1/users`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
