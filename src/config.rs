@@ -519,11 +519,6 @@ impl CacheSettings {
         Duration::from_millis(self.redis_connect_timeout_ms)
     }
 
-    /// The post key buckets, when the fetch strategy uses them.
-    pub fn post_buckets(&self) -> Option<u16> {
-        (self.fetch == CacheFetch::BucketMget).then_some(self.object_buckets)
-    }
-
     /// Longest an in-process entry lives.
     pub fn l1_ttl(&self) -> Duration {
         Duration::from_millis(self.l1_ttl_ms)

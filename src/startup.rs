@@ -10,8 +10,8 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::cache::Cache;
-use crate::config::{ApiKeyArgs, Settings};
+use crate::cache::{Cache, CacheOptions, Fetch};
+use crate::config::{ApiKeyArgs, CacheFetch, CacheMode, CacheSettings, Settings, Switch};
 use crate::domain::{ApiKey, PageLimits};
 use crate::feed::{Feed, FeedError};
 use crate::limits::RateLimits;
@@ -52,7 +52,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new(settings.metrics_user_label_limit));
         let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics))
             .context("invalid DATABASE_URL")?;
-        let cache = Cache::connect(&settings.cache, Arc::clone(&metrics))
+        let cache = Cache::connect(&CacheOptions::from(&settings.cache), Arc::clone(&metrics))
             .await
             .context("invalid REDIS_URLS")?;
         let feed = Feed::new(
@@ -174,5 +174,40 @@ pub async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
         Ok(key) => Ok(key),
         Err(FeedError::NotFound(resource)) => anyhow::bail!("{resource} does not exist"),
         Err(error) => Err(anyhow::Error::new(error).context("issuing the API key")),
+    }
+}
+
+/// The composition root translates the cache's part of the configuration into the plain values
+/// the cache is built with, so that `cache` does not import `config`.
+impl From<&CacheSettings> for CacheOptions {
+    fn from(settings: &CacheSettings) -> Self {
+        Self {
+            enabled: settings.mode == CacheMode::On,
+            redis_urls: settings.redis_urls.clone(),
+            redis_ca_cert: settings.redis_ca_cert.clone(),
+            redis_timeout: settings.redis_timeout(),
+            redis_connect_timeout: settings.redis_connect_timeout(),
+            connection_per_worker: settings.redis_connection_per_worker == Switch::On,
+            rebuild_after_errors: settings.redis_rebuild_after_errors,
+            list_ttl_secs: settings.list_ttl_secs,
+            object_ttl_secs: settings.object_ttl_secs,
+            box_cap: settings.feed_box_cap,
+            box_ttl_secs: settings.feed_box_ttl_secs,
+            key_prefix: settings.key_prefix.clone(),
+            fetch: match settings.fetch {
+                CacheFetch::Get => Fetch::Get,
+                CacheFetch::BucketMget => Fetch::BucketMget,
+                CacheFetch::Mget => Fetch::Mget,
+            },
+            object_buckets: settings.object_buckets,
+            early_refresh: Duration::from_millis(settings.early_refresh_ms),
+            l1: settings.l1 == Switch::On,
+            l1_ttl: settings.l1_ttl(),
+            l1_max_bytes: settings.l1_max_bytes,
+            l1_admit_reads: settings.l1_admit_reads,
+            l1_ping: settings.l1_ping(),
+            hot_window: settings.hot_window(),
+            hot_top_k: settings.hot_top_k as usize,
+        }
     }
 }

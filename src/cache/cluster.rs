@@ -30,7 +30,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 use super::keys::slot;
 use super::topology::SlotMap;
-use crate::config::{CacheSettings, Switch};
+use super::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
 
 /// How often the cluster's slot map is compared with the client's: the client refreshes its map
@@ -185,7 +185,7 @@ impl ClusterCache {
     /// # Errors
     /// A seed URL in `REDIS_URLS` cannot be parsed, or `REDIS_CA_CERT` cannot be read.
     pub async fn connect(
-        settings: &CacheSettings,
+        settings: &CacheOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RedisError> {
         let topology = Arc::new(RwLock::new(None));
@@ -210,9 +210,9 @@ impl ClusterCache {
             });
         }
         let client = builder
-            .connection_timeout(settings.redis_connect_timeout())
-            .response_timeout(settings.redis_timeout())
-            .overall_response_timeout(Some(settings.redis_timeout()))
+            .connection_timeout(settings.redis_connect_timeout)
+            .response_timeout(settings.redis_timeout)
+            .overall_response_timeout(Some(settings.redis_timeout))
             .retries(1)
             .min_retry_wait(10)
             .max_retry_wait(50)
@@ -229,15 +229,15 @@ impl ClusterCache {
                 client,
                 connection: RwLock::new(None),
                 topology,
-                timeout: settings.redis_timeout(),
-                connect_timeout: settings.redis_connect_timeout(),
-                rebuild_after: settings.redis_rebuild_after_errors,
+                timeout: settings.redis_timeout,
+                connect_timeout: settings.redis_connect_timeout,
+                rebuild_after: settings.rebuild_after_errors,
                 failure_streaks: Mutex::new(HashMap::new()),
                 rebuilding: AtomicBool::new(false),
                 last_rebuild: Mutex::new(None),
                 runtime: tokio::runtime::Handle::current(),
                 metrics,
-                per_worker: settings.redis_connection_per_worker == Switch::On,
+                per_worker: settings.connection_per_worker,
                 generation: AtomicU64::new(0),
             }),
         };

@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 
 use super::cluster::ClusterCache;
 use super::local::{LocalTier, Topic};
-use crate::config::CacheSettings;
+use super::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
 
 /// Longest pause between two subscription attempts while no node answers.
@@ -66,7 +66,7 @@ impl Publisher {
 /// # Errors
 /// `REDIS_CA_CERT` cannot be read.
 pub fn start(
-    settings: &CacheSettings,
+    settings: &CacheOptions,
     cluster: ClusterCache,
     local: LocalTier,
     metrics: Arc<Metrics>,
@@ -87,8 +87,8 @@ pub fn start(
             .collect(),
         root_cert,
         channel: Arc::clone(&channel),
-        ping_every: settings.l1_ping(),
-        connect_timeout: settings.redis_connect_timeout(),
+        ping_every: settings.l1_ping,
+        connect_timeout: settings.redis_connect_timeout,
         local,
         metrics: Arc::clone(&metrics),
     };

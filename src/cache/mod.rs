@@ -11,6 +11,7 @@ mod hot_keys;
 mod invalidation;
 pub mod keys;
 mod local;
+mod options;
 mod redis;
 pub mod topology;
 
@@ -24,8 +25,8 @@ pub use self::cluster::{drive_connections_on_this_thread, CacheError, ShardView}
 pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
 pub use self::local::{LocalTier, Ticket, Topic};
+pub use self::options::{CacheOptions, Fetch};
 pub use self::redis::RedisCache;
-use crate::config::{CacheMode, CacheSettings, Switch};
 use crate::domain::{PageBody, PageRequest, PostId, UserId};
 use crate::metrics::Metrics;
 
@@ -138,21 +139,17 @@ impl Cache {
     /// # Errors
     /// A seed URL in `REDIS_URLS` cannot be parsed, or `REDIS_CA_CERT` cannot be read.
     pub async fn connect(
-        settings: &CacheSettings,
+        settings: &CacheOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
-        if settings.mode == CacheMode::Off {
+        if !settings.enabled {
             return Ok(Self::None);
         }
         let redis = RedisCache::connect(settings, Arc::clone(&metrics)).await?;
-        if settings.l1 == Switch::Off {
+        if !settings.l1 {
             return Ok(Self::Redis(redis));
         }
-        let local = LocalTier::new(
-            settings.l1_max_bytes,
-            settings.l1_ttl(),
-            Arc::clone(&metrics),
-        );
+        let local = LocalTier::new(settings.l1_max_bytes, settings.l1_ttl, Arc::clone(&metrics));
         let publisher =
             invalidation::start(settings, redis.cluster.clone(), local.clone(), metrics)
                 .map_err(|error| CacheError::Decode(format!("REDIS_CA_CERT: {error}")))?;

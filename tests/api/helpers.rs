@@ -1,7 +1,7 @@
 use std::sync::Once;
 
 use hotfeed::cache::topology::SlotMap;
-use hotfeed::cache::Keys;
+use hotfeed::cache::{CacheOptions, Keys};
 
 use hotfeed::config::{AdminKey, RateLimitSettings, Settings, Switch};
 use hotfeed::startup::Application;
@@ -123,7 +123,7 @@ async fn start(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain HTTP client"),
-        keys: Keys::of(&settings.cache),
+        keys: Keys::of(&CacheOptions::from(&settings.cache)),
         settings,
         admin_url,
         database,

@@ -7,13 +7,6 @@ use std::path::{Path, PathBuf};
 
 use hotfeed::LAYERS;
 
-/// Imports that still run against the layering, each to be removed by the change that fixes it.
-/// Listing one that no longer occurs fails too, so the list only shrinks.
-const KNOWN: &[(&str, &str)] = &[("cache", "config")];
-
-/// Modules on their way out of the crate's top level (not in [`LAYERS`]).
-const MOVING: &[&str] = &[];
-
 /// A `crate::` reference: the file it is in, its line, the module it is in and the one it names.
 #[derive(Debug)]
 struct Import {
@@ -29,19 +22,14 @@ fn no_module_imports_one_the_layering_does_not_allow() {
     let modules = top_level_modules(&src.join("lib.rs"));
     for module in &modules {
         assert!(
-            LAYERS.iter().any(|(name, _)| name == module) || MOVING.contains(&module.as_str()),
+            LAYERS.iter().any(|(name, _)| name == module),
             "src/lib.rs declares `{module}` but LAYERS does not place it"
         );
     }
 
-    let mut seen_known = BTreeSet::new();
     let mut violations = Vec::new();
     for import in imports_under(&src, &modules) {
         if import.from == import.to || allowed(&import.from, &import.to) {
-            continue;
-        }
-        if KNOWN.contains(&(import.from.as_str(), import.to.as_str())) {
-            seen_known.insert((import.from.clone(), import.to.clone()));
             continue;
         }
         violations.push(format!(
@@ -56,14 +44,6 @@ fn no_module_imports_one_the_layering_does_not_allow() {
         violations.is_empty(),
         "imports the layering (hotfeed::LAYERS) forbids:\n{}",
         violations.join("\n")
-    );
-    let stale: Vec<_> = KNOWN
-        .iter()
-        .filter(|(from, to)| !seen_known.contains(&((*from).to_owned(), (*to).to_owned())))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "KNOWN lists imports that are gone: {stale:?}"
     );
 }
 
