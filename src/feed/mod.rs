@@ -4,8 +4,8 @@
 //! invalidate what they changed. Listings share one page pipeline (`pipeline.rs`); each listing
 //! is a file of its own, dispatched by [`Listing`] (`listing.rs`).
 
+mod coalesce;
 mod error;
-mod flights;
 mod health;
 mod home_feed;
 mod listing;
@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use coalesce::Coalescer;
 pub use error::{Conflict, FeedError, Reference, Resource};
-use flights::Flights;
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
 pub use listing::{Change, Listing};
 use pipeline::JsonPage;
@@ -52,13 +52,13 @@ pub struct Feed {
     /// Followers from which an author's posts are pulled by readers instead of pushed.
     celebrity_followers: u32,
     /// Page misses being read from PostgreSQL, by listing, page and generation seen.
-    page_flights: Flights<PageFlight, Result<(Arc<JsonPage>, Timings), FeedError>>,
+    page_flights: Coalescer<PageFlight, Arc<JsonPage>>,
     /// Post objects being read from PostgreSQL after a miss, by the sorted ids missing.
-    object_flights: Flights<Vec<PostId>, ObjectFlight>,
+    object_flights: Coalescer<Vec<PostId>, Arc<PostsJson>>,
     /// Single posts and users being read from PostgreSQL after a miss (`GET /posts/{id}`,
-    /// `GET /users/{id}`).
-    post_flights: Flights<PostId, ObjectRead<Post>>,
-    user_flights: Flights<UserId, ObjectRead<User>>,
+    /// `GET /users/{id}`); `None` when PostgreSQL has no such row.
+    post_flights: Coalescer<PostId, Option<Post>>,
+    user_flights: Coalescer<UserId, Option<User>>,
     /// Pages being refreshed early by this instance: one refresh each.
     refreshing: Arc<Mutex<HashSet<(ListingKey, PageRequest)>>>,
     /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
@@ -71,13 +71,7 @@ pub struct Feed {
 /// Posts by id, as the JSON the API answers with.
 type PostsJson = HashMap<PostId, bytes::Bytes>;
 
-/// What a coalesced read of one object lands with: `None` when PostgreSQL has no such row.
-type ObjectRead<T> = Result<(Option<T>, Timings), FeedError>;
-
-/// What a coalesced read of missing post objects lands with.
-type ObjectFlight = Result<(Arc<PostsJson>, Timings), FeedError>;
-
-/// What makes a coalesced page read valid for a joiner: see `flights.rs`.
+/// What makes a coalesced page read valid for a joiner: see `coalesce.rs`.
 type PageFlight = (ListingKey, PageRequest, Generation);
 
 /// What a create answered: the resource, and whether an earlier request with the same
@@ -128,24 +122,20 @@ impl Feed {
         zero_series(&metrics.feed_sources, ["inbox", "pulled", "database"]);
         zero_series(&metrics.feed_rebuilds, ["inbox", "outbox"]);
         zero_series(&metrics.early_refreshes, ["renewed", "skipped", "failed"]);
-        zero_series(
-            &metrics.coalesced_waits,
-            [
-                "page",
-                "objects",
-                <Post as CachedObject>::KIND,
-                <User as CachedObject>::KIND,
-            ],
-        );
+        let waits = |kind: &str| metrics.coalesced_waits.with_label_values(&[kind]);
+        let page_flights = Coalescer::new(waits("page"));
+        let object_flights = Coalescer::new(waits("objects"));
+        let post_flights = Coalescer::new(waits(<Post as CachedObject>::KIND));
+        let user_flights = Coalescer::new(waits(<User as CachedObject>::KIND));
         Self {
             store,
             cache,
             metrics,
             celebrity_followers,
-            page_flights: Flights::default(),
-            object_flights: Flights::default(),
-            post_flights: Flights::default(),
-            user_flights: Flights::default(),
+            page_flights,
+            object_flights,
+            post_flights,
+            user_flights,
             refreshing: Arc::default(),
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
@@ -615,7 +605,7 @@ impl Feed {
         &self,
         id: T::Id,
         resource: Resource,
-        flights: &Flights<T::Id, ObjectRead<T>>,
+        flights: &Coalescer<T::Id, Option<T>>,
         load: F,
     ) -> Result<Served<T>, FeedError>
     where
@@ -658,22 +648,7 @@ impl Feed {
             }
             Ok((value, timings))
         };
-        let started = Instant::now();
-        let (outcome, role) = flights.run(id, lead).await;
-        let (value, flight_timings) = outcome?;
-        match role {
-            flights::Role::Leader => {
-                timings.db += flight_timings.db;
-                timings.redis += flight_timings.redis;
-            }
-            flights::Role::Joiner => {
-                self.metrics
-                    .coalesced_waits
-                    .with_label_values(&[T::KIND])
-                    .inc();
-                timings.db += started.elapsed();
-            }
-        }
+        let value = flights.read(id, &mut timings, lead).await?;
         Ok(Served {
             value: value.ok_or(FeedError::NotFound(resource))?,
             cache: CacheOutcome::Miss,

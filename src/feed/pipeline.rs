@@ -4,13 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::flights::Role;
 use super::listing::{Listing, Remember};
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
@@ -297,23 +295,7 @@ impl Feed {
             }
             Ok((Arc::new(found), timings))
         };
-        let started = Instant::now();
-        let (outcome, role) = self.object_flights.run(missing, lead).await;
-        let (loaded, flight_timings) = outcome?;
-        match role {
-            Role::Leader => {
-                timings.db += flight_timings.db;
-                timings.redis += flight_timings.redis;
-            }
-            Role::Joiner => {
-                self.metrics
-                    .coalesced_waits
-                    .with_label_values(&["objects"])
-                    .inc();
-                timings.db += started.elapsed();
-            }
-        }
-        Ok(loaded)
+        self.object_flights.read(missing, timings, lead).await
     }
 
     /// A missed page of a cacheable listing, read from PostgreSQL and stored (its posts, and the
@@ -349,23 +331,7 @@ impl Feed {
                 .await;
             Ok((Arc::new(JsonPage::of(&loaded)), timings))
         };
-        let started = Instant::now();
-        let (outcome, role) = self.page_flights.run(flight_key, lead).await;
-        let (loaded, flight_timings) = outcome?;
-        match role {
-            Role::Leader => {
-                timings.db += flight_timings.db;
-                timings.redis += flight_timings.redis;
-            }
-            Role::Joiner => {
-                self.metrics
-                    .coalesced_waits
-                    .with_label_values(&["page"])
-                    .inc();
-                timings.db += started.elapsed();
-            }
-        }
-        Ok(loaded)
+        self.page_flights.read(flight_key, timings, lead).await
     }
 
     /// Stores what `remember` says after `loaded` was read from PostgreSQL.
