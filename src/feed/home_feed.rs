@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::listing::{Change, IdsLookup, Remember};
+use super::listing::{Change, IdsLookup, Remember, Source};
 use super::Feed;
 use crate::cache::{BoxKey, BoxLookup, BoxRead, CachedPage, FeedEntry};
 use crate::domain::{PageRequest, Position, Post, PostId, UserId};
@@ -29,7 +29,26 @@ pub struct HomeFeed {
     reader: UserId,
 }
 
+/// Ids from the reader's inbox only.
+const INBOX: Source = Source {
+    header: "inbox",
+    label: "inbox",
+};
+/// Ids from the inbox merged with the outboxes of the celebrities the reader follows.
+const PULLED: Source = Source {
+    header: "inbox+pulled",
+    label: "pulled",
+};
+
 impl HomeFeed {
+    /// The home feed pages by cursor only: its pages carry no offset.
+    pub(super) const PAGES_BY_OFFSET: bool = false;
+    /// A page PostgreSQL listed.
+    pub(super) const DATABASE_SOURCE: Option<Source> = Some(Source {
+        header: "database",
+        label: "database",
+    });
+
     pub(super) fn new(reader: UserId) -> Self {
         Self { reader }
     }
@@ -86,11 +105,7 @@ impl HomeFeed {
             Some(cached) => IdsLookup {
                 ids: Some(cached),
                 remember: Remember::Objects,
-                source: Some(if outboxes.is_empty() {
-                    "inbox"
-                } else {
-                    "inbox+pulled"
-                }),
+                source: Some(if outboxes.is_empty() { INBOX } else { PULLED }),
                 expires_in: None,
             },
             // Deeper than the boxes reach: PostgreSQL serves it, and there is nothing to rebuild.

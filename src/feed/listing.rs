@@ -37,9 +37,17 @@ pub(super) struct IdsLookup {
     /// What to store once PostgreSQL has served the page.
     pub remember: Remember,
     /// For the home feed: which boxes the ids came from (`inbox`, `inbox+pulled`).
-    pub source: Option<&'static str>,
+    pub source: Option<Source>,
     /// How long the cached page has left, when the listing can refresh it early.
     pub expires_in: Option<Duration>,
+}
+
+/// Where a page's ids came from, for a listing that says so: the `X-Feed-Source` header and the
+/// `feed_sources_total` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Source {
+    pub header: &'static str,
+    pub label: &'static str,
 }
 
 /// What the pipeline stores after a page was read from PostgreSQL.
@@ -89,6 +97,23 @@ impl Listing {
         match self {
             Self::UserPosts(listing) => Some(listing.key()),
             Self::HomeFeed(_) => None,
+        }
+    }
+
+    /// Whether the listing's pages answer with the `offset` they were asked at (a listing paged
+    /// by cursor only answers none).
+    pub(super) fn pages_by_offset(&self) -> bool {
+        match self {
+            Self::UserPosts(_) => UserPosts::PAGES_BY_OFFSET,
+            Self::HomeFeed(_) => HomeFeed::PAGES_BY_OFFSET,
+        }
+    }
+
+    /// The source a page PostgreSQL listed reports, if the listing reports one.
+    pub(super) fn database_source(&self) -> Option<Source> {
+        match self {
+            Self::UserPosts(_) => UserPosts::DATABASE_SOURCE,
+            Self::HomeFeed(_) => HomeFeed::DATABASE_SOURCE,
         }
     }
 

@@ -9,7 +9,7 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::listing::{Listing, Remember};
+use super::listing::{Listing, Remember, Source};
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::{CachedPage, Generation, ListingKey, LocalPage};
@@ -68,7 +68,7 @@ impl Feed {
         if !self.cache.is_enabled() {
             let mut timings = timings;
             let loaded = JsonPage::of(&self.load_page(listing, page, &mut timings).await?);
-            let source = database_source(listing);
+            let source = listing.database_source();
             return Ok(self.finish(
                 listing,
                 page,
@@ -170,7 +170,7 @@ impl Feed {
                 .inc();
         }
         let loaded = loaded?;
-        let source = database_source(listing);
+        let source = listing.database_source();
         Ok(self.finish(listing, page, &loaded, CacheOutcome::Miss, timings, source))
     }
 
@@ -387,27 +387,22 @@ impl Feed {
         loaded: &JsonPage,
         cache: CacheOutcome,
         timings: Timings,
-        source: Option<&'static str>,
+        source: Option<Source>,
     ) -> Served<PageBody> {
         tracing::Span::current().record("cache", cache.as_str());
         if let Some(source) = source {
-            let label = if source == "inbox+pulled" {
-                "pulled"
-            } else {
-                source
-            };
-            self.metrics.feed_sources.with_label_values(&[label]).inc();
+            self.metrics
+                .feed_sources
+                .with_label_values(&[source.label])
+                .inc();
         }
         self.metrics.pages.with_label_values(&[cache.label()]).inc();
-        // The home feed pages by cursor only: its pages carry no offset.
-        let offset = page
-            .offset()
-            .filter(|_| matches!(listing, Listing::UserPosts(_)));
+        let offset = page.offset().filter(|_| listing.pages_by_offset());
         Served {
             value: render(loaded, page.limit(), offset),
             cache,
             timings,
-            source,
+            source: source.map(|source| source.header),
         }
     }
 }
@@ -461,11 +456,6 @@ fn render(loaded: &JsonPage, limit: u32, offset: Option<u32>) -> PageBody {
         limit,
         next_cursor,
     }
-}
-
-/// The source of a home-feed page PostgreSQL listed.
-fn database_source(listing: Listing) -> Option<&'static str> {
-    matches!(listing, Listing::HomeFeed(_)).then_some("database")
 }
 
 #[cfg(test)]
