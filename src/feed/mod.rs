@@ -4,6 +4,7 @@
 //! invalidate what they changed. Listings share one page pipeline (`pipeline.rs`); each listing
 //! is a file of its own, dispatched by [`Listing`] (`listing.rs`).
 
+mod boxes;
 mod coalesce;
 mod error;
 mod health;
@@ -15,8 +16,9 @@ mod user_posts;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use boxes::Boxes;
 use coalesce::Coalescer;
 pub use error::{Conflict, FeedError, Reference, Resource};
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
@@ -32,7 +34,7 @@ pub use crate::cache::{
 };
 pub use crate::store::FollowList;
 
-use crate::cache::{BoxKey, Cache, CachedObject, Generation, ListingKey};
+use crate::cache::{Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
     ApiKey, Follow, IdempotencyKey, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit,
     PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
@@ -49,8 +51,6 @@ pub struct Feed {
     store: Store,
     cache: Cache,
     metrics: Arc<Metrics>,
-    /// Followers from which an author's posts are pulled by readers instead of pushed.
-    celebrity_followers: u32,
     /// Page misses being read from PostgreSQL, by listing, page and generation seen.
     page_flights: Coalescer<PageFlight, Arc<JsonPage>>,
     /// Post objects being read from PostgreSQL after a miss, by the sorted ids missing.
@@ -61,11 +61,8 @@ pub struct Feed {
     user_flights: Coalescer<UserId, Option<User>>,
     /// Pages being refreshed early by this instance: one refresh each.
     refreshing: Arc<Mutex<HashSet<(ListingKey, PageRequest)>>>,
-    /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
-    rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
-    /// Boxes a fan-out could not reach, since when: their drop is retried by one background
-    /// worker, and this instance does not serve them meanwhile.
-    pending_drops: Arc<Mutex<PendingDrops>>,
+    /// The home feed's boxes and their repair.
+    boxes: Boxes,
 }
 
 /// Posts by id, as the JSON the API answers with.
@@ -96,19 +93,6 @@ const IDEMPOTENCY_SWEEP_GRACE: Duration = Duration::from_secs(3600);
 const IDEMPOTENCY_SWEEP_BATCH: u32 = 1000;
 const IDEMPOTENCY_SWEEP_MAX_BATCHES: u32 = 100;
 
-/// The retried drops of [`Feed::defer_drops`].
-#[derive(Default)]
-struct PendingDrops {
-    since: HashMap<BoxKey, Instant>,
-    worker: bool,
-}
-
-/// How long a failed drop is retried, how often, and how many boxes may wait at once (past that,
-/// their TTL is the bound).
-const DROP_RETRY_FOR: Duration = Duration::from_secs(120);
-const DROP_RETRY_EVERY: Duration = Duration::from_millis(100);
-const MAX_PENDING_DROPS: usize = 100_000;
-
 impl Feed {
     /// A feed over `store`, cached by `cache` (which may be [`Cache::None`]); authors with
     /// `celebrity_followers` or more followers are pulled by their readers, not pushed.
@@ -127,83 +111,22 @@ impl Feed {
         let object_flights = Coalescer::new(waits("objects"));
         let post_flights = Coalescer::new(waits(<Post as CachedObject>::KIND));
         let user_flights = Coalescer::new(waits(<User as CachedObject>::KIND));
+        let boxes = Boxes::new(
+            cache.clone(),
+            store.clone(),
+            Arc::clone(&metrics),
+            celebrity_followers,
+        );
         Self {
             store,
             cache,
             metrics,
-            celebrity_followers,
             page_flights,
             object_flights,
             post_flights,
             user_flights,
             refreshing: Arc::default(),
-            rebuilding: Arc::default(),
-            pending_drops: Arc::default(),
-        }
-    }
-
-    /// Whether a box may have missed a write this instance could not deliver.
-    fn is_unreachable(&self, key: BoxKey) -> bool {
-        lock(&self.pending_drops).since.contains_key(&key)
-    }
-
-    /// Drops `boxes` as soon as their nodes answer (back, or replaced by a promoted replica),
-    /// retrying in one background worker; the next read rebuilds them.
-    fn defer_drops(&self, boxes: &[BoxKey]) {
-        let start_worker = {
-            let mut pending = lock(&self.pending_drops);
-            let now = Instant::now();
-            for &key in boxes {
-                if pending.since.len() >= MAX_PENDING_DROPS {
-                    tracing::error!(
-                        "too many unreachable feed boxes; the rest expire within FEED_BOX_TTL_SECS"
-                    );
-                    break;
-                }
-                pending.since.entry(key).or_insert(now);
-            }
-            !std::mem::replace(&mut pending.worker, true)
-        };
-        if !start_worker {
-            return;
-        }
-        let feed = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(DROP_RETRY_EVERY).await;
-                let keys: Vec<BoxKey> = lock(&feed.pending_drops).since.keys().copied().collect();
-                let still = feed.cache.drop_boxes(&keys).await;
-                let mut pending = lock(&feed.pending_drops);
-                pending.since.retain(|key, since| {
-                    let waiting = still.contains(key) || !keys.contains(key);
-                    if waiting && since.elapsed() >= DROP_RETRY_FOR {
-                        tracing::error!(?key, "feed box still unreachable; it may serve without a write until FEED_BOX_TTL_SECS");
-                        return false;
-                    }
-                    waiting
-                });
-                if pending.since.is_empty() {
-                    pending.worker = false;
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Rebuilds missing boxes in the background, each once in this instance at a time.
-    fn spawn_rebuilds(&self, boxes: Vec<BoxKey>) {
-        for key in boxes {
-            let claimed = lock(&self.rebuilding).insert(key);
-            if !claimed {
-                continue;
-            }
-            let feed = self.clone();
-            tokio::spawn(async move {
-                if let Err(error) = home_feed::rebuild(&feed, key).await {
-                    tracing::warn!(%error, ?key, "feed box rebuild failed; the next read tries again");
-                }
-                lock(&feed.rebuilding).remove(&key);
-            });
+            boxes,
         }
     }
 
@@ -593,7 +516,7 @@ impl Feed {
 
     /// Brings every listing's cache up to date with a committed write.
     async fn invalidate(&self, change: Change<'_>) {
-        Listing::apply(self, change).await;
+        Listing::apply(&self.cache, &self.metrics, &self.boxes, change).await;
     }
 
     /// Single-object read-through: cache, else PostgreSQL and fill, once for every concurrent

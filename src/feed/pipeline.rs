@@ -118,7 +118,11 @@ impl Feed {
         page: PageRequest,
         mut timings: Timings,
     ) -> Result<Served<PageBody>, FeedError> {
-        let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
+        let lookup = timed(
+            &mut timings.redis,
+            listing.lookup(&self.cache, &self.boxes, page),
+        )
+        .await;
         let listed = lookup.ids.is_some();
         if let Some(cached) = lookup.ids {
             // A cached page exists only for a user that exists: the label slot is earned.
@@ -316,7 +320,11 @@ impl Feed {
         let lead = async move {
             let mut timings = Timings::default();
             // Double-checked: a flight that landed just before this one began filled the page.
-            let again = timed(&mut timings.redis, listing.lookup(&feed, page)).await;
+            let again = timed(
+                &mut timings.redis,
+                listing.lookup(&feed.cache, &feed.boxes, page),
+            )
+            .await;
             if let Some(cached) = again.ids {
                 if let Some((posts, _)) = feed.posts_for_ids(&cached.ids, &mut timings).await? {
                     let loaded = JsonPage {
@@ -360,9 +368,9 @@ impl Feed {
                 )
                 .await;
             }
-            Remember::Rebuild(boxes) => {
+            Remember::Rebuild(rebuild) => {
                 timed(&mut timings.redis, self.cache.fill(&objects)).await;
-                self.spawn_rebuilds(boxes);
+                rebuild.start();
             }
         }
     }
