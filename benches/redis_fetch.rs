@@ -27,6 +27,7 @@ use hotfeed::cache::{Cache, CacheOptions, CachedPage, Keys, ListingKey};
 use hotfeed::config::{CacheFetch, Settings, Switch};
 use hotfeed::domain::{PageRequest, Post, PostId, UserId};
 use hotfeed::metrics::Metrics;
+use hotfeed::tasks::Tasks;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
@@ -49,7 +50,7 @@ impl Fixture {
     async fn new(fetch: CacheFetch, tag: &str) -> Self {
         let settings = settings(fetch, tag);
         let metrics = Arc::new(Metrics::new(10));
-        let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics)
+        let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics, &Tasks::new())
             .await
             .expect("valid REDIS_URLS");
         let keys = Keys::of(&CacheOptions::from(&settings.cache));

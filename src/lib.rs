@@ -18,45 +18,35 @@ pub mod routes;
 pub mod startup;
 pub mod stats;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 
 /// The layering as data: each module of the crate, top to bottom, and the modules it may import.
 /// A module may always import its own submodules.
+#[rustfmt::skip]
 pub const LAYERS: &[(&str, &[&str])] = &[
     // The composition root: builds every layer and hands each what it needs.
-    (
-        "startup",
-        &[
-            "routes",
-            "stats",
-            "telemetry",
-            "feed",
-            "limits",
-            "cache",
-            "store",
-            "metrics",
-            "config",
-            "domain",
-        ],
-    ),
+    ("startup", &["routes", "stats", "telemetry", "feed", "limits", "cache", "store", "metrics",
+                  "tasks", "config", "domain"]),
     // Everything that names actix-web.
-    (
-        "routes",
-        &["stats", "feed", "limits", "metrics", "config", "domain"],
-    ),
+    ("routes", &["stats", "feed", "limits", "metrics", "config", "domain"]),
     // The live view's snapshot, sampled from the feed.
-    ("stats", &["feed", "metrics", "domain"]),
+    ("stats", &["feed", "metrics", "tasks", "domain"]),
     // Decides between cache and database.
-    ("feed", &["cache", "store", "metrics", "domain"]),
+    ("feed", &["cache", "store", "metrics", "tasks", "domain"]),
     // Rate limiters (the HTTP side of them is routes/limits.rs).
-    ("limits", &["config", "metrics", "domain"]),
+    ("limits", &["config", "metrics", "tasks", "domain"]),
     // Best effort; its settings come as plain values, so it does not import `config`.
-    ("cache", &["hot", "metrics", "domain"]),
+    ("cache", &["hot", "metrics", "tasks", "domain"]),
     // PostgreSQL.
     ("store", &["config", "metrics", "domain"]),
+    // Logging set-up.
     ("telemetry", &["config"]),
     ("metrics", &["domain"]),
+    // Top-k counting with a sliding window.
     ("hot", &[]),
+    // Every background task, owned and joined at shutdown.
+    ("tasks", &[]),
     // A leaf: the typed settings, in domain types.
     ("config", &["domain"]),
     ("domain", &[]),

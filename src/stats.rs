@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::feed::{CacheHealth, Feed, HotKeyEntry, Overall, PostgresHealth, RedisStatus};
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// How often the snapshot is renewed.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -46,14 +47,10 @@ impl Stats {
             .clone()
     }
 
-    /// Samples every [`SAMPLE_EVERY`] until the task is aborted.
-    pub fn spawn(
-        self: &Arc<Self>,
-        feed: Feed,
-        metrics: Arc<Metrics>,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Samples every [`SAMPLE_EVERY`] until shutdown.
+    pub fn spawn(self: &Arc<Self>, tasks: &Tasks, feed: Feed, metrics: Arc<Metrics>) {
         let stats = Arc::clone(self);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let started = Instant::now();
             let mut ticks = tokio::time::interval(SAMPLE_EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -74,7 +71,7 @@ impl Stats {
                     Err(error) => tracing::error!(%error, "stats snapshot did not serialize"),
                 }
             }
-        })
+        });
     }
 }
 

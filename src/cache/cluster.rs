@@ -32,6 +32,7 @@ use super::keys::slot;
 use super::topology::SlotMap;
 use super::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
+use crate::tasks::Tasks;
 
 /// How often the cluster's slot map is compared with the client's: the client refreshes its map
 /// only when a command meets `MOVED`, so after a resharding the slots nobody read stay routed (and
@@ -113,6 +114,8 @@ struct Inner {
     rebuilding: AtomicBool,
     last_rebuild: Mutex<Option<Instant>>,
     runtime: tokio::runtime::Handle,
+    /// Where the topology check, the rebuilds and the workers' connection openings run.
+    tasks: Tasks,
     metrics: Arc<Metrics>,
     /// `REDIS_CONNECTION_PER_WORKER`: each HTTP worker thread that asks for it gets a connection
     /// of its own, driven on that thread.
@@ -187,6 +190,7 @@ impl ClusterCache {
     pub async fn connect(
         settings: &CacheOptions,
         metrics: Arc<Metrics>,
+        tasks: &Tasks,
     ) -> Result<Self, RedisError> {
         let topology = Arc::new(RwLock::new(None));
         let seeds: Vec<&str> = settings
@@ -236,6 +240,7 @@ impl ClusterCache {
                 rebuilding: AtomicBool::new(false),
                 last_rebuild: Mutex::new(None),
                 runtime: tokio::runtime::Handle::current(),
+                tasks: tasks.clone(),
                 metrics,
                 per_worker: settings.connection_per_worker,
                 generation: AtomicU64::new(0),
@@ -257,7 +262,7 @@ impl ClusterCache {
     /// followed within about a second whether or not its slots are read. Ends with the cache.
     fn spawn_topology_check(&self) {
         let weak = Arc::downgrade(&self.inner);
-        self.inner.runtime.spawn(async move {
+        let check = async move {
             let mut ticks = tokio::time::interval(TOPOLOGY_CHECK_EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -270,7 +275,8 @@ impl ClusterCache {
                     cache.spawn_rebuild();
                 }
             }
-        });
+        };
+        self.inner.tasks.spawn_on(check, &self.inner.runtime);
     }
 
     /// Whether the cluster's slot map, as a node reports it now, differs from the client's.
@@ -718,7 +724,8 @@ impl ClusterCache {
             Ok(connection) => Some(connection),
             Err(()) => {
                 let inner = Arc::clone(&self.inner);
-                tokio::task::spawn_local(async move {
+                let tasks = inner.tasks.clone();
+                tasks.spawn_local(async move {
                     let opened = inner.open().await;
                     LOCAL.with_borrow_mut(|locals| {
                         let Some(locals) = locals.as_mut() else { return };
@@ -757,7 +764,7 @@ impl ClusterCache {
             return;
         }
         let inner = Arc::clone(&self.inner);
-        self.inner.runtime.spawn(async move {
+        let rebuild = async move {
             let since_last = lock(&inner.last_rebuild).map(|at| at.elapsed());
             if let Some(elapsed) = since_last.filter(|e| *e < MIN_REBUILD_INTERVAL) {
                 tokio::time::sleep(MIN_REBUILD_INTERVAL - elapsed).await;
@@ -780,7 +787,8 @@ impl ClusterCache {
                 }
             }
             inner.rebuilding.store(false, Ordering::Release);
-        });
+        };
+        self.inner.tasks.spawn_on(rebuild, &self.inner.runtime);
     }
 
     /// Groups key indexes by the primary that owns each key's slot.

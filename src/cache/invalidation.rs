@@ -23,6 +23,7 @@ use super::cluster::ClusterCache;
 use super::local::{LocalTier, Topic};
 use super::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
+use crate::tasks::Tasks;
 
 /// Longest pause between two subscription attempts while no node answers.
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(2);
@@ -70,6 +71,7 @@ pub fn start(
     cluster: ClusterCache,
     local: LocalTier,
     metrics: Arc<Metrics>,
+    tasks: &Tasks,
 ) -> std::io::Result<Publisher> {
     zero_series(&metrics.invalidations_sent, ["sent", "failed"]);
     let channel: Arc<str> = Arc::from(format!("{}:l1", settings.key_prefix));
@@ -92,7 +94,7 @@ pub fn start(
         local,
         metrics: Arc::clone(&metrics),
     };
-    tokio::spawn(subscriber.run());
+    tasks.spawn(subscriber.run());
     Ok(Publisher {
         channel,
         cluster,

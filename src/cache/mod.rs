@@ -29,6 +29,7 @@ pub use self::options::{CacheOptions, Fetch};
 pub use self::redis::RedisCache;
 use crate::domain::{PageBody, PageRequest, PostId, UserId};
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// A cached page: the ids of its posts, newest first, and whether older posts exist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +131,8 @@ pub struct Tiered {
     publisher: invalidation::Publisher,
     /// Reads in the hot-key window before a key is admitted.
     admit_reads: u64,
+    /// Where the broadcasts of this instance's writes run.
+    tasks: Tasks,
 }
 
 impl Cache {
@@ -141,23 +144,30 @@ impl Cache {
     pub async fn connect(
         settings: &CacheOptions,
         metrics: Arc<Metrics>,
+        tasks: &Tasks,
     ) -> Result<Self, CacheError> {
         if !settings.enabled {
             return Ok(Self::None);
         }
-        let redis = RedisCache::connect(settings, Arc::clone(&metrics)).await?;
+        let redis = RedisCache::connect(settings, Arc::clone(&metrics), tasks).await?;
         if !settings.l1 {
             return Ok(Self::Redis(redis));
         }
         let local = LocalTier::new(settings.l1_max_bytes, settings.l1_ttl, Arc::clone(&metrics));
-        let publisher =
-            invalidation::start(settings, redis.cluster.clone(), local.clone(), metrics)
-                .map_err(|error| CacheError::Decode(format!("REDIS_CA_CERT: {error}")))?;
+        let publisher = invalidation::start(
+            settings,
+            redis.cluster.clone(),
+            local.clone(),
+            metrics,
+            tasks,
+        )
+        .map_err(|error| CacheError::Decode(format!("REDIS_CA_CERT: {error}")))?;
         Ok(Self::Tiered(Tiered {
             redis,
             local,
             publisher,
             admit_reads: settings.l1_admit_reads,
+            tasks: tasks.clone(),
         }))
     }
 
@@ -309,7 +319,9 @@ impl Cache {
             }
             let publisher = tiered.publisher.clone();
             let topics = topics.to_vec();
-            tokio::spawn(async move { publisher.publish(&topics).await });
+            tiered
+                .tasks
+                .spawn(async move { publisher.publish(&topics).await });
         }
     }
 

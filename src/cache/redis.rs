@@ -16,6 +16,7 @@ use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
 use super::{CacheOptions, Fetch};
 use crate::domain::{PageRequest, PostId};
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// Caches a page only if no write bumped the listing's generation since the page's look-up.
 /// KEYS: pages hash, generation. ARGV: generation seen ('' for none), field, page, ttl seconds.
@@ -93,8 +94,9 @@ impl RedisCache {
     pub async fn connect(
         settings: &CacheOptions,
         metrics: Arc<Metrics>,
+        tasks: &Tasks,
     ) -> Result<Self, CacheError> {
-        let cluster = ClusterCache::connect(settings, metrics).await?;
+        let cluster = ClusterCache::connect(settings, metrics, tasks).await?;
         Ok(Self {
             cluster,
             keys: Keys::of(settings),

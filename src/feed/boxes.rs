@@ -13,6 +13,7 @@ use crate::cache::{BoxKey, Cache, FeedEntry};
 use crate::domain::UserId;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
 
 /// How long a failed drop is retried, how often, and how many boxes may wait at once (past that,
 /// their TTL is the bound).
@@ -40,6 +41,8 @@ pub(super) struct Boxes {
     /// Boxes a fan-out could not reach, since when: their drop is retried by one background
     /// worker, and this instance does not serve them meanwhile.
     pending_drops: Arc<Mutex<PendingDrops>>,
+    /// Where the rebuilds and the drop worker run.
+    tasks: Tasks,
 }
 
 /// Missing boxes a look-up found, to rebuild once the page it could not serve is answered.
@@ -61,6 +64,7 @@ impl Boxes {
         store: Store,
         metrics: Arc<Metrics>,
         celebrity_followers: u32,
+        tasks: Tasks,
     ) -> Self {
         Self {
             cache,
@@ -69,6 +73,7 @@ impl Boxes {
             celebrity_followers,
             rebuilding: Arc::default(),
             pending_drops: Arc::default(),
+            tasks,
         }
     }
 
@@ -106,7 +111,7 @@ impl Boxes {
             return;
         }
         let boxes = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             loop {
                 tokio::time::sleep(DROP_RETRY_EVERY).await;
                 let keys: Vec<BoxKey> = lock(&boxes.pending_drops).since.keys().copied().collect();
@@ -136,7 +141,7 @@ impl Boxes {
                 continue;
             }
             let boxes = self.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 if let Err(error) = boxes.rebuild(key).await {
                     tracing::warn!(%error, ?key, "feed box rebuild failed; the next read tries again");
                 }

@@ -35,10 +35,10 @@ impl Feed {
         Ok(deleted)
     }
 
-    /// Sweeps expired idempotency keys every `period` until the task is aborted.
-    pub fn spawn_idempotency_sweeper(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+    /// Sweeps expired idempotency keys every `period` until shutdown.
+    pub fn spawn_idempotency_sweeper(&self, period: Duration) {
         let feed = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
@@ -50,18 +50,14 @@ impl Feed {
                     }
                 }
             }
-        })
+        });
     }
 
     /// Publishes the in-process tier's size and the hottest keys to the metrics every `period`,
-    /// until the task is aborted. Every rank up to `ranks` has its series, 0 while no key holds it.
-    pub fn spawn_cache_reporter(
-        &self,
-        period: Duration,
-        ranks: usize,
-    ) -> tokio::task::JoinHandle<()> {
+    /// until shutdown. Every rank up to `ranks` has its series, 0 while no key holds it.
+    pub fn spawn_cache_reporter(&self, period: Duration, ranks: usize) {
         let feed = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut ticks = tokio::time::interval(period);
             loop {
                 ticks.tick().await;
@@ -79,6 +75,6 @@ impl Feed {
                         .set(i64::try_from(reads).unwrap_or(i64::MAX));
                 }
             }
-        })
+        });
     }
 }

@@ -42,6 +42,7 @@ use crate::domain::{
 };
 use crate::metrics::{zero_series, Metrics};
 use crate::store::{Constraint, IdempotencyScope, Idempotent, Once, Store, StoreError};
+use crate::tasks::Tasks;
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,6 +65,8 @@ pub struct Feed {
     refreshing: Arc<Mutex<HashSet<(ListingKey, PageRequest)>>>,
     /// The home feed's boxes and their repair.
     boxes: Boxes,
+    /// Where the feed's background work runs (early refreshes, housekeeping).
+    tasks: Tasks,
 }
 
 /// Posts by id, as the JSON the API answers with.
@@ -95,6 +98,7 @@ impl Feed {
         cache: Cache,
         metrics: Arc<Metrics>,
         celebrity_followers: u32,
+        tasks: &Tasks,
     ) -> Self {
         zero_series(&metrics.pages, CacheOutcome::ALL.map(CacheOutcome::label));
         zero_series(&metrics.feed_sources, ["inbox", "pulled", "database"]);
@@ -110,6 +114,7 @@ impl Feed {
             store.clone(),
             Arc::clone(&metrics),
             celebrity_followers,
+            tasks.clone(),
         );
         Self {
             store,
@@ -121,6 +126,7 @@ impl Feed {
             user_flights,
             refreshing: Arc::default(),
             boxes,
+            tasks: tasks.clone(),
         }
     }
 

@@ -191,7 +191,7 @@ impl Feed {
             return;
         }
         let feed = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut timings = Timings::default();
             let outcome = match feed.load_page(listing, page, &mut timings).await {
                 Err(error) => {

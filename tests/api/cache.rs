@@ -5,6 +5,7 @@ use hotfeed::cache::{Cache, CacheOptions, CachedPage, ListingKey};
 use hotfeed::config::CacheFetch;
 use hotfeed::domain::{PageRequest, PostId, UserId};
 use hotfeed::metrics::Metrics;
+use hotfeed::tasks::Tasks;
 use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -271,7 +272,7 @@ async fn a_page_read_before_a_write_is_not_cached_after_it() {
     // invalidates, then the reader caches its now-stale page. The generation check refuses it.
     let (settings, _, _) = test_settings();
     let metrics = std::sync::Arc::new(Metrics::new(10));
-    let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics)
+    let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics, &Tasks::new())
         .await
         .expect("valid settings");
     let listing = ListingKey::UserPosts(UserId::from_trusted(7));
@@ -308,7 +309,7 @@ async fn a_generation_never_repeats_even_after_its_key_expired() {
     let (settings, _, _) = test_settings();
     let keys = hotfeed::cache::Keys::of(&CacheOptions::from(&settings.cache));
     let metrics = std::sync::Arc::new(Metrics::new(10));
-    let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics)
+    let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics, &Tasks::new())
         .await
         .expect("valid settings");
     let listing = ListingKey::UserPosts(UserId::from_trusted(8));

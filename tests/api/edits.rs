@@ -7,6 +7,7 @@ use chrono::{Duration, Utc};
 use hotfeed::cache::{Cache, CacheOptions};
 use hotfeed::domain::{Post, PostId, User, UserId};
 use hotfeed::metrics::Metrics;
+use hotfeed::tasks::Tasks;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -177,6 +178,7 @@ async fn a_reader_that_raced_an_edit_cannot_put_the_old_post_back() {
     let cache = Cache::connect(
         &CacheOptions::from(&settings.cache),
         Arc::new(Metrics::new(10)),
+        &Tasks::new(),
     )
     .await
     .expect("valid settings");
@@ -217,6 +219,7 @@ async fn a_reader_that_raced_a_rename_cannot_put_the_old_user_back() {
     let cache = Cache::connect(
         &CacheOptions::from(&settings.cache),
         Arc::new(Metrics::new(10)),
+        &Tasks::new(),
     )
     .await
     .expect("valid settings");

@@ -24,4 +24,5 @@ mod outage;
 mod postgres;
 mod rate_limits;
 mod resilience;
+mod shutdown;
 mod tls;
