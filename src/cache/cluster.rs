@@ -30,7 +30,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind, Value};
 
 use super::keys::slot;
 use super::topology::SlotMap;
-use super::CacheOptions;
+use super::{CacheError, CacheOptions};
 use crate::metrics::{zero_series, Metrics};
 use crate::tasks::Tasks;
 
@@ -44,56 +44,6 @@ const MIN_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
 const CROSS_SLOT: &str = "cross-slot";
 /// Longest pause between reconnection attempts while the cluster is unreachable.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Why a cache call did not produce a value. The caller treats every kind as a miss.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    /// No connection to the cluster exists right now (it is being re-established).
-    #[error("no connection to the Redis Cluster")]
-    Unavailable,
-    /// The call exceeded its time budget.
-    #[error("Redis call exceeded its time budget")]
-    Timeout,
-    /// Redis or the client reported an error.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    /// A cached value could not be decoded (written by another version?).
-    #[error("undecodable cached value: {0}")]
-    Decode(String),
-}
-
-impl CacheError {
-    /// Every value [`CacheError::kind`] can return, whose series exist at 0 from connect on.
-    pub const KINDS: [&'static str; 8] = [
-        "unavailable",
-        "timeout",
-        "decode",
-        "moved",
-        "cluster_down",
-        "try_again",
-        "io",
-        "other",
-    ];
-
-    /// The `kind` label of `cache_errors_total`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unavailable => "unavailable",
-            Self::Timeout => "timeout",
-            Self::Decode(_) => "decode",
-            Self::Redis(e) if e.is_timeout() => "timeout",
-            Self::Redis(e) => match e.kind() {
-                ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => "moved",
-                ErrorKind::Server(ServerErrorKind::ClusterDown | ServerErrorKind::MasterDown) => {
-                    "cluster_down"
-                }
-                ErrorKind::Server(ServerErrorKind::TryAgain) => "try_again",
-                ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => "io",
-                _ => "other",
-            },
-        }
-    }
-}
 
 /// The service's handle on the Redis Cluster; cheap to clone.
 #[derive(Clone)]

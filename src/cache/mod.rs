@@ -7,6 +7,7 @@
 
 mod boxes;
 mod cluster;
+mod error;
 mod hot_keys;
 mod invalidation;
 pub mod keys;
@@ -21,7 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use self::cluster::{drive_connections_on_this_thread, CacheError, ShardView};
+pub use self::cluster::{drive_connections_on_this_thread, ShardView};
+pub use self::error::CacheError;
 pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
 pub use self::local::{LocalTier, Ticket, Topic};
@@ -161,7 +163,7 @@ impl Cache {
             metrics,
             tasks,
         )
-        .map_err(|error| CacheError::Decode(format!("REDIS_CA_CERT: {error}")))?;
+        .map_err(CacheError::CaCertificate)?;
         Ok(Self::Tiered(Tiered {
             redis,
             local,

@@ -9,9 +9,10 @@ use serde::de::DeserializeOwned;
 
 use std::time::Duration;
 
-use super::cluster::{CacheError, ClusterCache};
+use super::cluster::ClusterCache;
 use super::hot_keys::{HotKeys, HotReport};
 use super::keys::{slot, CachedObject, Keys, ListingKey};
+use super::CacheError;
 use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
 use super::{CacheOptions, Fetch};
 use crate::domain::{PageRequest, PostId};
