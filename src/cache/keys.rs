@@ -147,6 +147,15 @@ pub enum ListingKey {
     UserPosts(UserId),
 }
 
+impl ListingKey {
+    /// The user whose listing it is.
+    pub fn owner(self) -> UserId {
+        match self {
+            Self::UserPosts(author) => author,
+        }
+    }
+}
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
 
