@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 
 use super::cluster::ClusterCache;
 use super::local::{LocalTier, Topic};
-use super::CacheOptions;
+use super::options::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
 use crate::tasks::Tasks;
 

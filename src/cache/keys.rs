@@ -28,8 +28,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::CacheOptions;
-use super::Topic;
+use super::local::Topic;
+use super::options::CacheOptions;
 use crate::domain::{PageRequest, Position, Post, PostId, User, UserId};
 
 /// A value cached under a key of its own; the key's kind names the type it holds.

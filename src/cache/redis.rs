@@ -10,11 +10,11 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 use super::cluster::ClusterCache;
+use super::error::CacheError;
 use super::hot_keys::{HotKeys, HotReport};
 use super::keys::{slot, CachedObject, Keys, ListingKey};
-use super::CacheError;
-use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
-use super::{CacheOptions, Fetch};
+use super::options::{CacheOptions, Fetch};
+use super::types::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
 use crate::domain::{PageRequest, PostId};
 use crate::metrics::Metrics;
 use crate::tasks::Tasks;

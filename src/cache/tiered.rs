@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::error::CacheError;
+use super::hot_keys::HotKey;
 use super::invalidation::{self, Publisher};
+use super::keys::{BoxKey, FeedEntry, ListingKey};
 use super::local::{LocalTier, Ticket, Topic};
-use super::{
-    BoxKey, BoxLookup, CacheError, CacheOptions, FeedEntry, HotKey, ListingKey, LocalPage,
-    RedisCache,
-};
+use super::options::CacheOptions;
+use super::redis::RedisCache;
+use super::types::{BoxLookup, LocalPage};
 use crate::domain::{PageBody, PageRequest, PostId};
 use crate::metrics::Metrics;
 use crate::tasks::Tasks;

@@ -33,9 +33,10 @@ use redis::cluster_read_routing::ClusterTopology;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
+use super::error::CacheError;
 use super::keys::slot;
+use super::options::CacheOptions;
 use super::topology::SlotMap;
-use super::{CacheError, CacheOptions};
 use crate::metrics::{zero_series, Metrics};
 use crate::tasks::Tasks;
 
