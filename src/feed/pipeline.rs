@@ -273,8 +273,8 @@ impl Feed {
             let mut timings = Timings::default();
             // Looked up once more, unless a node is failing: the posts missing are then mostly
             // that node's, which a landed flight could not have filled either, and asking again
-            // would cost every stampede leader one more Redis budget (a frozen master under load:
-            // read p99 306 ms with the second look-up).
+            // would cost every stampede leader one more Redis budget (docs/ARCHITECTURE.md has
+            // the fault suite's figures).
             let again = if feed.cache.is_failing() {
                 vec![None; ids.len()]
             } else {
