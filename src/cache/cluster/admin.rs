@@ -7,7 +7,8 @@ use futures::future::join_all;
 use redis::cluster::NodeAddress;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
-use super::*;
+use super::{lock, read, ClusterCache, ShardView};
+use crate::cache::error::CacheError;
 
 impl ClusterCache {
     /// Publishes `payload` on a classic pub/sub channel through a random primary; the cluster

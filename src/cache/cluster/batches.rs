@@ -9,7 +9,9 @@ use redis::cluster::NodeAddress;
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Value};
 
-use super::*;
+use super::{is_redirect, read, route_for, ClusterCache, CROSS_SLOT};
+use crate::cache::error::CacheError;
+use crate::cache::keys::slot;
 
 /// Where a group of keys is sent: the primary that owns them, or (topology not yet known) their slot.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

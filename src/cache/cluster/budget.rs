@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use redis::cluster_async::ClusterConnection;
 use redis::RedisError;
 
-use super::*;
+use super::{lock, ClusterCache, MIN_REBUILD_INTERVAL};
+use crate::cache::error::CacheError;
 
 /// Longest pause between reconnection attempts while the cluster is unreachable.
 pub(super) const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);

@@ -36,7 +36,6 @@ use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use super::error::CacheError;
 use super::keys::slot;
 use super::options::CacheOptions;
-use super::topology::SlotMap;
 use crate::metrics::{zero_series, Metrics};
 use crate::tasks::Tasks;
 

@@ -9,7 +9,9 @@ use redis::cluster_read_routing::{
     ClusterTopology, ReadCandidates, ReadRoutingStrategy, ReadRoutingStrategyFactory,
 };
 
-use super::*;
+use super::{read, ClusterCache};
+use crate::cache::topology::SlotMap;
+use crate::metrics::Metrics;
 
 /// How often the cluster's slot map is compared with the client's: the client refreshes its map
 /// only when a command meets `MOVED`, so after a resharding the slots nobody read stay routed (and

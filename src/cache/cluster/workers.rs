@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use redis::cluster_async::ClusterConnection;
 
-use super::*;
+use super::{read, ClusterCache, MIN_REBUILD_INTERVAL};
 
 /// A worker thread's own connection to one cluster (one [`Inner`]), by state.
 enum Local {
