@@ -11,9 +11,9 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::cache::{Cache, CacheOptions, Fetch};
-use crate::config::{ApiKeyArgs, CacheFetch, CacheMode, CacheSettings, Settings, Switch};
-use crate::domain::{ApiKey, PageLimits};
-use crate::feed::{Feed, FeedError};
+use crate::config::{CacheFetch, CacheMode, CacheSettings, Settings, Switch};
+use crate::domain::PageLimits;
+use crate::feed::Feed;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::routes::{self, ensure_json_error, json_error, query_error, AppState, Deadlines};
@@ -189,26 +189,6 @@ fn serve(
         server = server.workers(workers);
     }
     Ok(server.run())
-}
-
-/// `hotfeed api-key`: issues a new API key for an existing user, to print once.
-///
-/// # Errors
-/// PostgreSQL is unreachable, or the user does not exist.
-pub async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
-    let metrics = Arc::new(Metrics::new(0));
-    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics))
-        .context("invalid DATABASE_URL")?;
-    let tasks = Tasks::new();
-    let feed = Feed::new(store, Cache::None, metrics, 1, &tasks);
-    let issued = feed.issue_api_key(args.user_id).await;
-    tasks.shutdown().await;
-    feed.close().await;
-    match issued {
-        Ok(key) => Ok(key),
-        Err(FeedError::NotFound(resource)) => anyhow::bail!("{resource} does not exist"),
-        Err(error) => Err(anyhow::Error::new(error).context("issuing the API key")),
-    }
 }
 
 /// The composition root translates the cache's part of the configuration into the plain values
