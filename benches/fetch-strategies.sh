@@ -21,13 +21,8 @@
 set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
-env_or_dotenv() {
-  local name=$1 value=${!1:-}
-  if [[ -z $value && -f .env ]]; then
-    value=$(grep -E "^${name}=" .env | tail -n 1 | cut -d= -f2- || true)
-  fi
-  printf '%s' "$value"
-}
+# shellcheck source=scripts/lib/bench.sh disable=SC1091
+. "$ROOT/scripts/lib/bench.sh"
 DATABASE_URL=$(env_or_dotenv DATABASE_URL)
 REDIS_URLS=$(env_or_dotenv REDIS_URLS)
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/hotfeed}"
@@ -53,15 +48,7 @@ mkdir -p "$BENCH_OUT"
 log "building release binaries"
 cargo build --release -q -p hotfeed -p loadgen -p datagen
 
-posts=$(psql -Atq "$BENCH_URL" -c 'SELECT count(*) FROM posts' 2>/dev/null || echo 0)
-if [[ $posts != 2000000 ]]; then
-  log "seeding $BENCH_DATABASE"
-  psql -q "${DATABASE_URL%/*}/postgres" -c "CREATE DATABASE $BENCH_DATABASE" 2>/dev/null || true
-  "$BIN/hotfeed" migrate --database-url "$BENCH_URL" >/dev/null
-  "$BIN/datagen" --users 100 --posts 2000000 --database-url "$BENCH_URL" \
-    --redis-urls "$REDIS_URLS" --cache-key-prefix "$PREFIX" >/dev/null
-  psql -X -q "$BENCH_URL" -c "VACUUM ANALYZE posts"
-fi
+seed_loadbench_if_missing "$PREFIX"
 
 # The nodes' ports, from REDIS_URLS' first seed's view of the cluster.
 seed=${REDIS_URLS%%,*}
@@ -88,17 +75,8 @@ redis_cpu() {
 }
 serve() {
   local port=$1 name=$2
-  env DATABASE_URL="$BENCH_URL" REDIS_URLS="$REDIS_URLS" APP_PORT="$port" APP_HOST=127.0.0.1 \
-    CACHE_KEY_PREFIX="$PREFIX$name" NO_MIGRATE=true RATE_LIMIT_READS_PER_IP=0 L1=off \
-    CACHE_FETCH="$name" CACHE_LIST_TTL_SECS=600 \
-    "$BIN/hotfeed" serve >"$BENCH_OUT/$name.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/ping" >/dev/null && return 0
-    sleep 0.1
-  done
-  log "instance $name did not start; see $BENCH_OUT/$name.log"
-  exit 1
+  serve_hotfeed "$port" "$name" CACHE_KEY_PREFIX="$PREFIX$name" L1=off CACHE_FETCH="$name" \
+    CACHE_LIST_TTL_SECS=600
 }
 declare -A PORT=([get]=18194 [bucket-mget]=18195 [mget]=18196)
 SIDES=(get bucket-mget mget)

@@ -23,10 +23,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use hotfeed::cache::keys::slot;
-use hotfeed::cache::{Cache, CachedPage, Keys, ListingKey};
+use hotfeed::cache::{Cache, CacheOptions, CachedPage, Keys, ListingKey};
 use hotfeed::config::{CacheFetch, Settings, Switch};
 use hotfeed::domain::{PageRequest, Post, PostId, UserId};
 use hotfeed::metrics::Metrics;
+use hotfeed::tasks::Tasks;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
@@ -49,10 +50,10 @@ impl Fixture {
     async fn new(fetch: CacheFetch, tag: &str) -> Self {
         let settings = settings(fetch, tag);
         let metrics = Arc::new(Metrics::new(10));
-        let cache = Cache::connect(&settings.cache, metrics)
+        let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics, &Tasks::new())
             .await
             .expect("valid REDIS_URLS");
-        let keys = Keys::of(&settings.cache);
+        let keys = Keys::of(&CacheOptions::from(&settings.cache));
         let raw = ClusterClient::new(settings.cache.redis_urls.clone())
             .expect("valid REDIS_URLS")
             .get_async_connection()

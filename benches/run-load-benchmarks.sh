@@ -31,13 +31,8 @@ set -euo pipefail
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 
-env_or_dotenv() {
-  local name=$1 value=${!1:-}
-  if [[ -z $value && -f .env ]]; then
-    value=$(grep -E "^${name}=" .env | tail -n 1 | cut -d= -f2- || true)
-  fi
-  printf '%s' "$value"
-}
+# shellcheck source=scripts/lib/bench.sh disable=SC1091
+. "$ROOT/scripts/lib/bench.sh"
 
 DATABASE_URL=$(env_or_dotenv DATABASE_URL)
 REDIS_URLS=$(env_or_dotenv REDIS_URLS)

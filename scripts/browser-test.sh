@@ -31,6 +31,9 @@ set -euo pipefail
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
 cd "$REPO"
+# rcli, owner_of_slot: the redis-cli helpers the scripts share.
+# shellcheck source=scripts/lib/cluster.sh disable=SC1091
+. "$SCRIPT_DIR/lib/cluster.sh"
 
 HOTFEED_URL=${HOTFEED_URL:-http://127.0.0.1:8080}
 HOTFEED_URL=${HOTFEED_URL%/}
@@ -143,36 +146,6 @@ service_answers() {
 # ---------------------------------------------------------------------------------------------
 # The scenario's moving parts
 
-rcli() {
-  local port=$1
-  shift
-  timeout 5 redis-cli -h 127.0.0.1 -p "$port" "$@" 2>&1 | tr -d '\r'
-}
-
-# Prints "<master port> <replica port>" of the master that owns SLOT (replica may be "-").
-owner_of_slot() {
-  local slot=$1 port nodes=""
-  for ((port = BASE_PORT; port < BASE_PORT + 6; port++)); do
-    nodes=$(rcli "$port" cluster nodes) && [[ $nodes == *myself* ]] && break
-    nodes=""
-  done
-  [[ -n $nodes ]] || return 1
-  awk -v slot="$slot" '
-    { split($2, a, "@"); split(a[1], hp, ":"); addr[$1] = hp[2] }
-    $3 ~ /master/ && $3 !~ /fail/ {
-      for (i = 9; i <= NF; i++) {
-        if ($i ~ /^\[/) continue
-        n = split($i, r, "-"); lo = r[1]; hi = (n > 1 ? r[2] : r[1])
-        if (slot + 0 >= lo + 0 && slot + 0 <= hi + 0) owner = $1
-      }
-    }
-    $3 ~ /slave/ && $3 !~ /fail/ { rep[$4] = $1 }
-    END {
-      if (owner == "") exit 1
-      print addr[owner], (owner in rep ? addr[rep[owner]] : "-")
-    }' <<<"$nodes"
-}
-
 # Prints "<PORT> <replica port>" when PORT is a live master (replica "-" if it has none).
 master_and_replica() {
   local port=$1 nodes
@@ -259,7 +232,7 @@ scenario() {
   else
     slot=$(rcli "$BASE_PORT" cluster keyslot "$PREFIX:{user:1}:pages")
     [[ $slot =~ ^[0-9]+$ ]] || die "cluster keyslot on 127.0.0.1:$BASE_PORT answered '$slot'"
-    line=$(owner_of_slot "$slot") || die "no live master owns slot $slot (is the cluster whole? scripts/stack.sh status)"
+    line=$(owner_of_slot "$slot" $(seq "$BASE_PORT" $((BASE_PORT + 5)))) || die "no live master owns slot $slot (is the cluster whole? scripts/stack.sh status)"
   fi
   read -r master replica <<<"$line"
   pid=$(rcli "$master" info server | sed -n 's/^process_id://p')

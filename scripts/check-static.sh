@@ -450,7 +450,7 @@ entry = open("scripts/entrypoint.sh").read()
 listed = set(re.search(r"SERVICE_OPTIONS=\((.*?)\)", entry, re.S).group(1).split())
 import glob
 wanted = set()
-for path in ["src/config.rs"] + glob.glob("datagen/src/**/*.rs", recursive=True) + glob.glob("loadgen/src/**/*.rs", recursive=True):
+for path in glob.glob("src/config/**/*.rs", recursive=True) + glob.glob("datagen/src/**/*.rs", recursive=True) + glob.glob("loadgen/src/**/*.rs", recursive=True):
     wanted |= set(re.findall(r'env = "([A-Z0-9_]+)"', open(path).read()))
 compose = yaml.safe_load(open("compose.yml"))
 wanted |= {k for k in compose["services"]["app"]["environment"]}

@@ -29,7 +29,7 @@
 set -euo pipefail
 
 # The options of hotfeed serve / migrate, datagen and loadgen, plus the entrypoint's own. Keep in
-# sync with src/config.rs, datagen/src and loadgen/src (scripts/check-static.sh compares them).
+# sync with src/config/, datagen/src and loadgen/src (scripts/check-static.sh compares them).
 SERVICE_OPTIONS=(
   DATABASE_URL DB_MAX_CONNECTIONS DB_MAX_INFLIGHT DB_ACQUIRE_TIMEOUT_MS DB_STATEMENT_TIMEOUT_MS
   APP_HOST APP_PORT APP_WORKERS SHUTDOWN_TIMEOUT_SECS NO_MIGRATE

@@ -19,6 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use crate::config::RateLimitSettings;
 use crate::domain::UserId;
 use crate::metrics::{zero_series, Metrics};
+use crate::tasks::Tasks;
 
 /// How often idle keys are dropped from the limiters.
 pub const CLEANUP_EVERY: Duration = Duration::from_secs(10);
@@ -166,16 +167,16 @@ impl RateLimits {
         }
     }
 
-    /// Cleans up every [`CLEANUP_EVERY`] until the task is aborted.
-    pub fn spawn_cleanup(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Cleans up every [`CLEANUP_EVERY`] until shutdown.
+    pub fn spawn_cleanup(self: &Arc<Self>, tasks: &Tasks) {
         let limits = Arc::clone(self);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut ticks = tokio::time::interval(CLEANUP_EVERY);
             loop {
                 ticks.tick().await;
                 limits.clean_up();
             }
-        })
+        });
     }
 }
 

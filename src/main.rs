@@ -1,7 +1,16 @@
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use clap::Parser as _;
-use hotfeed::config::{Cli, Command};
-use hotfeed::startup::{self, Application};
-use hotfeed::{store, telemetry};
+use hotfeed::cache::Cache;
+use hotfeed::config::{ApiKeyArgs, Cli, Command};
+use hotfeed::domain::ApiKey;
+use hotfeed::feed::{Feed, FeedError};
+use hotfeed::metrics::Metrics;
+use hotfeed::startup::Application;
+use hotfeed::store::{self, Store};
+use hotfeed::tasks::Tasks;
+use hotfeed::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,8 +29,28 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiKey(args) => {
             // The key alone on stdout, so `KEY=$(hotfeed api-key --user-id 1)` works.
-            println!("{}", startup::issue_api_key(&args).await?.expose());
+            println!("{}", issue_api_key(&args).await?.expose());
         }
     }
     Ok(())
+}
+
+/// `hotfeed api-key`: issues a new API key for an existing user, to print once.
+///
+/// # Errors
+/// PostgreSQL is unreachable, or the user does not exist.
+async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
+    let metrics = Arc::new(Metrics::new(0));
+    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics))
+        .context("invalid DATABASE_URL")?;
+    let tasks = Tasks::new();
+    let feed = Feed::new(store, Cache::None, metrics, 1, &tasks);
+    let issued = feed.issue_api_key(args.user_id).await;
+    tasks.shutdown().await;
+    feed.close().await;
+    match issued {
+        Ok(key) => Ok(key),
+        Err(FeedError::NotFound(resource)) => anyhow::bail!("{resource} does not exist"),
+        Err(error) => Err(anyhow::Error::new(error).context("issuing the API key")),
+    }
 }

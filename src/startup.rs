@@ -4,22 +4,22 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::cache::Cache;
-use crate::config::{AdminKey, ApiKeyArgs, Settings};
-use crate::domain::{ApiKey, PageLimits};
-use crate::error::{ensure_json_error, json_error, query_error};
-use crate::feed::{Feed, FeedError};
+use crate::cache::{Cache, CacheOptions, Fetch};
+use crate::config::{CacheFetch, CacheMode, CacheSettings, Settings, Switch};
+use crate::domain::PageLimits;
+use crate::feed::Feed;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::routes::{self, ensure_json_error, json_error, query_error, AppState, Deadlines};
 use crate::stats::Stats;
 use crate::store::{self, Store};
-use crate::{routes, telemetry};
+use crate::tasks::Tasks;
 
 /// Largest accepted JSON request body. A post of 5000 four-byte characters fits with room to spare.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -27,29 +27,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// How often the in-process tier's size and the hottest keys reach the metrics.
-const CACHE_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What every handler shares.
-pub struct AppState {
-    pub feed: Feed,
-    pub metrics: Arc<Metrics>,
-    pub page_limits: PageLimits,
-    /// `ADMIN_API_KEY`, if set (held as a hash).
-    pub admin_key: Option<AdminKey>,
-    pub limits: Arc<RateLimits>,
-    /// Whether the client address comes from `X-Forwarded-For` (`TRUST_FORWARDED_FOR`).
-    pub trust_forwarded_for: bool,
-    /// The live view's latest numbers.
-    pub stats: Arc<Stats>,
-}
+const CACHE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// A built, bound, not yet running application.
 pub struct Application {
     port: u16,
     server: Server,
     feed: Feed,
-    /// Periodic housekeeping (limiter cleanup, idempotency key sweep), stopped with the server.
-    housekeeping: Vec<tokio::task::JoinHandle<()>>,
+    /// Every background task, stopped and joined once the server has stopped.
+    tasks: Tasks,
+    /// How long the server lets in-flight requests finish, and then the tasks end.
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -64,10 +52,12 @@ impl Application {
             let applied = store::migrate(&settings.database.database_url).await?;
             tracing::info!(applied, "migrations up to date");
         }
+        let tasks = Tasks::new();
         let metrics = Arc::new(Metrics::new(settings.metrics_user_label_limit));
         let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics))
             .context("invalid DATABASE_URL")?;
-        let cache = Cache::connect(&settings.cache, Arc::clone(&metrics))
+        let options = CacheOptions::from(&settings.cache);
+        let cache = Cache::connect(&options, Arc::clone(&metrics), &tasks)
             .await
             .context("invalid REDIS_URLS")?;
         let feed = Feed::new(
@@ -75,6 +65,7 @@ impl Application {
             cache,
             Arc::clone(&metrics),
             settings.feed_celebrity_followers,
+            &tasks,
         );
         let admin_key = settings.auth.admin_api_key;
         match admin_key {
@@ -86,12 +77,10 @@ impl Application {
         }
         let limits = Arc::new(RateLimits::new(&settings.rate_limits, Arc::clone(&metrics)));
         let stats = Stats::new();
-        let housekeeping = vec![
-            limits.spawn_cleanup(),
-            feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY),
-            feed.spawn_cache_reporter(CACHE_REPORT_EVERY, settings.cache.hot_top_k as usize),
-            stats.spawn(feed.clone(), Arc::clone(&metrics)),
-        ];
+        limits.spawn_cleanup(&tasks);
+        feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY);
+        feed.spawn_cache_reporter(CACHE_REPORT_EVERY, options.hot_top_k);
+        stats.spawn(&tasks, feed.clone(), Arc::clone(&metrics));
         let state = web::Data::new(AppState {
             feed: feed.clone(),
             metrics,
@@ -105,38 +94,10 @@ impl Application {
             trust_forwarded_for: settings.rate_limits.trust_forwarded_for,
             stats,
         });
-
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
             .with_context(|| format!("binding {}:{}", settings.app_host, settings.app_port))?;
         let port = listener.local_addr()?.port();
-        let deadlines = web::Data::new(settings.deadlines());
-        let mut server = HttpServer::new(move || {
-            // Runs once on each worker thread: its requests' Redis calls stay on it.
-            crate::cache::drive_connections_on_this_thread();
-            App::new()
-                .app_data(state.clone())
-                .app_data(deadlines.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(MAX_BODY_BYTES)
-                        .error_handler(json_error),
-                )
-                .app_data(web::QueryConfig::default().error_handler(query_error))
-                .configure(routes::configure)
-                .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
-                .wrap(from_fn(telemetry::observe))
-        })
-        .shutdown_timeout(settings.shutdown_timeout().as_secs())
-        .client_request_timeout(Duration::from_millis(settings.http_head_timeout_ms))
-        .keep_alive(match settings.http_keep_alive_secs {
-            0 => KeepAlive::Disabled,
-            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
-        })
-        .max_connections(settings.http_max_connections as usize)
-        .listen(listener)?;
-        if let Some(workers) = settings.app_workers {
-            server = server.workers(workers);
-        }
+        let server = serve(&settings, state, listener)?;
         tracing::info!(
             host = %settings.app_host,
             port,
@@ -145,9 +106,10 @@ impl Application {
         );
         Ok(Self {
             port,
-            server: server.run(),
+            server,
             feed,
-            housekeeping,
+            tasks,
+            shutdown_timeout: settings.shutdown_timeout(),
         })
     }
 
@@ -156,14 +118,32 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, lets in-flight requests finish, then closes the pool.
+    /// Stops the server as SIGTERM would (in-flight requests finish first); for tests and
+    /// embedders that run several servers in one process.
+    pub fn stopper(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The application's background tasks (to check that none outlives it).
+    pub fn tasks(&self) -> Tasks {
+        self.tasks.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or [`stopper`](Self::stopper)), lets in-flight requests
+    /// finish, stops and joins every background task, then closes the pool.
     ///
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let outcome = self.server.await;
-        for task in &self.housekeeping {
-            task.abort();
+        if tokio::time::timeout(self.shutdown_timeout, self.tasks.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                running = self.tasks.running(),
+                "background tasks still running after the shutdown timeout"
+            );
         }
         self.feed.close().await;
         tracing::info!("hotfeed stopped");
@@ -171,20 +151,77 @@ impl Application {
     }
 }
 
-/// `hotfeed api-key`: issues a new API key for an existing user, to print once.
-///
-/// # Errors
-/// PostgreSQL is unreachable, or the user does not exist.
-pub async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
-    let metrics = Arc::new(Metrics::new(0));
-    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics))
-        .context("invalid DATABASE_URL")?;
-    let feed = Feed::new(store, Cache::None, metrics, 1);
-    let issued = feed.issue_api_key(args.user_id).await;
-    feed.close().await;
-    match issued {
-        Ok(key) => Ok(key),
-        Err(FeedError::NotFound(resource)) => anyhow::bail!("{resource} does not exist"),
-        Err(error) => Err(anyhow::Error::new(error).context("issuing the API key")),
+/// The HTTP server over `state`, on `listener`, with every route and middleware.
+fn serve(
+    settings: &Settings,
+    state: web::Data<AppState>,
+    listener: TcpListener,
+) -> std::io::Result<Server> {
+    let deadlines = web::Data::new(Deadlines {
+        body: settings.http_body_timeout(),
+        request: settings.http_request_timeout(),
+    });
+    let mut server = HttpServer::new(move || {
+        // Runs once on each worker thread: its requests' Redis calls stay on it.
+        crate::cache::drive_connections_on_this_thread();
+        App::new()
+            .app_data(state.clone())
+            .app_data(deadlines.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_BODY_BYTES)
+                    .error_handler(json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .configure(routes::configure)
+            .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
+            .wrap(from_fn(routes::observe))
+    })
+    .shutdown_timeout(settings.shutdown_timeout().as_secs())
+    .client_request_timeout(Duration::from_millis(settings.http_head_timeout_ms))
+    .keep_alive(match settings.http_keep_alive_secs {
+        0 => KeepAlive::Disabled,
+        secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+    })
+    .max_connections(settings.http_max_connections as usize)
+    .listen(listener)?;
+    if let Some(workers) = settings.app_workers {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}
+
+/// The composition root translates the cache's part of the configuration into the plain values
+/// the cache is built with, so that `cache` does not import `config`.
+impl From<&CacheSettings> for CacheOptions {
+    fn from(settings: &CacheSettings) -> Self {
+        Self {
+            enabled: settings.mode == CacheMode::On,
+            redis_urls: settings.redis_urls.clone(),
+            redis_ca_cert: settings.redis_ca_cert.clone(),
+            redis_timeout: settings.redis_timeout(),
+            redis_connect_timeout: settings.redis_connect_timeout(),
+            connection_per_worker: settings.redis_connection_per_worker == Switch::On,
+            rebuild_after_errors: settings.redis_rebuild_after_errors,
+            list_ttl_secs: settings.list_ttl_secs,
+            object_ttl_secs: settings.object_ttl_secs,
+            box_cap: settings.feed_box_cap,
+            box_ttl_secs: settings.feed_box_ttl_secs,
+            key_prefix: settings.key_prefix.clone(),
+            fetch: match settings.fetch {
+                CacheFetch::Get => Fetch::Get,
+                CacheFetch::BucketMget => Fetch::BucketMget,
+                CacheFetch::Mget => Fetch::Mget,
+            },
+            object_buckets: settings.object_buckets,
+            early_refresh: Duration::from_millis(settings.early_refresh_ms),
+            l1: settings.l1 == Switch::On,
+            l1_ttl: settings.l1_ttl(),
+            l1_max_bytes: settings.l1_max_bytes,
+            l1_admit_reads: settings.l1_admit_reads,
+            l1_ping: settings.l1_ping(),
+            hot_window: settings.hot_window(),
+            hot_top_k: settings.hot_top_k as usize,
+        }
     }
 }

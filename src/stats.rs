@@ -15,9 +15,11 @@ use chrono::{DateTime, Utc};
 use prometheus::core::Collector;
 use serde::Serialize;
 
-use crate::cache::HotKeyEntry;
-use crate::feed::{Feed, Overall, PostgresHealth, RedisStatus};
+use crate::feed::{
+    CacheHealth, Feed, HotKeyEntry, HotReport, Overall, PostgresHealth, RedisStatus,
+};
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// How often the snapshot is renewed.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -47,14 +49,10 @@ impl Stats {
             .clone()
     }
 
-    /// Samples every [`SAMPLE_EVERY`] until the task is aborted.
-    pub fn spawn(
-        self: &Arc<Self>,
-        feed: Feed,
-        metrics: Arc<Metrics>,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Samples every [`SAMPLE_EVERY`] until shutdown.
+    pub fn spawn(self: &Arc<Self>, tasks: &Tasks, feed: Feed, metrics: Arc<Metrics>) {
         let stats = Arc::clone(self);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let started = Instant::now();
             let mut ticks = tokio::time::interval(SAMPLE_EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,7 +73,7 @@ impl Stats {
                     Err(error) => tracing::error!(%error, "stats snapshot did not serialize"),
                 }
             }
-        })
+        });
     }
 }
 
@@ -319,60 +317,74 @@ impl Snapshot {
         started: Instant,
     ) -> Self {
         let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
-        let rate = |now: &HashMap<String, f64>, last: &HashMap<String, f64>, key: &str| {
-            let delta =
-                now.get(key).copied().unwrap_or(0.0) - last.get(key).copied().unwrap_or(0.0);
-            delta.max(0.0) / secs
-        };
         let report = feed.hot_report();
-
-        // The node taking the most reads of the hottest slots: the page hashes and boxes read from
-        // Redis (post objects spread over every slot by design and are not counted by slot).
-        let mut reads_by_node: HashMap<&str, u64> = HashMap::new();
-        for entry in &report.slots {
-            if let Some(node) = &entry.node {
-                *reads_by_node.entry(node).or_default() += entry.reads;
-            }
+        let hottest = hottest_node(&report);
+        let (pages, pages_total) = PagesView::of(last, now, secs);
+        let queries = (now.db_queries - last.db_queries).max(0.0);
+        Self {
+            at: Utc::now(),
+            interval_secs: secs,
+            instance: Instance {
+                version: env!("CARGO_PKG_VERSION"),
+                uptime_secs: started.elapsed().as_secs(),
+            },
+            health: HealthView::of(feed, metrics, health),
+            nodes: node_views(feed, health, last, now, secs, hottest.as_deref()),
+            hot: HotView {
+                window_secs: report.window_secs,
+                keys: report.keys.iter().take(HOT_SHOWN).cloned().collect(),
+                users: hot_users(&report, now),
+            },
+            pages,
+            postgres: PostgresView {
+                queries_per_sec: queries / secs,
+                queries_per_page: (pages_total > 0.0).then(|| queries / pages_total),
+            },
+            cache: CacheView {
+                errors_per_sec: (now.cache_errors - last.cache_errors).max(0.0) / secs,
+                reconnects: metrics.redis_reconnects.get(),
+                l1_bytes: metrics.l1_bytes.get(),
+                l1_entries: metrics.l1_entries.get(),
+                l1_listening: metrics.l1_listening.get() == 1,
+            },
+            feed: FeedView {
+                fanout_lag_p99_ms: ms(now.fanout_lag.quantile_since(&last.fanout_lag, 0.99)),
+                fanouts_per_sec: now.fanout_lag.count_since(&last.fanout_lag) / secs,
+            },
         }
-        let hottest = reads_by_node
-            .into_iter()
-            .max_by_key(|&(node, reads)| (reads, std::cmp::Reverse(node)))
-            .map(|(node, _)| node.to_owned());
+    }
+}
 
-        let pings: HashMap<String, bool> = match &health.redis {
-            crate::cache::CacheHealth::Masters(masters) => masters
-                .iter()
-                .map(|m| (m.node.clone(), m.outcome.is_ok()))
-                .collect(),
-            _ => HashMap::new(),
-        };
-        let mut nodes = Vec::new();
-        for shard in feed.shards() {
-            let view = |node: &str, role, master: Option<String>, slots, up| NodeView {
-                node: node.to_owned(),
-                role,
-                master,
-                slots,
-                up,
-                commands_per_sec: rate(&now.commands, &last.commands, node),
-                round_trips_per_sec: rate(&now.round_trips, &last.round_trips, node),
-                errors_per_sec: rate(&now.errors, &last.errors, node),
-                hot: hottest.as_deref() == Some(node),
-            };
-            let up = pings.get(&shard.master).copied();
-            nodes.push(view(&shard.master, "master", None, shard.slots.clone(), up));
-            for replica in &shard.replicas {
-                nodes.push(view(
-                    replica,
-                    "replica",
-                    Some(shard.master.clone()),
-                    Vec::new(),
-                    None,
-                ));
-            }
+impl HealthView {
+    fn of(feed: &Feed, metrics: &Metrics, health: &crate::feed::Health) -> Self {
+        Self {
+            redis: match health.redis_status() {
+                RedisStatus::Up => "ok",
+                RedisStatus::Degraded => "degraded",
+                RedisStatus::Down => "down",
+                RedisStatus::Disabled => "off",
+            },
+            postgres: match health.postgres {
+                PostgresHealth::Up(_) => "ok",
+                PostgresHealth::Down(_) => "down",
+            },
+            l1: match (feed.local_tier_on(), metrics.l1_listening.get() == 1) {
+                (false, _) => "off",
+                (true, true) => "listening",
+                (true, false) => "down",
+            },
+            overall: match health.overall() {
+                Overall::Ok => "ok",
+                Overall::Degraded => "degraded",
+                Overall::Down => "down",
+            },
         }
-        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    }
+}
 
+impl PagesView {
+    /// This interval's pages, and how many there were.
+    fn of(last: &Counters, now: &Counters, secs: f64) -> (Self, f64) {
         let page_deltas: BTreeMap<String, f64> = now
             .pages
             .iter()
@@ -393,90 +405,107 @@ impl Snapshot {
                 (tier, share)
             })
             .collect();
-        let queries = (now.db_queries - last.db_queries).max(0.0);
+        let view = Self {
+            per_sec: pages_total / secs,
+            p50_ms: ms(now.page_latency.quantile_since(&last.page_latency, 0.5)),
+            p99_ms: ms(now.page_latency.quantile_since(&last.page_latency, 0.99)),
+            by_cache,
+        };
+        (view, pages_total)
+    }
+}
 
-        let users = report
-            .users
-            .iter()
-            .take(HOT_SHOWN)
-            .map(|user| {
-                let label = user.user_id.get().to_string();
-                let hits = now.list_hits.get(&label).copied();
-                let misses = now.list_misses.get(&label).copied();
-                let list_hit_ratio = match (hits, misses) {
-                    (None, None) => None,
-                    (hits, misses) => {
-                        let (hits, misses) = (hits.unwrap_or(0.0), misses.unwrap_or(0.0));
-                        (hits + misses > 0.0).then(|| hits / (hits + misses))
-                    }
-                };
-                HotUserView {
-                    user_id: user.user_id.get(),
-                    reads: user.reads,
-                    list_hit_ratio,
-                    node: user.node.clone(),
-                }
-            })
-            .collect();
+/// The per-second rate of `key`'s counter between the two readings.
+fn rate(now: &HashMap<String, f64>, last: &HashMap<String, f64>, key: &str, secs: f64) -> f64 {
+    let delta = now.get(key).copied().unwrap_or(0.0) - last.get(key).copied().unwrap_or(0.0);
+    delta.max(0.0) / secs
+}
 
-        Self {
-            at: Utc::now(),
-            interval_secs: secs,
-            instance: Instance {
-                version: env!("CARGO_PKG_VERSION"),
-                uptime_secs: started.elapsed().as_secs(),
-            },
-            health: HealthView {
-                redis: match health.redis_status() {
-                    RedisStatus::Up => "ok",
-                    RedisStatus::Degraded => "degraded",
-                    RedisStatus::Down => "down",
-                    RedisStatus::Disabled => "off",
-                },
-                postgres: match health.postgres {
-                    PostgresHealth::Up(_) => "ok",
-                    PostgresHealth::Down(_) => "down",
-                },
-                l1: match (feed.local_tier_on(), metrics.l1_listening.get() == 1) {
-                    (false, _) => "off",
-                    (true, true) => "listening",
-                    (true, false) => "down",
-                },
-                overall: match health.overall() {
-                    Overall::Ok => "ok",
-                    Overall::Degraded => "degraded",
-                    Overall::Down => "down",
-                },
-            },
-            nodes,
-            hot: HotView {
-                window_secs: report.window_secs,
-                keys: report.keys.iter().take(HOT_SHOWN).cloned().collect(),
-                users,
-            },
-            pages: PagesView {
-                per_sec: pages_total / secs,
-                p50_ms: ms(now.page_latency.quantile_since(&last.page_latency, 0.5)),
-                p99_ms: ms(now.page_latency.quantile_since(&last.page_latency, 0.99)),
-                by_cache,
-            },
-            postgres: PostgresView {
-                queries_per_sec: queries / secs,
-                queries_per_page: (pages_total > 0.0).then(|| queries / pages_total),
-            },
-            cache: CacheView {
-                errors_per_sec: (now.cache_errors - last.cache_errors).max(0.0) / secs,
-                reconnects: metrics.redis_reconnects.get(),
-                l1_bytes: metrics.l1_bytes.get(),
-                l1_entries: metrics.l1_entries.get(),
-                l1_listening: metrics.l1_listening.get() == 1,
-            },
-            feed: FeedView {
-                fanout_lag_p99_ms: ms(now.fanout_lag.quantile_since(&last.fanout_lag, 0.99)),
-                fanouts_per_sec: now.fanout_lag.count_since(&last.fanout_lag) / secs,
-            },
+/// The node taking the most reads of the hottest slots: the page hashes and boxes read from
+/// Redis (post objects spread over every slot by design and are not counted by slot).
+fn hottest_node(report: &HotReport) -> Option<String> {
+    let mut reads_by_node: HashMap<&str, u64> = HashMap::new();
+    for entry in &report.slots {
+        if let Some(node) = &entry.node {
+            *reads_by_node.entry(node).or_default() += entry.reads;
         }
     }
+    reads_by_node
+        .into_iter()
+        .max_by_key(|&(node, reads)| (reads, std::cmp::Reverse(node)))
+        .map(|(node, _)| node.to_owned())
+}
+
+/// Every node of the client's shards, masters with their ping, sorted by address.
+fn node_views(
+    feed: &Feed,
+    health: &crate::feed::Health,
+    last: &Counters,
+    now: &Counters,
+    secs: f64,
+    hottest: Option<&str>,
+) -> Vec<NodeView> {
+    let pings: HashMap<String, bool> = match &health.redis {
+        CacheHealth::Masters(masters) => masters
+            .iter()
+            .map(|m| (m.node.clone(), m.outcome.is_ok()))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let mut nodes = Vec::new();
+    for shard in feed.shards() {
+        let view = |node: &str, role, master: Option<String>, slots, up| NodeView {
+            node: node.to_owned(),
+            role,
+            master,
+            slots,
+            up,
+            commands_per_sec: rate(&now.commands, &last.commands, node, secs),
+            round_trips_per_sec: rate(&now.round_trips, &last.round_trips, node, secs),
+            errors_per_sec: rate(&now.errors, &last.errors, node, secs),
+            hot: hottest == Some(node),
+        };
+        let up = pings.get(&shard.master).copied();
+        nodes.push(view(&shard.master, "master", None, shard.slots.clone(), up));
+        for replica in &shard.replicas {
+            nodes.push(view(
+                replica,
+                "replica",
+                Some(shard.master.clone()),
+                Vec::new(),
+                None,
+            ));
+        }
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    nodes
+}
+
+/// The hottest users, with their cached-list hit ratio since the start.
+fn hot_users(report: &HotReport, now: &Counters) -> Vec<HotUserView> {
+    report
+        .users
+        .iter()
+        .take(HOT_SHOWN)
+        .map(|user| {
+            let label = user.user_id.get().to_string();
+            let hits = now.list_hits.get(&label).copied();
+            let misses = now.list_misses.get(&label).copied();
+            let list_hit_ratio = match (hits, misses) {
+                (None, None) => None,
+                (hits, misses) => {
+                    let (hits, misses) = (hits.unwrap_or(0.0), misses.unwrap_or(0.0));
+                    (hits + misses > 0.0).then(|| hits / (hits + misses))
+                }
+            };
+            HotUserView {
+                user_id: user.user_id.get(),
+                reads: user.reads,
+                list_hit_ratio,
+                node: user.node.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Seconds as milliseconds, rounded to a microsecond.

@@ -98,6 +98,56 @@ impl Report {
         let rows = u64::from(data.users) + data.posts + data.follows();
         rows as f64 / self.times.total.as_secs_f64().max(1e-9)
     }
+
+    /// The table of the users with the most posts.
+    fn top_by_posts(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  top {} users by posts:", self.top.len())?;
+        writeln!(
+            f,
+            "  {:>4}  {:>8}  {:<26} {:>11}  {:>7}  {:>7}",
+            "rank", "user_id", "username", "posts", "share", "Zipf"
+        )?;
+        for (rank, user) in self.top.iter().enumerate() {
+            writeln!(
+                f,
+                "  {:>4}  {:>8}  {:<26} {:>11}  {:>6.2}%  {:>6.2}%",
+                rank + 1,
+                user.id,
+                user.username,
+                HumanCount(user.posts).to_string(),
+                100.0 * user.share,
+                100.0 * user.expected
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The table of the most followed users.
+    fn top_by_followers(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  top {} users by followers (the median user has {}):",
+            self.followed.top.len(),
+            HumanCount(self.followed.median)
+        )?;
+        writeln!(
+            f,
+            "  {:>4}  {:>8}  {:<26} {:>11}  {:>8}",
+            "rank", "user_id", "username", "followers", "of users"
+        )?;
+        for (rank, user) in self.followed.top.iter().enumerate() {
+            writeln!(
+                f,
+                "  {:>4}  {:>8}  {:<26} {:>11}  {:>7.2}%",
+                rank + 1,
+                user.id,
+                user.username,
+                HumanCount(user.followers).to_string(),
+                100.0 * user.share
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Report {
@@ -163,49 +213,10 @@ impl fmt::Display for Report {
             CacheOutcome::Skipped => writeln!(f, "  cache: not flushed (--no-cache-flush)")?,
             CacheOutcome::Failed(error) => writeln!(f, "  cache: NOT FLUSHED ({error})")?,
         }
-        writeln!(f, "  top {} users by posts:", self.top.len())?;
-        writeln!(
-            f,
-            "  {:>4}  {:>8}  {:<26} {:>11}  {:>7}  {:>7}",
-            "rank", "user_id", "username", "posts", "share", "Zipf"
-        )?;
-        for (rank, user) in self.top.iter().enumerate() {
-            writeln!(
-                f,
-                "  {:>4}  {:>8}  {:<26} {:>11}  {:>6.2}%  {:>6.2}%",
-                rank + 1,
-                user.id,
-                user.username,
-                HumanCount(user.posts).to_string(),
-                100.0 * user.share,
-                100.0 * user.expected
-            )?;
-        }
+        self.top_by_posts(f)?;
         if data.follows() == 0 {
             return writeln!(f, "  no follows (--follows-per-user 0)");
         }
-        writeln!(
-            f,
-            "  top {} users by followers (the median user has {}):",
-            self.followed.top.len(),
-            HumanCount(self.followed.median)
-        )?;
-        writeln!(
-            f,
-            "  {:>4}  {:>8}  {:<26} {:>11}  {:>8}",
-            "rank", "user_id", "username", "followers", "of users"
-        )?;
-        for (rank, user) in self.followed.top.iter().enumerate() {
-            writeln!(
-                f,
-                "  {:>4}  {:>8}  {:<26} {:>11}  {:>7.2}%",
-                rank + 1,
-                user.id,
-                user.username,
-                HumanCount(user.followers).to_string(),
-                100.0 * user.share
-            )?;
-        }
-        Ok(())
+        self.top_by_followers(f)
     }
 }

@@ -143,46 +143,7 @@ async fn load_uncommitted<'c>(
         .await
         .context("locking users, posts and follows")?;
 
-    let until = args.until_or_today();
-    let mut window = Window {
-        start: until - args.span(),
-        end: until,
-    };
-    let (first_user_id, first_post_id) = match args.mode {
-        Mode::Replace => {
-            progress.step("emptying users, posts and follows");
-            load::truncate(&tx)
-                .await
-                .context("emptying users, posts and follows")?;
-            (1, 1)
-        }
-        Mode::Append => {
-            let existing = load::existing(&tx)
-                .await
-                .context("reading where the existing rows end")?;
-            if let Some(newest) = existing.newest_post {
-                anyhow::ensure!(
-                    newest < until,
-                    "append: the newest existing post ({}) is not before --until ({}); pass a later --until",
-                    newest.to_rfc3339(),
-                    until.to_rfc3339()
-                );
-                window.start = window.start.max(newest);
-            }
-            (existing.next_user_id, existing.next_post_id)
-        }
-    };
-    let dataset = Dataset {
-        users: args.users,
-        posts: args.posts,
-        exponent: args.exponent,
-        seed: args.seed,
-        window,
-        first_user_id,
-        first_post_id,
-        follows_per_user: args.follows_per_user,
-        follow_exponent: args.follow_exponent,
-    };
+    let dataset = plan(&tx, args, progress).await?;
     let freeze = args.mode == Mode::Replace;
 
     let mut deferred = Vec::with_capacity(REBUILT.len());
@@ -194,71 +155,9 @@ async fn load_uncommitted<'c>(
         );
     }
     let users = dataset.users();
-
-    let copying = Instant::now();
-    let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let generator = {
-        let dataset = dataset.clone();
-        spawn_generator(
-            "datagen-posts",
-            dataset.chunk_count(),
-            chunks,
-            move |index| dataset.chunk(index),
-        )
-    };
-    let mut per_user = vec![0; users.len()];
-    let copied = load::copy_posts(
-        &tx,
-        received,
-        dataset.posts,
-        freeze,
-        &mut per_user,
-        first_user_id,
-        progress,
-    )
-    .await
-    .context("loading posts")?;
-    join(generator, "post")?;
-    anyhow::ensure!(
-        copied == dataset.posts,
-        "loaded {copied} posts instead of {}",
-        dataset.posts
-    );
-    let posts = copying.elapsed();
-    progress.done("posts generated and copied", posts);
-
-    let copying = Instant::now();
-    let mut graph = FollowGraph::new(&dataset, users.iter().map(|u| u.created_at).collect());
-    let following = graph.degrees().to_vec();
-    let mut followers = vec![0; users.len()];
-    if dataset.follows() > 0 {
-        let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let generator = spawn_generator(
-            "datagen-follows",
-            dataset.follow_chunk_count(),
-            chunks,
-            move |index| graph.chunk(index),
-        );
-        let copied = load::copy_follows(
-            &tx,
-            received,
-            dataset.follows(),
-            freeze,
-            &mut followers,
-            first_user_id,
-            progress,
-        )
-        .await
-        .context("loading follows")?;
-        join(generator, "follow")?;
-        anyhow::ensure!(
-            copied == dataset.follows(),
-            "loaded {copied} follows instead of {}",
-            dataset.follows()
-        );
-    }
-    let follows = copying.elapsed();
-    progress.done("follows generated and copied", follows);
+    let (per_user, posts) = load_posts(&tx, &dataset, users.len(), freeze, progress).await?;
+    let (following, followers, follows) =
+        load_follows(&tx, &dataset, &users, freeze, progress).await?;
 
     // Last, so that each user's row is written once, with counts equal to its follow rows.
     let copying = Instant::now();
@@ -267,38 +166,12 @@ async fn load_uncommitted<'c>(
         .context("loading users")?;
     let users_copy = copying.elapsed();
 
-    progress.step("building the primary keys and indexes");
-    let building = Instant::now();
-    for table in &deferred {
-        table
-            .rebuild_indexes(&tx)
-            .await
-            .context("rebuilding the primary keys and indexes")?;
-    }
-    let indexes = building.elapsed();
-    progress.done("indexes built", indexes);
-
-    progress.step("analyzing");
-    let analyzing = Instant::now();
-    load::analyze(&tx).await.context("analyzing")?;
-    let analyze = analyzing.elapsed();
-    progress.done("analyzed", analyze);
-
-    progress.step("validating the foreign keys");
-    let validating = Instant::now();
-    for table in &deferred {
-        table
-            .restore_foreign_keys(&tx)
-            .await
-            .context("restoring the foreign keys")?;
-    }
-    let foreign_keys = validating.elapsed();
-    progress.done("foreign keys validated", foreign_keys);
+    let (indexes, analyze, foreign_keys) = rebuild(&tx, &deferred, progress).await?;
 
     load::set_sequences(
         &tx,
-        first_user_id + i64::from(dataset.users) - 1,
-        first_post_id + dataset.posts as i64 - 1,
+        dataset.first_user_id + i64::from(dataset.users) - 1,
+        dataset.first_post_id + dataset.posts as i64 - 1,
     )
     .await
     .context("moving the id sequences past the loaded rows")?;
@@ -325,6 +198,179 @@ async fn load_uncommitted<'c>(
             },
         },
     ))
+}
+
+/// What this run generates: the arguments, placed after the existing rows when appending (the
+/// tables are emptied first when replacing).
+async fn plan(
+    tx: &Transaction<'_>,
+    args: &Args,
+    progress: &mut Progress,
+) -> anyhow::Result<Dataset> {
+    let until = args.until_or_today();
+    let mut window = Window {
+        start: until - args.span(),
+        end: until,
+    };
+    let (first_user_id, first_post_id) = match args.mode {
+        Mode::Replace => {
+            progress.step("emptying users, posts and follows");
+            load::truncate(tx)
+                .await
+                .context("emptying users, posts and follows")?;
+            (1, 1)
+        }
+        Mode::Append => {
+            let existing = load::existing(tx)
+                .await
+                .context("reading where the existing rows end")?;
+            if let Some(newest) = existing.newest_post {
+                anyhow::ensure!(
+                    newest < until,
+                    "append: the newest existing post ({}) is not before --until ({}); pass a later --until",
+                    newest.to_rfc3339(),
+                    until.to_rfc3339()
+                );
+                window.start = window.start.max(newest);
+            }
+            (existing.next_user_id, existing.next_post_id)
+        }
+    };
+    Ok(Dataset {
+        users: args.users,
+        posts: args.posts,
+        exponent: args.exponent,
+        seed: args.seed,
+        window,
+        first_user_id,
+        first_post_id,
+        follows_per_user: args.follows_per_user,
+        follow_exponent: args.follow_exponent,
+    })
+}
+
+/// Generates the posts on a thread of their own while they are copied; each user's count of
+/// posts, and the time it took.
+async fn load_posts(
+    tx: &Transaction<'_>,
+    dataset: &Dataset,
+    users: usize,
+    freeze: bool,
+    progress: &mut Progress,
+) -> anyhow::Result<(Vec<u64>, Duration)> {
+    let copying = Instant::now();
+    let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let generator = {
+        let dataset = dataset.clone();
+        spawn_generator(
+            "datagen-posts",
+            dataset.chunk_count(),
+            chunks,
+            move |index| dataset.chunk(index),
+        )
+    };
+    let mut per_user = vec![0; users];
+    let copied = load::copy_posts(
+        tx,
+        received,
+        dataset.posts,
+        freeze,
+        &mut per_user,
+        dataset.first_user_id,
+        progress,
+    )
+    .await
+    .context("loading posts")?;
+    join(generator, "post")?;
+    anyhow::ensure!(
+        copied == dataset.posts,
+        "loaded {copied} posts instead of {}",
+        dataset.posts
+    );
+    let posts = copying.elapsed();
+    progress.done("posts generated and copied", posts);
+    Ok((per_user, posts))
+}
+
+/// Generates the follow graph while it is copied; each user's following and follower counts,
+/// and the time it took.
+async fn load_follows(
+    tx: &Transaction<'_>,
+    dataset: &Dataset,
+    users: &[UserRow],
+    freeze: bool,
+    progress: &mut Progress,
+) -> anyhow::Result<(Vec<u32>, Vec<u64>, Duration)> {
+    let copying = Instant::now();
+    let mut graph = FollowGraph::new(dataset, users.iter().map(|u| u.created_at).collect());
+    let following = graph.degrees().to_vec();
+    let mut followers = vec![0; users.len()];
+    if dataset.follows() > 0 {
+        let (chunks, received) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let generator = spawn_generator(
+            "datagen-follows",
+            dataset.follow_chunk_count(),
+            chunks,
+            move |index| graph.chunk(index),
+        );
+        let copied = load::copy_follows(
+            tx,
+            received,
+            dataset.follows(),
+            freeze,
+            &mut followers,
+            dataset.first_user_id,
+            progress,
+        )
+        .await
+        .context("loading follows")?;
+        join(generator, "follow")?;
+        anyhow::ensure!(
+            copied == dataset.follows(),
+            "loaded {copied} follows instead of {}",
+            dataset.follows()
+        );
+    }
+    let follows = copying.elapsed();
+    progress.done("follows generated and copied", follows);
+    Ok((following, followers, follows))
+}
+
+/// Rebuilds what the load dropped, and analyzes: the times of the indexes, of ANALYZE and of the
+/// foreign keys.
+async fn rebuild(
+    tx: &Transaction<'_>,
+    deferred: &[Deferred],
+    progress: &mut Progress,
+) -> anyhow::Result<(Duration, Duration, Duration)> {
+    progress.step("building the primary keys and indexes");
+    let building = Instant::now();
+    for table in deferred {
+        table
+            .rebuild_indexes(tx)
+            .await
+            .context("rebuilding the primary keys and indexes")?;
+    }
+    let indexes = building.elapsed();
+    progress.done("indexes built", indexes);
+
+    progress.step("analyzing");
+    let analyzing = Instant::now();
+    load::analyze(tx).await.context("analyzing")?;
+    let analyze = analyzing.elapsed();
+    progress.done("analyzed", analyze);
+
+    progress.step("validating the foreign keys");
+    let validating = Instant::now();
+    for table in deferred {
+        table
+            .restore_foreign_keys(tx)
+            .await
+            .context("restoring the foreign keys")?;
+    }
+    let foreign_keys = validating.elapsed();
+    progress.done("foreign keys validated", foreign_keys);
+    Ok((indexes, analyze, foreign_keys))
 }
 
 /// Generates `count` chunks in order on their own thread, so generation overlaps the COPY. Stops

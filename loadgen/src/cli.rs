@@ -218,7 +218,7 @@ pub struct Plan {
 impl TryFrom<Args> for Plan {
     type Error = anyhow::Error;
 
-    fn try_from(args: Args) -> anyhow::Result<Self> {
+    fn try_from(mut args: Args) -> anyhow::Result<Self> {
         let base_url = loopback_url(&args.url)?;
         ensure!(
             !args.duration.is_zero() && args.duration <= MAX_PHASE,
@@ -236,68 +236,9 @@ impl TryFrom<Args> for Plan {
             args.max_in_flight >= 1,
             "--max-in-flight must be at least 1"
         );
-        let load = match (args.rate, args.concurrency) {
-            (Some(rate), _) => {
-                ensure!(
-                    rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0,
-                    "--rate must be more than 0 and at most 1000000 requests/s, got {rate}"
-                );
-                Load::Open {
-                    rate,
-                    max_in_flight: args.max_in_flight,
-                }
-            }
-            (None, concurrency) => {
-                let concurrency = concurrency.unwrap_or(16);
-                ensure!(
-                    (1..=10_000).contains(&concurrency),
-                    "--concurrency must be from 1 to 10000, got {concurrency}"
-                );
-                Load::Closed { concurrency }
-            }
-        };
-        let default_offsets =
-            || -> PageMix { DEFAULT_OFFSETS.parse().expect("the default parses") };
-        let default_depths = || -> DepthMix { DEFAULT_DEPTHS.parse().expect("the default parses") };
-        let (offsets, depths) = match args.endpoint {
-            Endpoint::Posts => {
-                ensure!(
-                    args.depths.is_none(),
-                    "--depths walks the home feed by cursor (--endpoint feed); a user's posts are \
-                     drawn from --offsets"
-                );
-                (
-                    args.offsets.unwrap_or_else(default_offsets),
-                    default_depths(),
-                )
-            }
-            Endpoint::Feed => {
-                ensure!(
-                    args.offsets.is_none(),
-                    "--offsets does not apply to --endpoint feed: the feed pages by cursor only; \
-                     walk it deeper with --depths (e.g. 1=80,2=10,5=5,20=5)"
-                );
-                (
-                    default_offsets(),
-                    args.depths.unwrap_or_else(default_depths),
-                )
-            }
-        };
-        let writes = match args.write_rate {
-            Some(rate) => {
-                ensure!(
-                    rate.is_finite() && rate > 0.0 && rate <= MAX_WRITE_RATE,
-                    "--write-rate must be more than 0 and at most {MAX_WRITE_RATE} posts/s, got \
-                     {rate} (leave it out for reads only)"
-                );
-                Some(WriteLoad {
-                    rate,
-                    max_in_flight: args.max_in_flight,
-                    api_key: args.api_key.filter(|key| !key.is_empty()),
-                })
-            }
-            None => None,
-        };
+        let load = read_load(&args)?;
+        let (offsets, depths) = page_mixes(&mut args)?;
+        let writes = write_load(&mut args)?;
         let redis_urls = redis_seeds(args.redis_urls.as_deref().unwrap_or_default())?;
         let users = match args.user {
             Some(user) => {
@@ -326,6 +267,78 @@ impl TryFrom<Args> for Plan {
             progress: !args.quiet,
         })
     }
+}
+
+/// The read load: open at `--rate`, else closed at `--concurrency` (16).
+fn read_load(args: &Args) -> anyhow::Result<Load> {
+    match (args.rate, args.concurrency) {
+        (Some(rate), _) => {
+            ensure!(
+                rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0,
+                "--rate must be more than 0 and at most 1000000 requests/s, got {rate}"
+            );
+            Ok(Load::Open {
+                rate,
+                max_in_flight: args.max_in_flight,
+            })
+        }
+        (None, concurrency) => {
+            let concurrency = concurrency.unwrap_or(16);
+            ensure!(
+                (1..=10_000).contains(&concurrency),
+                "--concurrency must be from 1 to 10000, got {concurrency}"
+            );
+            Ok(Load::Closed { concurrency })
+        }
+    }
+}
+
+/// The pages asked for: offsets for a user's posts, walk depths for the home feed; the option of
+/// the other endpoint is refused.
+fn page_mixes(args: &mut Args) -> anyhow::Result<(PageMix, DepthMix)> {
+    let default_offsets = || -> PageMix { DEFAULT_OFFSETS.parse().expect("the default parses") };
+    let default_depths = || -> DepthMix { DEFAULT_DEPTHS.parse().expect("the default parses") };
+    match args.endpoint {
+        Endpoint::Posts => {
+            ensure!(
+                args.depths.is_none(),
+                "--depths walks the home feed by cursor (--endpoint feed); a user's posts are \
+                 drawn from --offsets"
+            );
+            Ok((
+                args.offsets.take().unwrap_or_else(default_offsets),
+                default_depths(),
+            ))
+        }
+        Endpoint::Feed => {
+            ensure!(
+                args.offsets.is_none(),
+                "--offsets does not apply to --endpoint feed: the feed pages by cursor only; \
+                 walk it deeper with --depths (e.g. 1=80,2=10,5=5,20=5)"
+            );
+            Ok((
+                default_offsets(),
+                args.depths.take().unwrap_or_else(default_depths),
+            ))
+        }
+    }
+}
+
+/// The write load of `--write-rate`, if any.
+fn write_load(args: &mut Args) -> anyhow::Result<Option<WriteLoad>> {
+    let Some(rate) = args.write_rate else {
+        return Ok(None);
+    };
+    ensure!(
+        rate.is_finite() && rate > 0.0 && rate <= MAX_WRITE_RATE,
+        "--write-rate must be more than 0 and at most {MAX_WRITE_RATE} posts/s, got \
+         {rate} (leave it out for reads only)"
+    );
+    Ok(Some(WriteLoad {
+        rate,
+        max_in_flight: args.max_in_flight,
+        api_key: args.api_key.take().filter(|key| !key.is_empty()),
+    }))
 }
 
 impl Plan {

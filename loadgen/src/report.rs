@@ -175,13 +175,6 @@ impl Report {
         let open = matches!(plan.load, Load::Open { .. });
         let requests = recorder.total();
         let responses = recorder.responses();
-        let per_sec = |n: u64| {
-            if elapsed.is_zero() {
-                0.0
-            } else {
-                n as f64 / elapsed.as_secs_f64()
-            }
-        };
         let (mode, target_rate, concurrency) = match plan.load {
             Load::Open { rate, .. } => ("open", Some(rate), None),
             Load::Closed { concurrency } => ("closed", None, Some(concurrency)),
@@ -190,76 +183,28 @@ impl Report {
             Ok(delta) => (Some(delta), None),
             Err(reason) => (None, Some(reason)),
         };
-        let (hot_outbox, hot_outbox_unavailable) = match hot_outbox {
-            Some(Ok(mut outbox)) => {
-                if let Some(service) = &service {
-                    let commands: Vec<(String, u64)> = service
-                        .redis_nodes
-                        .iter()
-                        .map(|node| (node.node.clone(), node.commands))
-                        .collect();
-                    outbox.weigh(&commands);
-                }
-                (Some(outbox), None)
-            }
-            Some(Err(reason)) => (None, Some(reason)),
-            None => (None, None),
-        };
-        let feed = plan.endpoint == Endpoint::Feed && plan.cursor.is_none();
-        let walks = feed.then(|| {
-            let pages: u64 = recorder.depths.values().sum();
-            let walks = recorder.walks.total();
-            Walks {
-                depths: plan.depths.to_string(),
-                max_depth: plan.depths.max(),
-                walks,
-                ends: recorder.walks,
-                pages_by_depth: recorder.depths.clone(),
-                deepest: recorder.depths.keys().copied().max().unwrap_or(0),
-                mean_pages: share(pages, walks),
-            }
-        });
+        let (hot_outbox, hot_outbox_unavailable) = weighed(hot_outbox, service.as_ref());
+        let walks = (plan.endpoint == Endpoint::Feed && plan.cursor.is_none())
+            .then(|| Walks::of(plan, recorder));
         let writes = plan
             .writes
             .as_ref()
             .zip(measured.writes.as_ref())
-            .map(|(load, w)| {
-                let responses = w.responses();
-                Writes {
-                    target_rate: load.rate,
-                    requests: w.total(),
-                    responses,
-                    created: w.count(Status::Http(201)),
-                    writes_per_sec: per_sec(responses),
-                    latency_ms: Latency::of(&w.latency_us),
-                    send_lag_ms: Latency::send_lag(true, w),
-                    statuses: statuses(w),
-                    top_authors: top_users(w),
-                }
-            });
+            .map(|(load, w)| Writes::of(load.rate, w, elapsed));
         Self {
             url: plan.base_url.to_string(),
             mode,
             target_rate,
             concurrency,
             users: plan.users.to_string(),
-            offsets: match (plan.endpoint, &plan.cursor) {
-                (_, Some(cursor)) => format!("after cursor {cursor}"),
-                (Endpoint::Feed, None) if plan.depths.max() == 1 => {
-                    "home feed, first pages".to_owned()
-                }
-                (Endpoint::Feed, None) => {
-                    format!("home feed, walks of {} pages by next_cursor", plan.depths)
-                }
-                (Endpoint::Posts, None) => plan.offsets.to_string(),
-            },
+            offsets: offsets(plan),
             limit: plan.limit,
             warmup_secs: plan.warmup.as_secs_f64(),
             duration_secs: plan.duration.as_secs_f64(),
             elapsed_secs: elapsed.as_secs_f64(),
             requests,
             responses,
-            requests_per_sec: per_sec(responses),
+            requests_per_sec: per_sec(responses, elapsed),
             latency_ms: Latency::of(&recorder.latency_us),
             send_lag_ms: Latency::send_lag(open, recorder),
             statuses: statuses(recorder),
@@ -355,6 +300,83 @@ impl Report {
             (None, None) => {}
         }
         out
+    }
+}
+
+/// What the report says of the pages asked for.
+fn offsets(plan: &Plan) -> String {
+    match (plan.endpoint, &plan.cursor) {
+        (_, Some(cursor)) => format!("after cursor {cursor}"),
+        (Endpoint::Feed, None) if plan.depths.max() == 1 => "home feed, first pages".to_owned(),
+        (Endpoint::Feed, None) => {
+            format!("home feed, walks of {} pages by next_cursor", plan.depths)
+        }
+        (Endpoint::Posts, None) => plan.offsets.to_string(),
+    }
+}
+
+/// `n` over the measured phase, per second.
+fn per_sec(n: u64, elapsed: std::time::Duration) -> f64 {
+    if elapsed.is_zero() {
+        0.0
+    } else {
+        n as f64 / elapsed.as_secs_f64()
+    }
+}
+
+/// The hot outbox's report, its reads weighed against each node's commands when the service's
+/// counters were read; or why it is missing.
+fn weighed(
+    hot_outbox: Option<Result<HotOutbox, String>>,
+    service: Option<&ServiceDelta>,
+) -> (Option<HotOutbox>, Option<String>) {
+    match hot_outbox {
+        Some(Ok(mut outbox)) => {
+            if let Some(service) = service {
+                let commands: Vec<(String, u64)> = service
+                    .redis_nodes
+                    .iter()
+                    .map(|node| (node.node.clone(), node.commands))
+                    .collect();
+                outbox.weigh(&commands);
+            }
+            (Some(outbox), None)
+        }
+        Some(Err(reason)) => (None, Some(reason)),
+        None => (None, None),
+    }
+}
+
+impl Walks {
+    fn of(plan: &Plan, recorder: &Recorder) -> Self {
+        let pages: u64 = recorder.depths.values().sum();
+        let walks = recorder.walks.total();
+        Self {
+            depths: plan.depths.to_string(),
+            max_depth: plan.depths.max(),
+            walks,
+            ends: recorder.walks,
+            pages_by_depth: recorder.depths.clone(),
+            deepest: recorder.depths.keys().copied().max().unwrap_or(0),
+            mean_pages: share(pages, walks),
+        }
+    }
+}
+
+impl Writes {
+    fn of(target_rate: f64, w: &Recorder, elapsed: std::time::Duration) -> Self {
+        let responses = w.responses();
+        Self {
+            target_rate,
+            requests: w.total(),
+            responses,
+            created: w.count(Status::Http(201)),
+            writes_per_sec: per_sec(responses, elapsed),
+            latency_ms: Latency::of(&w.latency_us),
+            send_lag_ms: Latency::send_lag(true, w),
+            statuses: statuses(w),
+            top_authors: top_users(w),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::cli::{Endpoint, Load, Plan};
+use crate::cli::{Endpoint, Load, Plan, WriteLoad};
 use crate::client::{ClientLoad, CpuSample};
 use crate::mix::{DepthMix, PageMix, UserSampler};
 use crate::outbox::HotOutbox;
@@ -286,52 +286,16 @@ async fn run_phase(
             Load::Open {
                 rate,
                 max_in_flight,
-            } => {
-                let schedule = Schedule::new(start, rate);
-                let count = schedule
-                    .count_within(phase.length)
-                    .min(phase.max_requests.unwrap_or(u64::MAX));
-                let mut rng = StdRng::seed_from_u64(phase.seed);
-                open_loop(&reads, schedule, count, max_in_flight, |_, due| {
-                    if !reads.take_budget() {
-                        return None;
-                    }
-                    let walk = requests.next_walk(&mut rng);
-                    let user = walk.user;
-                    let (client, requests, shared) =
-                        (client.clone(), Arc::clone(requests), Arc::clone(&reads));
-                    Some((user, async move {
-                        let send_lag = due.elapsed();
-                        run_walk(&client, &requests, &shared, walk, due, send_lag).await;
-                    }))
-                })
-                .await;
-            }
+            } => open_reads(client, requests, &reads, phase, start, rate, max_in_flight).await,
             Load::Closed { concurrency } => {
                 closed_loop(client, requests, &reads, phase, start, concurrency).await;
             }
         }
     };
     let write_load = async {
-        let (Some(load), Some(writes)) = (plan.writes.as_ref(), &writes) else {
-            return;
-        };
-        let schedule = Schedule::new(start, load.rate);
-        let count = schedule.count_within(phase.length);
-        let mut rng = StdRng::seed_from_u64(phase.seed ^ WRITE_SEED);
-        open_loop(writes, schedule, count, load.max_in_flight, |n, due| {
-            let author = requests.users.sample(&mut rng);
-            let post = requests.post(client, author, n);
-            let shared = Arc::clone(writes);
-            Some((author, async move {
-                let send_lag = due.elapsed();
-                shared.sent.fetch_add(1, Ordering::Relaxed);
-                let (mut outcome, _) = send(post, author, due, false).await;
-                outcome.send_lag = send_lag;
-                shared.record(outcome);
-            }))
-        })
-        .await;
+        if let (Some(load), Some(writes)) = (plan.writes.as_ref(), &writes) {
+            open_writes(client, requests, writes, phase, start, load).await;
+        }
     };
     tokio::join!(read_load, write_load);
     let elapsed = start.elapsed();
@@ -355,6 +319,63 @@ async fn run_phase(
         writes: writes.map(|w| w.take_recorder()),
         elapsed,
     }
+}
+
+/// The reads of an open loop at `rate`: one walk per due time, within the phase's budget.
+async fn open_reads(
+    client: &reqwest::Client,
+    requests: &Arc<Requests>,
+    reads: &Arc<Shared>,
+    phase: &Phase,
+    start: Instant,
+    rate: f64,
+    max_in_flight: usize,
+) {
+    let schedule = Schedule::new(start, rate);
+    let count = schedule
+        .count_within(phase.length)
+        .min(phase.max_requests.unwrap_or(u64::MAX));
+    let mut rng = StdRng::seed_from_u64(phase.seed);
+    open_loop(reads, schedule, count, max_in_flight, |_, due| {
+        if !reads.take_budget() {
+            return None;
+        }
+        let walk = requests.next_walk(&mut rng);
+        let user = walk.user;
+        let (client, requests, shared) = (client.clone(), Arc::clone(requests), Arc::clone(reads));
+        Some((user, async move {
+            let send_lag = due.elapsed();
+            run_walk(&client, &requests, &shared, walk, due, send_lag).await;
+        }))
+    })
+    .await;
+}
+
+/// The writes of `load`: one new post per due time, by a sampled author.
+async fn open_writes(
+    client: &reqwest::Client,
+    requests: &Arc<Requests>,
+    writes: &Arc<Shared>,
+    phase: &Phase,
+    start: Instant,
+    load: &WriteLoad,
+) {
+    let schedule = Schedule::new(start, load.rate);
+    let count = schedule.count_within(phase.length);
+    let mut rng = StdRng::seed_from_u64(phase.seed ^ WRITE_SEED);
+    open_loop(writes, schedule, count, load.max_in_flight, |n, due| {
+        let author = requests.users.sample(&mut rng);
+        let post = requests.post(client, author, n);
+        let shared = Arc::clone(writes);
+        Some((author, async move {
+            let send_lag = due.elapsed();
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+            let (mut outcome, _) = send(post, author, due, false).await;
+            outcome.send_lag = send_lag;
+            shared.record(outcome);
+        }))
+    })
+    .await;
 }
 
 /// Starts one job per due time of `schedule` (the first `count`), each with its latency counted

@@ -6,7 +6,7 @@ use redis::{FromRedisValue, Value};
 
 use super::keys::{BoxKey, FeedEntry};
 use super::redis::RedisCache;
-use super::{BoxLookup, BoxRead, RebuildToken};
+use super::types::{BoxLookup, BoxRead, RebuildToken};
 use crate::domain::UserId;
 
 /// Reads a box: `nil` when it does not exist (no meta), else `{complete, celebs, members}` with at

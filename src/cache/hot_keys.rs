@@ -111,6 +111,29 @@ impl HotKeys {
         self.users.record(&user);
     }
 
+    /// Counts a read of these posts, whichever tier answers it.
+    pub fn record_posts(&self, ids: &[PostId]) {
+        for &id in ids {
+            self.record(HotKey::Post(id));
+        }
+    }
+
+    /// Counts a read of a page of `listing`, and of its owner, whichever tier answers it.
+    pub fn record_page(&self, listing: ListingKey) {
+        self.record(HotKey::Page(listing));
+        self.record_user(listing.owner());
+    }
+
+    /// Counts a read of these boxes, and of the authors of its outboxes, whichever tier answers.
+    pub fn record_boxes(&self, boxes: &[BoxKey]) {
+        for &key in boxes {
+            self.record(HotKey::Box(key));
+            if let BoxKey::Outbox(author) = key {
+                self.record_user(author);
+            }
+        }
+    }
+
     /// Counts a key read from Redis in `slot`.
     pub fn record_slot(&self, slot: u16) {
         self.slots.record(&slot);

@@ -21,8 +21,9 @@ use futures::StreamExt as _;
 
 use super::cluster::ClusterCache;
 use super::local::{LocalTier, Topic};
-use crate::config::CacheSettings;
+use super::options::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
+use crate::tasks::Tasks;
 
 /// Longest pause between two subscription attempts while no node answers.
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(2);
@@ -66,10 +67,11 @@ impl Publisher {
 /// # Errors
 /// `REDIS_CA_CERT` cannot be read.
 pub fn start(
-    settings: &CacheSettings,
+    settings: &CacheOptions,
     cluster: ClusterCache,
     local: LocalTier,
     metrics: Arc<Metrics>,
+    tasks: &Tasks,
 ) -> std::io::Result<Publisher> {
     zero_series(&metrics.invalidations_sent, ["sent", "failed"]);
     let channel: Arc<str> = Arc::from(format!("{}:l1", settings.key_prefix));
@@ -87,12 +89,12 @@ pub fn start(
             .collect(),
         root_cert,
         channel: Arc::clone(&channel),
-        ping_every: settings.l1_ping(),
-        connect_timeout: settings.redis_connect_timeout(),
+        ping_every: settings.l1_ping,
+        connect_timeout: settings.redis_connect_timeout,
         local,
         metrics: Arc::clone(&metrics),
     };
-    tokio::spawn(subscriber.run());
+    tasks.spawn(subscriber.run());
     Ok(Publisher {
         channel,
         cluster,

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::Topic;
-use crate::config::CacheSettings;
+use super::local::Topic;
+use super::options::CacheOptions;
 use crate::domain::{PageRequest, Position, Post, PostId, User, UserId};
 
 /// A value cached under a key of its own; the key's kind names the type it holds.
@@ -147,6 +147,15 @@ pub enum ListingKey {
     UserPosts(UserId),
 }
 
+impl ListingKey {
+    /// The user whose listing it is.
+    pub fn owner(self) -> UserId {
+        match self {
+            Self::UserPosts(author) => author,
+        }
+    }
+}
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
 
@@ -169,7 +178,7 @@ impl Keys {
     }
 
     /// The keys a service with these settings uses.
-    pub fn of(settings: &CacheSettings) -> Self {
+    pub fn of(settings: &CacheOptions) -> Self {
         let keys = Self::new(settings.key_prefix.clone());
         match settings.post_buckets() {
             Some(buckets) => keys.with_post_buckets(buckets),

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use moka::notification::RemovalCause;
 
 use super::keys::{FeedEntry, ListingKey};
-use super::BoxRead;
+use super::types::BoxRead;
 use crate::domain::PageBody;
 use crate::domain::{PageRequest, PostId, UserId};
 use crate::metrics::{zero_series, Metrics};

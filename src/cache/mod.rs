@@ -7,107 +7,37 @@
 
 mod boxes;
 mod cluster;
+mod error;
 mod hot_keys;
 mod invalidation;
 pub mod keys;
 mod local;
+mod options;
 mod redis;
+mod tiered;
 pub mod topology;
+mod types;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-pub use self::cluster::{drive_connections_on_this_thread, CacheError, ShardView};
+pub use self::cluster::{drive_connections_on_this_thread, ShardView};
+pub use self::error::CacheError;
 pub use self::hot_keys::{HotKey, HotKeyEntry, HotKeys, HotReport, HotSlotEntry, HotUserEntry};
 pub use self::keys::{BoxKey, CachedObject, FeedEntry, Keys, ListingKey};
 pub use self::local::{LocalTier, Ticket, Topic};
+pub use self::options::{CacheOptions, Fetch};
 pub use self::redis::RedisCache;
-use crate::config::{CacheMode, CacheSettings, Switch};
+pub use self::tiered::Tiered;
+pub use self::types::{
+    BoxLookup, BoxRead, CacheHealth, CachedPage, Generation, LocalPage, NodeHealth, PageLookup,
+    RebuildToken,
+};
 use crate::domain::{PageBody, PageRequest, PostId, UserId};
 use crate::metrics::Metrics;
-
-/// A cached page: the ids of its posts, newest first, and whether older posts exist.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedPage {
-    pub ids: Vec<PostId>,
-    pub has_more: bool,
-}
-
-/// What the in-process tier said of a page.
-#[derive(Debug)]
-pub enum LocalPage {
-    /// It holds the page: answer with this body.
-    Hit(PageBody),
-    /// It does not; a body rendered from what is read next may be kept under this ticket
-    /// (`None`: no in-process tier, or its channel is down).
-    Miss(Option<Ticket>),
-}
-
-/// A listing's generation as seen by a page look-up: the token a page fill must present.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Generation(String);
-
-/// What one look-up of a page found.
-#[derive(Debug)]
-pub struct PageLookup {
-    /// The page, when cached.
-    pub page: Option<CachedPage>,
-    /// The listing's generation seen in the same round trip; a page read from PostgreSQL after
-    /// this look-up may be cached only while the generation is unchanged. `None`: the look-up
-    /// failed (or there is no cache), so the page must not be cached.
-    pub generation: Option<Generation>,
-    /// How long the pages hash has left, when early refresh asked.
-    pub expires_in: Option<Duration>,
-}
-
-/// What a box held, as far as a read asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoxRead {
-    /// The box holds every entry of its source (nothing older exists outside it).
-    pub complete: bool,
-    /// For an inbox: the celebrities whose outboxes complete the reader's feed.
-    pub celebs: Vec<UserId>,
-    /// Entries older than the read's bound, newest first.
-    pub entries: Vec<FeedEntry>,
-}
-
-/// What reading one box found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BoxLookup {
-    /// The box was never built, expired, was evicted or dropped: rebuild it.
-    Missing,
-    /// The box exists.
-    Found(BoxRead),
-    /// Its node failed or timed out: serve from PostgreSQL, rebuild nothing.
-    Failed,
-}
-
-/// Proof that this rebuild, and no other since, may store its box.
-#[derive(Debug)]
-pub struct RebuildToken(String);
-
-/// How the cache tier answered a health probe.
-#[derive(Debug)]
-pub enum CacheHealth {
-    /// `CACHE=off`.
-    Disabled,
-    /// No connection to the cluster, or no topology known yet.
-    Unreachable,
-    /// One entry per master of the last known topology.
-    Masters(Vec<NodeHealth>),
-}
-
-/// One master's answer to a ping.
-#[derive(Debug)]
-pub struct NodeHealth {
-    /// `host:port`.
-    pub node: String,
-    /// The round trip, or why there was none.
-    pub outcome: Result<Duration, String>,
-}
+use crate::tasks::Tasks;
 
 /// The feed's cache: one variant per tier arrangement.
 #[derive(Clone)]
@@ -120,17 +50,6 @@ pub enum Cache {
     Tiered(Tiered),
 }
 
-/// The in-process tier in front of the Redis Cluster, and the channel that keeps it in step with
-/// the other instances' writes.
-#[derive(Clone)]
-pub struct Tiered {
-    redis: RedisCache,
-    local: LocalTier,
-    publisher: invalidation::Publisher,
-    /// Reads in the hot-key window before a key is admitted.
-    admit_reads: u64,
-}
-
 impl Cache {
     /// The cache `settings` ask for. A cluster that is down does not fail this: it keeps
     /// reconnecting in the background while reads go to PostgreSQL.
@@ -138,30 +57,19 @@ impl Cache {
     /// # Errors
     /// A seed URL in `REDIS_URLS` cannot be parsed, or `REDIS_CA_CERT` cannot be read.
     pub async fn connect(
-        settings: &CacheSettings,
+        settings: &CacheOptions,
         metrics: Arc<Metrics>,
+        tasks: &Tasks,
     ) -> Result<Self, CacheError> {
-        if settings.mode == CacheMode::Off {
+        if !settings.enabled {
             return Ok(Self::None);
         }
-        let redis = RedisCache::connect(settings, Arc::clone(&metrics)).await?;
-        if settings.l1 == Switch::Off {
+        let redis = RedisCache::connect(settings, Arc::clone(&metrics), tasks).await?;
+        if !settings.l1 {
             return Ok(Self::Redis(redis));
         }
-        let local = LocalTier::new(
-            settings.l1_max_bytes,
-            settings.l1_ttl(),
-            Arc::clone(&metrics),
-        );
-        let publisher =
-            invalidation::start(settings, redis.cluster.clone(), local.clone(), metrics)
-                .map_err(|error| CacheError::Decode(format!("REDIS_CA_CERT: {error}")))?;
-        Ok(Self::Tiered(Tiered {
-            redis,
-            local,
-            publisher,
-            admit_reads: settings.l1_admit_reads,
-        }))
+        let tiered = Tiered::new(redis, settings, metrics, tasks)?;
+        Ok(Self::Tiered(tiered))
     }
 
     /// Whether anything is cached at all (`false` makes every response `X-Cache: BYPASS`).
@@ -222,41 +130,17 @@ impl Cache {
         }
     }
 
-    /// Reads posts by id as the JSON they are cached as, without decoding them: from the
-    /// in-process tier when it holds them, else from Redis (and the hot ones are then kept
-    /// in-process). A miss or a failure is `None` at that position.
+    /// Reads posts by id as the JSON they are cached as, without decoding them; a miss or a
+    /// failure is `None` at that position.
     pub async fn posts_json(&self, ids: &[PostId]) -> Vec<Option<Bytes>> {
-        let Some(redis) = self.redis() else {
-            return ids.iter().map(|_| None).collect();
-        };
-        for &id in ids {
-            redis.hot.record(HotKey::Post(id));
-        }
-        let Self::Tiered(tiered) = self else {
-            return redis.posts_json(ids).await;
-        };
-        let local = &tiered.local;
-        let mut found: Vec<Option<Bytes>> = ids.iter().map(|&id| local.post(id)).collect();
-        let missing: Vec<(usize, PostId, Option<Ticket>)> = ids
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| found[*i].is_none())
-            .map(|(i, &id)| (i, id, local.ticket(Topic::Post(id))))
-            .collect();
-        if missing.is_empty() {
-            return found;
-        }
-        let missing_ids: Vec<PostId> = missing.iter().map(|&(_, id, _)| id).collect();
-        let read = redis.posts_json(&missing_ids).await;
-        for ((i, id, ticket), json) in missing.into_iter().zip(read) {
-            if let (Some(ticket), Some(json)) = (ticket, &json) {
-                if tiered.admits(HotKey::Post(id)) {
-                    local.keep_post(id, ticket, json.clone());
-                }
+        match self {
+            Self::None => ids.iter().map(|_| None).collect(),
+            Self::Redis(redis) => {
+                redis.hot.record_posts(ids);
+                redis.posts_json(ids).await
             }
-            found[i] = json;
+            Self::Tiered(tiered) => tiered.posts_json(ids).await,
         }
-        found
     }
 
     /// Reads one object by id.
@@ -300,37 +184,23 @@ impl Cache {
         written
     }
 
-    /// Evicts `topics` from the in-process tier here at once, and on every other instance
-    /// through the invalidation channel. The write does not wait for the broadcast: the other
-    /// instances hear it when it is delivered either way, and a frozen or dead node would
-    /// otherwise add its budget (twice, with the retry) to every acknowledged write (the fault
-    /// suite's freeze and allredis scenarios, writes max 862 ms and 1.1 s).
+    /// Evicts `topics` from every instance's in-process tier, if there is one.
     async fn changed(&self, topics: &[Topic]) {
         if let Self::Tiered(tiered) = self {
-            for &topic in topics {
-                tiered.local.evict(topic);
-            }
-            let publisher = tiered.publisher.clone();
-            let topics = topics.to_vec();
-            tokio::spawn(async move { publisher.publish(&topics).await });
+            tiered.changed(topics);
         }
     }
 
     /// Looks a page up in the in-process tier (and counts the read for the hot-key detection,
     /// whatever the tier).
     pub fn local_page(&self, listing: ListingKey, page: PageRequest) -> LocalPage {
-        let Some(redis) = self.redis() else {
-            return LocalPage::Miss(None);
-        };
-        let ListingKey::UserPosts(owner) = listing;
-        redis.hot.record(HotKey::Page(listing));
-        redis.hot.record_user(owner);
-        let Self::Tiered(tiered) = self else {
-            return LocalPage::Miss(None);
-        };
-        match tiered.local.page(listing, page) {
-            Some(body) => LocalPage::Hit(body),
-            None => LocalPage::Miss(tiered.local.ticket(Topic::Listing(listing))),
+        match self {
+            Self::None => LocalPage::Miss(None),
+            Self::Redis(redis) => {
+                redis.hot.record_page(listing);
+                LocalPage::Miss(None)
+            }
+            Self::Tiered(tiered) => tiered.local_page(listing, page),
         }
     }
 
@@ -344,9 +214,7 @@ impl Cache {
         body: &PageBody,
     ) {
         if let Self::Tiered(tiered) = self {
-            if tiered.admits(HotKey::Page(listing)) {
-                tiered.local.keep_page(listing, page, ticket, body.clone());
-            }
+            tiered.keep_page(listing, page, ticket, body);
         }
     }
 
@@ -414,60 +282,14 @@ impl Cache {
         after: Option<FeedEntry>,
         count: usize,
     ) -> Vec<BoxLookup> {
-        let Some(redis) = self.redis() else {
-            return boxes.iter().map(|_| BoxLookup::Failed).collect();
-        };
-        for &key in boxes {
-            redis.hot.record(HotKey::Box(key));
-            if let BoxKey::Outbox(author) = key {
-                redis.hot.record_user(author);
+        match self {
+            Self::None => boxes.iter().map(|_| BoxLookup::Failed).collect(),
+            Self::Redis(redis) => {
+                redis.hot.record_boxes(boxes);
+                redis.read_boxes(boxes, after, count).await
             }
+            Self::Tiered(tiered) => tiered.read_boxes(boxes, after, count).await,
         }
-        let Self::Tiered(tiered) = self else {
-            return redis.read_boxes(boxes, after, count).await;
-        };
-        let local = &tiered.local;
-        let mut found: Vec<Option<BoxLookup>> = boxes
-            .iter()
-            .map(|&key| match key {
-                BoxKey::Outbox(author) => local
-                    .outbox(author, after, count)
-                    .map(|read| BoxLookup::Found((*read).clone())),
-                BoxKey::Inbox(_) => None,
-            })
-            .collect();
-        let missing: Vec<(usize, BoxKey, Option<Ticket>)> = boxes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| found[*i].is_none())
-            .map(|(i, &key)| {
-                let ticket = match key {
-                    BoxKey::Outbox(author) => local.ticket(Topic::Outbox(author)),
-                    BoxKey::Inbox(_) => None,
-                };
-                (i, key, ticket)
-            })
-            .collect();
-        let keys: Vec<BoxKey> = missing.iter().map(|&(_, key, _)| key).collect();
-        let read = if keys.is_empty() {
-            Vec::new()
-        } else {
-            redis.read_boxes(&keys, after, count).await
-        };
-        for ((i, key, ticket), lookup) in missing.into_iter().zip(read) {
-            if let (Some(ticket), BoxKey::Outbox(author), BoxLookup::Found(box_read)) =
-                (ticket, key, &lookup)
-            {
-                if tiered.admits(HotKey::Box(key)) {
-                    local.keep_outbox(author, after, count, ticket, Arc::new(box_read.clone()));
-                }
-            }
-            found[i] = Some(lookup);
-        }
-        found
-            .into_iter()
-            .map(|lookup| lookup.expect("every box was looked up in one tier or the other"))
-            .collect()
     }
 
     /// Appends a new post's entry to every box that exists; returns the boxes whose node did not
@@ -532,12 +354,6 @@ impl Cache {
             None => CacheHealth::Disabled,
             Some(redis) => redis.health().await,
         }
-    }
-}
-
-impl Tiered {
-    fn admits(&self, key: HotKey) -> bool {
-        self.redis.hot.is_hot(key, self.admit_reads)
     }
 }
 

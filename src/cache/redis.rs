@@ -9,13 +9,15 @@ use serde::de::DeserializeOwned;
 
 use std::time::Duration;
 
-use super::cluster::{CacheError, ClusterCache};
+use super::cluster::ClusterCache;
+use super::error::CacheError;
 use super::hot_keys::{HotKeys, HotReport};
 use super::keys::{slot, CachedObject, Keys, ListingKey};
-use super::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
-use crate::config::{CacheFetch, CacheSettings};
+use super::options::{CacheOptions, Fetch};
+use super::types::{CacheHealth, CachedPage, Generation, NodeHealth, PageLookup};
 use crate::domain::{PageRequest, PostId};
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// Caches a page only if no write bumped the listing's generation since the page's look-up.
 /// KEYS: pages hash, generation. ARGV: generation seen ('' for none), field, page, ttl seconds.
@@ -70,7 +72,7 @@ pub struct RedisCache {
     pub(super) cluster: ClusterCache,
     pub(super) keys: Keys,
     /// `CACHE_FETCH`: how a page's posts are read.
-    fetch: CacheFetch,
+    fetch: Fetch,
     list_ttl_secs: u64,
     object_ttl_secs: u64,
     pub(super) box_cap: u32,
@@ -91,23 +93,21 @@ impl RedisCache {
     /// # Errors
     /// A seed URL in `REDIS_URLS` cannot be parsed.
     pub async fn connect(
-        settings: &CacheSettings,
+        settings: &CacheOptions,
         metrics: Arc<Metrics>,
+        tasks: &Tasks,
     ) -> Result<Self, CacheError> {
-        let cluster = ClusterCache::connect(settings, metrics).await?;
+        let cluster = ClusterCache::connect(settings, metrics, tasks).await?;
         Ok(Self {
             cluster,
             keys: Keys::of(settings),
             fetch: settings.fetch,
             list_ttl_secs: settings.list_ttl_secs,
             object_ttl_secs: settings.object_ttl_secs,
-            box_cap: settings.feed_box_cap,
-            box_ttl_secs: settings.feed_box_ttl_secs,
-            hot: Arc::new(HotKeys::new(
-                settings.hot_top_k as usize,
-                settings.hot_window(),
-            )),
-            early_refresh: Duration::from_millis(settings.early_refresh_ms),
+            box_cap: settings.box_cap,
+            box_ttl_secs: settings.box_ttl_secs,
+            hot: Arc::new(HotKeys::new(settings.hot_top_k, settings.hot_window)),
+            early_refresh: settings.early_refresh,
             store_page: Arc::new(redis::Script::new(STORE_PAGE_LUA)),
             refresh_page: Arc::new(redis::Script::new(REFRESH_PAGE_LUA)),
             put_versioned: Arc::new(redis::Script::new(PUT_VERSIONED_LUA)),
@@ -129,9 +129,9 @@ impl RedisCache {
         // 50 of every page would cost a hit more than the detection of its page key.
         let keys: Vec<String> = ids.iter().map(|&id| self.keys.post(id)).collect();
         let found = match self.fetch {
-            CacheFetch::Get => self.cluster.get_many(&keys).await,
-            CacheFetch::BucketMget => self.cluster.mget_by_slot(&keys).await,
-            CacheFetch::Mget => self.cluster.mget_cross_slot(&keys).await,
+            Fetch::Get => self.cluster.get_many(&keys).await,
+            Fetch::BucketMget => self.cluster.mget_by_slot(&keys).await,
+            Fetch::Mget => self.cluster.mget_cross_slot(&keys).await,
         };
         found
             .into_iter()

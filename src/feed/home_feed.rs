@@ -17,19 +17,38 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::listing::{Change, IdsLookup, Remember};
-use super::Feed;
+use super::boxes::Boxes;
+use super::listing::{Change, IdsLookup, Remember, Source};
 use crate::cache::{BoxKey, BoxLookup, BoxRead, CachedPage, FeedEntry};
 use crate::domain::{PageRequest, Position, Post, PostId, UserId};
 use crate::store::{PostsPage, Store, StoreError};
 
-/// One user's home feed.
+/// One user's home boxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HomeFeed {
     reader: UserId,
 }
 
+/// Ids from the reader's inbox only.
+const INBOX: Source = Source {
+    header: "inbox",
+    label: "inbox",
+};
+/// Ids from the inbox merged with the outboxes of the celebrities the reader follows.
+const PULLED: Source = Source {
+    header: "inbox+pulled",
+    label: "pulled",
+};
+
 impl HomeFeed {
+    /// The home feed pages by cursor only: its pages carry no offset.
+    pub(super) const PAGES_BY_OFFSET: bool = false;
+    /// A page PostgreSQL listed.
+    pub(super) const DATABASE_SOURCE: Option<Source> = Some(Source {
+        header: "database",
+        label: "database",
+    });
+
     pub(super) fn new(reader: UserId) -> Self {
         Self { reader }
     }
@@ -38,7 +57,7 @@ impl HomeFeed {
         self.reader
     }
 
-    pub(super) async fn lookup(&self, feed: &Feed, page: PageRequest) -> IdsLookup {
+    pub(super) async fn lookup(&self, boxes: &Boxes, page: PageRequest) -> IdsLookup {
         let miss = |remember| IdsLookup {
             ids: None,
             remember,
@@ -51,12 +70,12 @@ impl HomeFeed {
         };
         let count = page.limit() as usize + 1;
         let inbox = BoxKey::Inbox(self.reader);
-        if feed.is_unreachable(inbox) {
+        if boxes.is_unreachable(inbox) {
             return miss(Remember::Objects);
         }
-        let inbox_read = match first(feed.cache.read_boxes(&[inbox], after, count).await) {
+        let inbox_read = match first(boxes.cache.read_boxes(&[inbox], after, count).await) {
             BoxLookup::Found(read) => read,
-            BoxLookup::Missing => return miss(Remember::Rebuild(vec![inbox])),
+            BoxLookup::Missing => return miss(Remember::Rebuild(boxes.rebuild_later(vec![inbox]))),
             BoxLookup::Failed => return miss(Remember::Nothing),
         };
         let outboxes: Vec<BoxKey> = inbox_read
@@ -66,10 +85,11 @@ impl HomeFeed {
             .collect();
         let mut sources = vec![inbox_read];
         if !outboxes.is_empty() {
-            feed.metrics
+            boxes
+                .metrics
                 .feed_celebrity_pulls
                 .inc_by(outboxes.len() as u64);
-            let reads = feed.cache.read_boxes(&outboxes, after, count).await;
+            let reads = boxes.cache.read_boxes(&outboxes, after, count).await;
             let mut missing = Vec::new();
             for (key, read) in outboxes.iter().zip(reads) {
                 match read {
@@ -79,18 +99,14 @@ impl HomeFeed {
                 }
             }
             if !missing.is_empty() {
-                return miss(Remember::Rebuild(missing));
+                return miss(Remember::Rebuild(boxes.rebuild_later(missing)));
             }
         }
         match merge(&sources, page.limit() as usize) {
             Some(cached) => IdsLookup {
                 ids: Some(cached),
                 remember: Remember::Objects,
-                source: Some(if outboxes.is_empty() {
-                    "inbox"
-                } else {
-                    "inbox+pulled"
-                }),
+                source: Some(if outboxes.is_empty() { INBOX } else { PULLED }),
                 expires_in: None,
             },
             // Deeper than the boxes reach: PostgreSQL serves it, and there is nothing to rebuild.
@@ -111,19 +127,19 @@ impl HomeFeed {
     }
 
     /// Fan-out of posts and deletes; dropped inboxes for follows.
-    pub(super) async fn apply(feed: &Feed, change: Change<'_>) {
+    pub(super) async fn apply(boxes: &Boxes, change: Change<'_>) {
         let result = match change {
-            Change::PostCreated(post) => fan_out(feed, post, Write::Append).await,
-            Change::PostDeleted(post) => fan_out(feed, post, Write::Remove).await,
+            Change::PostCreated(post) => fan_out(boxes, post, Write::Append).await,
+            Change::PostDeleted(post) => fan_out(boxes, post, Write::Remove).await,
             Change::Follows { follow, followee } => {
                 let mut dropped = vec![BoxKey::Inbox(follow.follower)];
                 // Just became a celebrity: its followers' inboxes, and its own, hold its
                 // fanned-out posts but would miss the next ones; rebuilt, they pull its outbox.
-                if followee.followers_count == i64::from(feed.celebrity_followers) {
+                if followee.followers_count == i64::from(boxes.celebrity_followers) {
                     dropped.push(BoxKey::Inbox(follow.followee));
-                    match feed
+                    match boxes
                         .store
-                        .follower_ids(follow.followee, feed.celebrity_followers)
+                        .follower_ids(follow.followee, boxes.celebrity_followers)
                         .await
                     {
                         Ok(followers) => dropped.extend(followers.into_iter().map(BoxKey::Inbox)),
@@ -132,8 +148,8 @@ impl HomeFeed {
                         }
                     }
                 }
-                let failed = feed.cache.drop_boxes(&dropped).await;
-                report_failed(feed, &failed);
+                let failed = boxes.cache.drop_boxes(&dropped).await;
+                boxes.report_failed(&failed);
                 Ok(())
             }
             Change::PostEdited(_) | Change::UserEdited(_) => Ok(()),
@@ -144,50 +160,6 @@ impl HomeFeed {
     }
 }
 
-/// Rebuilds one box from PostgreSQL, unless another rebuild holds it.
-pub(super) async fn rebuild(feed: &Feed, key: BoxKey) -> Result<(), StoreError> {
-    let Some(token) = feed.cache.begin_rebuild(key).await else {
-        return Ok(());
-    };
-    let cap = feed.cache.box_cap();
-    let fetch = u32::try_from(cap + 1).unwrap_or(u32::MAX);
-    let (posts, celebs) = match key {
-        BoxKey::Inbox(reader) => {
-            let sources = feed.store.feed_sources(reader).await?;
-            let threshold = i64::from(feed.celebrity_followers);
-            let (celebs, pushed): (Vec<_>, Vec<_>) = sources
-                .into_iter()
-                .partition(|&(_, followers)| followers >= threshold);
-            let pushed: Vec<UserId> = pushed.into_iter().map(|(id, _)| id).collect();
-            let posts = feed.store.newest_posts_of(&pushed, fetch).await?;
-            (posts, celebs.into_iter().map(|(id, _)| id).collect())
-        }
-        BoxKey::Outbox(author) => {
-            let posts = feed.store.newest_posts_of(&[author], fetch).await?;
-            (posts, Vec::new())
-        }
-    };
-    let complete = posts.len() <= cap;
-    let entries: Vec<FeedEntry> = posts.iter().take(cap).map(FeedEntry::of).collect();
-    let kind = match key {
-        BoxKey::Inbox(_) => "inbox",
-        BoxKey::Outbox(_) => "outbox",
-    };
-    if feed
-        .cache
-        .store_box(key, &token, &entries, complete, &celebs)
-        .await
-    {
-        feed.metrics.feed_rebuilds.with_label_values(&[kind]).inc();
-    } else {
-        tracing::debug!(
-            ?key,
-            "rebuild not stored: a write poisoned it, or the node failed"
-        );
-    }
-    Ok(())
-}
-
 enum Write {
     Append,
     Remove,
@@ -195,45 +167,38 @@ enum Write {
 
 /// Writes one post's entry to its author's outbox and, unless the author is a celebrity, to the
 /// inboxes of the author and every follower.
-async fn fan_out(feed: &Feed, post: &Post, write: Write) -> Result<(), StoreError> {
+async fn fan_out(boxes: &Boxes, post: &Post, write: Write) -> Result<(), StoreError> {
     let started = Instant::now();
-    let followers = feed
+    let followers = boxes
         .store
-        .follower_ids(post.user_id, feed.celebrity_followers)
+        .follower_ids(post.user_id, boxes.celebrity_followers)
         .await?;
-    let mut boxes = vec![BoxKey::Outbox(post.user_id)];
-    if followers.len() < feed.celebrity_followers as usize {
-        boxes.push(BoxKey::Inbox(post.user_id));
-        boxes.extend(followers.into_iter().map(BoxKey::Inbox));
+    let mut targets = vec![BoxKey::Outbox(post.user_id)];
+    if followers.len() < boxes.celebrity_followers as usize {
+        targets.push(BoxKey::Inbox(post.user_id));
+        targets.extend(followers.into_iter().map(BoxKey::Inbox));
     }
     let entry = FeedEntry::of(post);
     let failed = match write {
-        Write::Append => feed.cache.append_to_boxes(&boxes, entry).await,
-        Write::Remove => feed.cache.remove_from_boxes(&boxes, entry).await,
+        Write::Append => boxes.cache.append_to_boxes(&targets, entry).await,
+        Write::Remove => boxes.cache.remove_from_boxes(&targets, entry).await,
     };
-    feed.metrics.feed_fanout_size.observe(boxes.len() as f64);
-    feed.metrics
+    boxes.metrics.feed_fanout_size.observe(targets.len() as f64);
+    boxes
+        .metrics
         .feed_fanout_lag
         .observe(started.elapsed().as_secs_f64());
     if !failed.is_empty() {
         // A box that may have missed this post must not keep serving without it: drop it, and
         // if its node is still out of reach, its TTL bounds the damage.
-        let unreachable = feed.cache.drop_boxes(&failed).await;
-        feed.metrics.feed_fanout_repairs.inc_by(failed.len() as u64);
-        report_failed(feed, &unreachable);
+        let unreachable = boxes.cache.drop_boxes(&failed).await;
+        boxes
+            .metrics
+            .feed_fanout_repairs
+            .inc_by(failed.len() as u64);
+        boxes.report_failed(&unreachable);
     }
     Ok(())
-}
-
-/// Hands boxes whose node did not answer to the feed's retried drop (`Feed::defer_drops`).
-fn report_failed(feed: &Feed, failed: &[BoxKey]) {
-    if !failed.is_empty() {
-        tracing::warn!(
-            boxes = failed.len(),
-            "feed boxes could not be reached; retrying their drop in the background"
-        );
-        feed.defer_drops(failed);
-    }
 }
 
 fn first(mut reads: Vec<BoxLookup>) -> BoxLookup {

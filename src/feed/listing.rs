@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use super::boxes::{Boxes, Rebuild};
 use super::home_feed::HomeFeed;
 use super::user_posts::UserPosts;
-use super::Feed;
-use crate::cache::{BoxKey, Cache, CachedPage, Generation, ListingKey};
+use crate::cache::{Cache, CachedPage, Generation, ListingKey};
 use crate::domain::{Follow, PageRequest, Post, User, UserId};
 use crate::metrics::Metrics;
 use crate::store::{PostsPage, Store, StoreError};
@@ -37,9 +37,17 @@ pub(super) struct IdsLookup {
     /// What to store once PostgreSQL has served the page.
     pub remember: Remember,
     /// For the home feed: which boxes the ids came from (`inbox`, `inbox+pulled`).
-    pub source: Option<&'static str>,
+    pub source: Option<Source>,
     /// How long the cached page has left, when the listing can refresh it early.
     pub expires_in: Option<Duration>,
+}
+
+/// Where a page's ids came from, for a listing that says so: the `X-Feed-Source` header and the
+/// `feed_sources_total` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Source {
+    pub header: &'static str,
+    pub label: &'static str,
 }
 
 /// What the pipeline stores after a page was read from PostgreSQL.
@@ -51,8 +59,8 @@ pub(super) enum Remember {
     Objects,
     /// The posts, and the page itself if the listing's generation is still this one.
     Page(ListingKey, Generation),
-    /// The posts; and these boxes were missing: rebuild them in the background.
-    Rebuild(Vec<BoxKey>),
+    /// The posts; and some boxes were missing: rebuild them in the background.
+    Rebuild(Box<Rebuild>),
 }
 
 /// Every listing the feed serves.
@@ -92,11 +100,34 @@ impl Listing {
         }
     }
 
-    /// The page's ids from the cache, if it has them.
-    pub(super) async fn lookup(&self, feed: &Feed, page: PageRequest) -> IdsLookup {
+    /// Whether the listing's pages answer with the `offset` they were asked at (a listing paged
+    /// by cursor only answers none).
+    pub(super) fn pages_by_offset(&self) -> bool {
         match self {
-            Self::UserPosts(listing) => listing.lookup(&feed.cache, page).await,
-            Self::HomeFeed(listing) => listing.lookup(feed, page).await,
+            Self::UserPosts(_) => UserPosts::PAGES_BY_OFFSET,
+            Self::HomeFeed(_) => HomeFeed::PAGES_BY_OFFSET,
+        }
+    }
+
+    /// The source a page PostgreSQL listed reports, if the listing reports one.
+    pub(super) fn database_source(&self) -> Option<Source> {
+        match self {
+            Self::UserPosts(_) => UserPosts::DATABASE_SOURCE,
+            Self::HomeFeed(_) => HomeFeed::DATABASE_SOURCE,
+        }
+    }
+
+    /// The page's ids from the cache, if it has them. Each listing is handed what it reads:
+    /// the cache for pages cached whole, the boxes for the home feed.
+    pub(super) async fn lookup(
+        &self,
+        cache: &Cache,
+        boxes: &Boxes,
+        page: PageRequest,
+    ) -> IdsLookup {
+        match self {
+            Self::UserPosts(listing) => listing.lookup(cache, page).await,
+            Self::HomeFeed(listing) => listing.lookup(boxes, page).await,
         }
     }
 
@@ -113,9 +144,9 @@ impl Listing {
     }
 
     /// Brings every listing's cache up to date with a committed write, before it is answered.
-    pub(super) async fn apply(feed: &Feed, change: Change<'_>) {
-        UserPosts::apply(&feed.cache, &feed.metrics, change).await;
-        HomeFeed::apply(feed, change).await;
+    pub(super) async fn apply(cache: &Cache, metrics: &Metrics, boxes: &Boxes, change: Change<'_>) {
+        UserPosts::apply(cache, metrics, change).await;
+        HomeFeed::apply(boxes, change).await;
     }
 }
 

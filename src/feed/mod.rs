@@ -4,10 +4,12 @@
 //! invalidate what they changed. Listings share one page pipeline (`pipeline.rs`); each listing
 //! is a file of its own, dispatched by [`Listing`] (`listing.rs`).
 
+mod boxes;
+mod coalesce;
 mod error;
-mod flights;
 mod health;
 mod home_feed;
+mod housekeeping;
 mod listing;
 mod pipeline;
 mod served;
@@ -15,23 +17,32 @@ mod user_posts;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use boxes::Boxes;
+use coalesce::Coalescer;
 pub use error::{Conflict, FeedError, Reference, Resource};
-use flights::Flights;
 pub use health::{Health, Overall, PostgresHealth, RedisStatus};
 pub use listing::{Change, Listing};
 use pipeline::JsonPage;
 use served::timed;
 pub use served::{CacheOutcome, Served, Timings};
 
-use crate::cache::{BoxKey, Cache, CachedObject, Generation, HotReport, ListingKey};
+// What the feed's answers carry from the layers below, so that callers name them through the
+// feed (the cache's health and hot-key report, the store's choice of follow list).
+pub use crate::cache::{
+    CacheHealth, HotKeyEntry, HotReport, HotSlotEntry, HotUserEntry, NodeHealth, ShardView,
+};
+pub use crate::store::FollowList;
+
+use crate::cache::{Cache, CachedObject, Generation, ListingKey};
 use crate::domain::{
     ApiKey, Follow, IdempotencyKey, KeyHash, NewPost, NewUser, Page, PageRequest, Post, PostEdit,
     PostId, User, UserEdit, UserId, IDEMPOTENCY_KEY_TTL,
 };
 use crate::metrics::{zero_series, Metrics};
-use crate::store::{Constraint, FollowList, IdempotencyScope, Idempotent, Once, Store, StoreError};
+use crate::store::{Constraint, IdempotencyScope, Idempotent, Once, Store, StoreError};
+use crate::tasks::Tasks;
 
 /// Longest a readiness probe waits on PostgreSQL.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,35 +53,26 @@ pub struct Feed {
     store: Store,
     cache: Cache,
     metrics: Arc<Metrics>,
-    /// Followers from which an author's posts are pulled by readers instead of pushed.
-    celebrity_followers: u32,
     /// Page misses being read from PostgreSQL, by listing, page and generation seen.
-    page_flights: Flights<PageFlight, Result<(Arc<JsonPage>, Timings), FeedError>>,
+    page_flights: Coalescer<PageFlight, Arc<JsonPage>>,
     /// Post objects being read from PostgreSQL after a miss, by the sorted ids missing.
-    object_flights: Flights<Vec<PostId>, ObjectFlight>,
+    object_flights: Coalescer<Vec<PostId>, Arc<PostsJson>>,
     /// Single posts and users being read from PostgreSQL after a miss (`GET /posts/{id}`,
-    /// `GET /users/{id}`).
-    post_flights: Flights<PostId, ObjectRead<Post>>,
-    user_flights: Flights<UserId, ObjectRead<User>>,
+    /// `GET /users/{id}`); `None` when PostgreSQL has no such row.
+    post_flights: Coalescer<PostId, Option<Post>>,
+    user_flights: Coalescer<UserId, Option<User>>,
     /// Pages being refreshed early by this instance: one refresh each.
     refreshing: Arc<Mutex<HashSet<(ListingKey, PageRequest)>>>,
-    /// Boxes being rebuilt by this instance: one rebuild each, however many readers miss it.
-    rebuilding: Arc<Mutex<HashSet<BoxKey>>>,
-    /// Boxes a fan-out could not reach, since when: their drop is retried by one background
-    /// worker, and this instance does not serve them meanwhile.
-    pending_drops: Arc<Mutex<PendingDrops>>,
+    /// The home feed's boxes and their repair.
+    boxes: Boxes,
+    /// Where the feed's background work runs (early refreshes, housekeeping).
+    tasks: Tasks,
 }
 
 /// Posts by id, as the JSON the API answers with.
 type PostsJson = HashMap<PostId, bytes::Bytes>;
 
-/// What a coalesced read of one object lands with: `None` when PostgreSQL has no such row.
-type ObjectRead<T> = Result<(Option<T>, Timings), FeedError>;
-
-/// What a coalesced read of missing post objects lands with.
-type ObjectFlight = Result<(Arc<PostsJson>, Timings), FeedError>;
-
-/// What makes a coalesced page read valid for a joiner: see `flights.rs`.
+/// What makes a coalesced page read valid for a joiner: see `coalesce.rs`.
 type PageFlight = (ListingKey, PageRequest, Generation);
 
 /// What a create answered: the resource, and whether an earlier request with the same
@@ -88,26 +90,6 @@ pub struct Account {
     pub api_key: ApiKey,
 }
 
-/// Expired idempotency keys are kept this much longer than [`IDEMPOTENCY_KEY_TTL`] before the
-/// sweep deletes them: a request that saw a key unexpired still finds its row a moment later.
-const IDEMPOTENCY_SWEEP_GRACE: Duration = Duration::from_secs(3600);
-/// Rows one sweep statement deletes, and statements one sweep runs at most.
-const IDEMPOTENCY_SWEEP_BATCH: u32 = 1000;
-const IDEMPOTENCY_SWEEP_MAX_BATCHES: u32 = 100;
-
-/// The retried drops of [`Feed::defer_drops`].
-#[derive(Default)]
-struct PendingDrops {
-    since: HashMap<BoxKey, Instant>,
-    worker: bool,
-}
-
-/// How long a failed drop is retried, how often, and how many boxes may wait at once (past that,
-/// their TTL is the bound).
-const DROP_RETRY_FOR: Duration = Duration::from_secs(120);
-const DROP_RETRY_EVERY: Duration = Duration::from_millis(100);
-const MAX_PENDING_DROPS: usize = 100_000;
-
 impl Feed {
     /// A feed over `store`, cached by `cache` (which may be [`Cache::None`]); authors with
     /// `celebrity_followers` or more followers are pulled by their readers, not pushed.
@@ -116,97 +98,35 @@ impl Feed {
         cache: Cache,
         metrics: Arc<Metrics>,
         celebrity_followers: u32,
+        tasks: &Tasks,
     ) -> Self {
         zero_series(&metrics.pages, CacheOutcome::ALL.map(CacheOutcome::label));
         zero_series(&metrics.feed_sources, ["inbox", "pulled", "database"]);
         zero_series(&metrics.feed_rebuilds, ["inbox", "outbox"]);
         zero_series(&metrics.early_refreshes, ["renewed", "skipped", "failed"]);
-        zero_series(
-            &metrics.coalesced_waits,
-            [
-                "page",
-                "objects",
-                <Post as CachedObject>::KIND,
-                <User as CachedObject>::KIND,
-            ],
+        let waits = |kind: &str| metrics.coalesced_waits.with_label_values(&[kind]);
+        let page_flights = Coalescer::new(waits("page"));
+        let object_flights = Coalescer::new(waits("objects"));
+        let post_flights = Coalescer::new(waits(<Post as CachedObject>::KIND));
+        let user_flights = Coalescer::new(waits(<User as CachedObject>::KIND));
+        let boxes = Boxes::new(
+            cache.clone(),
+            store.clone(),
+            Arc::clone(&metrics),
+            celebrity_followers,
+            tasks.clone(),
         );
         Self {
             store,
             cache,
             metrics,
-            celebrity_followers,
-            page_flights: Flights::default(),
-            object_flights: Flights::default(),
-            post_flights: Flights::default(),
-            user_flights: Flights::default(),
+            page_flights,
+            object_flights,
+            post_flights,
+            user_flights,
             refreshing: Arc::default(),
-            rebuilding: Arc::default(),
-            pending_drops: Arc::default(),
-        }
-    }
-
-    /// Whether a box may have missed a write this instance could not deliver.
-    fn is_unreachable(&self, key: BoxKey) -> bool {
-        lock(&self.pending_drops).since.contains_key(&key)
-    }
-
-    /// Drops `boxes` as soon as their nodes answer (back, or replaced by a promoted replica),
-    /// retrying in one background worker; the next read rebuilds them.
-    fn defer_drops(&self, boxes: &[BoxKey]) {
-        let start_worker = {
-            let mut pending = lock(&self.pending_drops);
-            let now = Instant::now();
-            for &key in boxes {
-                if pending.since.len() >= MAX_PENDING_DROPS {
-                    tracing::error!(
-                        "too many unreachable feed boxes; the rest expire within FEED_BOX_TTL_SECS"
-                    );
-                    break;
-                }
-                pending.since.entry(key).or_insert(now);
-            }
-            !std::mem::replace(&mut pending.worker, true)
-        };
-        if !start_worker {
-            return;
-        }
-        let feed = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(DROP_RETRY_EVERY).await;
-                let keys: Vec<BoxKey> = lock(&feed.pending_drops).since.keys().copied().collect();
-                let still = feed.cache.drop_boxes(&keys).await;
-                let mut pending = lock(&feed.pending_drops);
-                pending.since.retain(|key, since| {
-                    let waiting = still.contains(key) || !keys.contains(key);
-                    if waiting && since.elapsed() >= DROP_RETRY_FOR {
-                        tracing::error!(?key, "feed box still unreachable; it may serve without a write until FEED_BOX_TTL_SECS");
-                        return false;
-                    }
-                    waiting
-                });
-                if pending.since.is_empty() {
-                    pending.worker = false;
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Rebuilds missing boxes in the background, each once in this instance at a time.
-    fn spawn_rebuilds(&self, boxes: Vec<BoxKey>) {
-        for key in boxes {
-            let claimed = lock(&self.rebuilding).insert(key);
-            if !claimed {
-                continue;
-            }
-            let feed = self.clone();
-            tokio::spawn(async move {
-                if let Err(error) = home_feed::rebuild(&feed, key).await {
-                    tracing::warn!(%error, ?key, "feed box rebuild failed; the next read tries again");
-                }
-                lock(&feed.rebuilding).remove(&key);
-            });
+            boxes,
+            tasks: tasks.clone(),
         }
     }
 
@@ -216,42 +136,13 @@ impl Feed {
     }
 
     /// The cluster's shards as this instance last saw them (empty without Redis).
-    pub fn shards(&self) -> Vec<crate::cache::ShardView> {
+    pub fn shards(&self) -> Vec<ShardView> {
         self.cache.shards()
     }
 
     /// The hottest keys, users and slots of this instance's reads (empty without a cache).
     pub fn hot_report(&self) -> HotReport {
         self.cache.hot_report().unwrap_or_default()
-    }
-
-    /// Publishes the in-process tier's size and the hottest keys to the metrics every `period`,
-    /// until the task is aborted. Every rank up to `ranks` has its series, 0 while no key holds it.
-    pub fn spawn_cache_reporter(
-        &self,
-        period: Duration,
-        ranks: usize,
-    ) -> tokio::task::JoinHandle<()> {
-        let feed = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            loop {
-                ticks.tick().await;
-                if let Some(local) = feed.cache.local() {
-                    local.report();
-                }
-                let Some(report) = feed.cache.hot_report() else {
-                    continue;
-                };
-                let gauges = &feed.metrics.hot_key_reads;
-                for rank in 0..ranks.max(report.keys.len()) {
-                    let reads = report.keys.get(rank).map_or(0, |entry| entry.reads);
-                    gauges
-                        .with_label_values(&[&(rank + 1).to_string()])
-                        .set(i64::try_from(reads).unwrap_or(i64::MAX));
-                }
-            }
-        })
     }
 
     /// Probes both backends at once.
@@ -418,45 +309,6 @@ impl Feed {
         })
     }
 
-    /// Deletes idempotency keys that expired over an hour ago, in bounded batches; returns how
-    /// many went. Until then an expired key is already ignored (the next request takes it over).
-    ///
-    /// # Errors
-    /// PostgreSQL failures.
-    pub async fn sweep_idempotency_keys(&self) -> Result<u64, FeedError> {
-        let age = IDEMPOTENCY_KEY_TTL + IDEMPOTENCY_SWEEP_GRACE;
-        let mut deleted = 0;
-        for _ in 0..IDEMPOTENCY_SWEEP_MAX_BATCHES {
-            let batch = self
-                .store
-                .delete_expired_idempotency_keys(age, IDEMPOTENCY_SWEEP_BATCH)
-                .await?;
-            deleted += batch;
-            if batch < u64::from(IDEMPOTENCY_SWEEP_BATCH) {
-                break;
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// Sweeps expired idempotency keys every `period` until the task is aborted.
-    pub fn spawn_idempotency_sweeper(&self, period: Duration) -> tokio::task::JoinHandle<()> {
-        let feed = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            loop {
-                ticks.tick().await;
-                match feed.sweep_idempotency_keys().await {
-                    Ok(0) => {}
-                    Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
-                    Err(error) => {
-                        tracing::warn!(%error, "idempotency key sweep failed; the next one retries");
-                    }
-                }
-            }
-        })
-    }
-
     /// Replaces a post's content; the cached object is rewritten with the new version before
     /// answering, so no later read, here or on another instance, sees the old content.
     ///
@@ -596,7 +448,7 @@ impl Feed {
 
     /// Brings every listing's cache up to date with a committed write.
     async fn invalidate(&self, change: Change<'_>) {
-        Listing::apply(self, change).await;
+        Listing::apply(&self.cache, &self.metrics, &self.boxes, change).await;
     }
 
     /// Single-object read-through: cache, else PostgreSQL and fill, once for every concurrent
@@ -608,7 +460,7 @@ impl Feed {
         &self,
         id: T::Id,
         resource: Resource,
-        flights: &Flights<T::Id, ObjectRead<T>>,
+        flights: &Coalescer<T::Id, Option<T>>,
         load: F,
     ) -> Result<Served<T>, FeedError>
     where
@@ -651,22 +503,7 @@ impl Feed {
             }
             Ok((value, timings))
         };
-        let started = Instant::now();
-        let (outcome, role) = flights.run(id, lead).await;
-        let (value, flight_timings) = outcome?;
-        match role {
-            flights::Role::Leader => {
-                timings.db += flight_timings.db;
-                timings.redis += flight_timings.redis;
-            }
-            flights::Role::Joiner => {
-                self.metrics
-                    .coalesced_waits
-                    .with_label_values(&[T::KIND])
-                    .inc();
-                timings.db += started.elapsed();
-            }
-        }
+        let value = flights.read(id, &mut timings, lead).await?;
         Ok(Served {
             value: value.ok_or(FeedError::NotFound(resource))?,
             cache: CacheOutcome::Miss,

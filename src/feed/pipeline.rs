@@ -4,14 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::flights::Role;
-use super::listing::{Listing, Remember};
+use super::listing::{Listing, Remember, Source};
 use super::served::{timed, CacheOutcome, Served, Timings};
 use super::{Feed, FeedError, Resource};
 use crate::cache::{CachedPage, Generation, ListingKey, LocalPage};
@@ -70,7 +68,7 @@ impl Feed {
         if !self.cache.is_enabled() {
             let mut timings = timings;
             let loaded = JsonPage::of(&self.load_page(listing, page, &mut timings).await?);
-            let source = database_source(listing);
+            let source = listing.database_source();
             return Ok(self.finish(
                 listing,
                 page,
@@ -120,7 +118,11 @@ impl Feed {
         page: PageRequest,
         mut timings: Timings,
     ) -> Result<Served<PageBody>, FeedError> {
-        let lookup = timed(&mut timings.redis, listing.lookup(self, page)).await;
+        let lookup = timed(
+            &mut timings.redis,
+            listing.lookup(&self.cache, &self.boxes, page),
+        )
+        .await;
         let listed = lookup.ids.is_some();
         if let Some(cached) = lookup.ids {
             // A cached page exists only for a user that exists: the label slot is earned.
@@ -172,7 +174,7 @@ impl Feed {
                 .inc();
         }
         let loaded = loaded?;
-        let source = database_source(listing);
+        let source = listing.database_source();
         Ok(self.finish(listing, page, &loaded, CacheOutcome::Miss, timings, source))
     }
 
@@ -189,7 +191,7 @@ impl Feed {
             return;
         }
         let feed = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut timings = Timings::default();
             let outcome = match feed.load_page(listing, page, &mut timings).await {
                 Err(error) => {
@@ -271,8 +273,8 @@ impl Feed {
             let mut timings = Timings::default();
             // Looked up once more, unless a node is failing: the posts missing are then mostly
             // that node's, which a landed flight could not have filled either, and asking again
-            // would cost every stampede leader one more Redis budget (a frozen master under load:
-            // read p99 306 ms with the second look-up).
+            // would cost every stampede leader one more Redis budget (docs/ARCHITECTURE.md has
+            // the fault suite's figures).
             let again = if feed.cache.is_failing() {
                 vec![None; ids.len()]
             } else {
@@ -297,23 +299,7 @@ impl Feed {
             }
             Ok((Arc::new(found), timings))
         };
-        let started = Instant::now();
-        let (outcome, role) = self.object_flights.run(missing, lead).await;
-        let (loaded, flight_timings) = outcome?;
-        match role {
-            Role::Leader => {
-                timings.db += flight_timings.db;
-                timings.redis += flight_timings.redis;
-            }
-            Role::Joiner => {
-                self.metrics
-                    .coalesced_waits
-                    .with_label_values(&["objects"])
-                    .inc();
-                timings.db += started.elapsed();
-            }
-        }
-        Ok(loaded)
+        self.object_flights.read(missing, timings, lead).await
     }
 
     /// A missed page of a cacheable listing, read from PostgreSQL and stored (its posts, and the
@@ -334,7 +320,11 @@ impl Feed {
         let lead = async move {
             let mut timings = Timings::default();
             // Double-checked: a flight that landed just before this one began filled the page.
-            let again = timed(&mut timings.redis, listing.lookup(&feed, page)).await;
+            let again = timed(
+                &mut timings.redis,
+                listing.lookup(&feed.cache, &feed.boxes, page),
+            )
+            .await;
             if let Some(cached) = again.ids {
                 if let Some((posts, _)) = feed.posts_for_ids(&cached.ids, &mut timings).await? {
                     let loaded = JsonPage {
@@ -349,23 +339,7 @@ impl Feed {
                 .await;
             Ok((Arc::new(JsonPage::of(&loaded)), timings))
         };
-        let started = Instant::now();
-        let (outcome, role) = self.page_flights.run(flight_key, lead).await;
-        let (loaded, flight_timings) = outcome?;
-        match role {
-            Role::Leader => {
-                timings.db += flight_timings.db;
-                timings.redis += flight_timings.redis;
-            }
-            Role::Joiner => {
-                self.metrics
-                    .coalesced_waits
-                    .with_label_values(&["page"])
-                    .inc();
-                timings.db += started.elapsed();
-            }
-        }
-        Ok(loaded)
+        self.page_flights.read(flight_key, timings, lead).await
     }
 
     /// Stores what `remember` says after `loaded` was read from PostgreSQL.
@@ -394,9 +368,9 @@ impl Feed {
                 )
                 .await;
             }
-            Remember::Rebuild(boxes) => {
+            Remember::Rebuild(rebuild) => {
                 timed(&mut timings.redis, self.cache.fill(&objects)).await;
-                self.spawn_rebuilds(boxes);
+                rebuild.start();
             }
         }
     }
@@ -421,27 +395,22 @@ impl Feed {
         loaded: &JsonPage,
         cache: CacheOutcome,
         timings: Timings,
-        source: Option<&'static str>,
+        source: Option<Source>,
     ) -> Served<PageBody> {
         tracing::Span::current().record("cache", cache.as_str());
         if let Some(source) = source {
-            let label = if source == "inbox+pulled" {
-                "pulled"
-            } else {
-                source
-            };
-            self.metrics.feed_sources.with_label_values(&[label]).inc();
+            self.metrics
+                .feed_sources
+                .with_label_values(&[source.label])
+                .inc();
         }
         self.metrics.pages.with_label_values(&[cache.label()]).inc();
-        // The home feed pages by cursor only: its pages carry no offset.
-        let offset = page
-            .offset()
-            .filter(|_| matches!(listing, Listing::UserPosts(_)));
+        let offset = page.offset().filter(|_| listing.pages_by_offset());
         Served {
             value: render(loaded, page.limit(), offset),
             cache,
             timings,
-            source,
+            source: source.map(|source| source.header),
         }
     }
 }
@@ -495,11 +464,6 @@ fn render(loaded: &JsonPage, limit: u32, offset: Option<u32>) -> PageBody {
         limit,
         next_cursor,
     }
-}
-
-/// The source of a home-feed page PostgreSQL listed.
-fn database_source(listing: Listing) -> Option<&'static str> {
-    matches!(listing, Listing::HomeFeed(_)).then_some("database")
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The listing of one author's posts, newest first: `GET /api/v1/users/{id}/posts`. Its pages
 //! are cached whole in the author's pages hash, guarded by the listing's generation.
 
-use super::listing::{invalidate, Change, IdsLookup, Remember};
+use super::listing::{invalidate, Change, IdsLookup, Remember, Source};
 use crate::cache::{Cache, ListingKey};
 use crate::domain::{PageRequest, UserId};
 use crate::metrics::Metrics;
@@ -14,6 +14,11 @@ pub struct UserPosts {
 }
 
 impl UserPosts {
+    /// Pages may be asked for by offset, and answer with it.
+    pub(super) const PAGES_BY_OFFSET: bool = true;
+    /// Its pages report no source.
+    pub(super) const DATABASE_SOURCE: Option<Source> = None;
+
     pub(super) fn new(author: UserId) -> Self {
         Self { author }
     }

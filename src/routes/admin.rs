@@ -3,8 +3,8 @@
 use actix_web::http::header::{ContentType, CACHE_CONTROL};
 use actix_web::{web, HttpResponse};
 
-use crate::cache::HotReport;
-use crate::startup::AppState;
+use super::AppState;
+use crate::feed::HotReport;
 
 /// `GET /api/v1/admin/hot`: the hottest keys, users and slots of this instance's reads over the
 /// hot-key window (`HOT_WINDOW_SECS`, top `HOT_TOP_K` of each). Read-only and public, like

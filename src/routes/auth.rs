@@ -9,10 +9,10 @@ use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, FromRequest, HttpRequest};
 
+use super::error::{ApiError, Unauthenticated};
+use super::AppState;
 use crate::config::AdminKey;
 use crate::domain::{ApiKey, KeyHash, UserId};
-use crate::error::{ApiError, Unauthenticated};
-use crate::startup::AppState;
 
 /// Who a request acts as, from its API key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,8 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::cache::CacheHealth;
-use crate::feed::{Overall, PostgresHealth, RedisStatus};
-use crate::startup::AppState;
+use super::AppState;
+use crate::feed::{CacheHealth, Overall, PostgresHealth, RedisStatus};
 
 /// `GET /ping`: liveness; the process answers HTTP.
 #[utoipa::path(get, path = "/ping", tag = "operations",

@@ -11,8 +11,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, ResponseError as _};
 
 use super::auth;
-use crate::error::ApiError;
-use crate::startup::AppState;
+use super::error::ApiError;
+use super::AppState;
 
 /// Refuses a request over its address's read or write limit with 429; the admin key passes.
 ///

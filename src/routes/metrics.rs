@@ -1,6 +1,6 @@
 use actix_web::{web, HttpResponse};
 
-use crate::startup::AppState;
+use super::AppState;
 
 /// `GET /metrics`: the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",

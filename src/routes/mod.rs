@@ -8,11 +8,15 @@
 mod admin;
 mod auth;
 mod dashboard;
+mod deadlines;
+mod error;
 mod health;
 mod limits;
 mod metrics;
+mod observe;
 mod openapi;
 mod posts;
+mod state;
 mod users;
 
 use actix_web::dev::HttpServiceFactory;
@@ -23,13 +27,17 @@ use actix_web::{web, HttpRequest, HttpResponse, Route};
 use serde::Serialize;
 
 use crate::domain::{Cursor, IdempotencyKey, InvalidInput, Page, PageBody};
-use crate::error::error_body;
 use crate::feed::{Created, Served};
+use error::error_body;
 
 pub use auth::{Admin, Caller};
+pub use deadlines::Deadlines;
+pub use error::{ensure_json_error, json_error, query_error, ApiError};
 pub use health::{health, ping};
 pub use metrics::metrics;
+pub use observe::{observe, REQUEST_ID};
 pub use openapi::ApiDoc;
+pub use state::AppState;
 
 /// The request header naming a create, so that repeating it creates nothing more.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -106,7 +114,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A resource serving `routes`, one handler per method; any other method is a 405 whose `Allow`
 /// lists these (RFC 9110, section 15.5.6), derived from the same list so the two cannot drift.
 ///
-/// The resource is wrapped in the request [`deadlines`](crate::deadlines): here, after routing,
+/// The resource is wrapped in the request [`deadlines`](deadlines): here, after routing,
 /// because the deadline middleware keeps a handle on the request to answer a timeout with.
 fn resource<const N: usize>(
     path: &str,
@@ -135,7 +143,7 @@ fn resource<const N: usize>(
                 response
             }
         }))
-        .wrap(from_fn(crate::deadlines::enforce))
+        .wrap(from_fn(deadlines::enforce))
 }
 
 /// The `Idempotency-Key` of a create, if it has one.

@@ -11,10 +11,10 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema as _};
 
+use super::error::{ErrorBody, ErrorEnvelope};
 use super::{admin, dashboard, health, metrics, posts, users};
-use crate::cache::{HotKeyEntry, HotReport, HotSlotEntry, HotUserEntry};
 use crate::domain::{Page, Post, User};
-use crate::error::{ErrorBody, ErrorEnvelope};
+use crate::feed::{HotKeyEntry, HotReport, HotSlotEntry, HotUserEntry};
 
 /// The API as one document.
 #[derive(OpenApi)]

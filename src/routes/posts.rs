@@ -1,11 +1,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::error::{ApiError, ErrorEnvelope};
 use super::openapi::{Authenticated, JsonBodyErrors, Throttled};
+use super::AppState;
 use super::{created_json, idempotency_key, served_json, Caller};
 use crate::domain::{NewPost, Post, PostEdit, PostId};
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::startup::AppState;
 
 /// Body of `POST /api/v1/posts`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

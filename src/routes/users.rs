@@ -1,15 +1,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ErrorEnvelope};
 use super::openapi::{Authenticated, JsonBodyErrors, Throttled};
+use super::AppState;
 use super::{created_json, idempotency_key, paged_json, served_json, served_page, Caller};
 use crate::domain::{
     Follow, InvalidInput, NewUser, Page, PageRequest, Post, User, UserEdit, UserId,
 };
-use crate::error::{ApiError, ErrorEnvelope};
-use crate::feed::Listing;
-use crate::startup::AppState;
-use crate::store::FollowList;
+use crate::feed::{FollowList, Listing};
 
 /// Body of `POST /api/v1/users`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

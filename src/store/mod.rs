@@ -2,8 +2,10 @@
 //! errors leave this module decoded as [`StoreError`], and every query is counted by [`Query`].
 
 mod error;
+mod feed;
 mod idempotency;
 mod migrate;
+mod query;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::{Constraint, StoreError};
 pub use idempotency::{IdempotencyScope, Idempotent, Once};
+pub use query::Query;
 
 use crate::config::DatabaseSettings;
 use crate::domain::{
@@ -24,98 +27,6 @@ use crate::metrics::{zero_series, Metrics};
 
 // Generates `mod migrations` with the files of `migrations/` compiled in.
 refinery::embed_migrations!("migrations");
-
-/// Every statement the service sends; the `query` label of `db_queries_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
-    InsertUser,
-    UserById,
-    UserExists,
-    InsertPost,
-    PostsByIds,
-    UserPostsPage,
-    UserPostsAfter,
-    UpdatePost,
-    DeletePost,
-    UpdateUser,
-    Follow,
-    Unfollow,
-    FollowingPage,
-    FollowersPage,
-    HomeFeedPage,
-    FeedSources,
-    NewestPostsOf,
-    FollowerIds,
-    InsertApiKey,
-    ApiKeyOwner,
-    PostAuthor,
-    ClaimIdempotencyKey,
-    IdempotentResponse,
-    RecordIdempotentResponse,
-    DeleteExpiredIdempotencyKeys,
-}
-
-impl Query {
-    /// Every query, whose `db_queries_total` series exist at 0 from the start.
-    pub const ALL: [Self; 25] = [
-        Self::InsertUser,
-        Self::UserById,
-        Self::UserExists,
-        Self::InsertPost,
-        Self::PostsByIds,
-        Self::UserPostsPage,
-        Self::UserPostsAfter,
-        Self::UpdatePost,
-        Self::DeletePost,
-        Self::UpdateUser,
-        Self::Follow,
-        Self::Unfollow,
-        Self::FollowingPage,
-        Self::FollowersPage,
-        Self::HomeFeedPage,
-        Self::FeedSources,
-        Self::NewestPostsOf,
-        Self::FollowerIds,
-        Self::InsertApiKey,
-        Self::ApiKeyOwner,
-        Self::PostAuthor,
-        Self::ClaimIdempotencyKey,
-        Self::IdempotentResponse,
-        Self::RecordIdempotentResponse,
-        Self::DeleteExpiredIdempotencyKeys,
-    ];
-
-    /// The label value, named like the file in `db/queries/`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::InsertUser => "insert_user",
-            Self::UserById => "user_by_id",
-            Self::UserExists => "user_exists",
-            Self::InsertPost => "insert_post",
-            Self::PostsByIds => "posts_by_ids",
-            Self::UserPostsPage => "user_posts_page",
-            Self::UserPostsAfter => "user_posts_after",
-            Self::UpdatePost => "update_post",
-            Self::DeletePost => "delete_post",
-            Self::UpdateUser => "update_user",
-            Self::Follow => "follow",
-            Self::Unfollow => "unfollow",
-            Self::FollowingPage => "following_page",
-            Self::FollowersPage => "followers_page",
-            Self::HomeFeedPage => "home_feed_page",
-            Self::FeedSources => "feed_sources",
-            Self::NewestPostsOf => "newest_posts_of",
-            Self::FollowerIds => "follower_ids",
-            Self::InsertApiKey => "insert_api_key",
-            Self::ApiKeyOwner => "api_key_owner",
-            Self::PostAuthor => "post_author",
-            Self::ClaimIdempotencyKey => "claim_idempotency_key",
-            Self::IdempotentResponse => "idempotent_response",
-            Self::RecordIdempotentResponse => "record_idempotent_response",
-            Self::DeleteExpiredIdempotencyKeys => "delete_expired_idempotency_keys",
-        }
-    }
-}
 
 /// How much longer than `statement_timeout` a query may take before the client gives up on it:
 /// room for the server's own cancellation to arrive first.
@@ -567,89 +478,6 @@ impl Store {
         Ok(PostsPage::from_rows(rows, page.limit()))
     }
 
-    /// Reads one page of a user's home feed (their posts and their followees'), after `page`'s
-    /// cursor; the first page when it has none (offsets are refused before this).
-    ///
-    /// # Errors
-    /// Database errors only.
-    #[tracing::instrument(skip(self))]
-    pub async fn home_feed_page(
-        &self,
-        user_id: UserId,
-        page: PageRequest,
-    ) -> Result<PostsPage, StoreError> {
-        let after = start(page);
-        let rows: Vec<Post> = self
-            .run(
-                Query::HomeFeedPage,
-                sqlx::query_as(include_str!("../../db/queries/home_feed_page.sql"))
-                    .bind(user_id)
-                    .bind(after.created_at())
-                    .bind(after.id())
-                    .bind(i64::from(page.limit()) + 1)
-                    .fetch_all(&self.pool),
-            )
-            .await?;
-        Ok(PostsPage::from_rows(rows, page.limit()))
-    }
-
-    /// The authors of a reader's home feed (the reader first, then everyone they follow), each
-    /// with its follower count.
-    ///
-    /// # Errors
-    /// Database errors only.
-    #[tracing::instrument(skip(self))]
-    pub async fn feed_sources(&self, reader: UserId) -> Result<Vec<(UserId, i64)>, StoreError> {
-        self.run(
-            Query::FeedSources,
-            sqlx::query_as(include_str!("../../db/queries/feed_sources.sql"))
-                .bind(reader)
-                .fetch_all(&self.pool),
-        )
-        .await
-    }
-
-    /// The newest `limit` posts of `authors`, merged newest first.
-    ///
-    /// # Errors
-    /// Database errors only.
-    #[tracing::instrument(skip_all, fields(authors = authors.len()))]
-    pub async fn newest_posts_of(
-        &self,
-        authors: &[UserId],
-        limit: u32,
-    ) -> Result<Vec<Post>, StoreError> {
-        let raw: Vec<i64> = authors.iter().map(|id| id.get()).collect();
-        self.run(
-            Query::NewestPostsOf,
-            sqlx::query_as(include_str!("../../db/queries/newest_posts_of.sql"))
-                .bind(raw)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool),
-        )
-        .await
-    }
-
-    /// Up to `limit` followers of `author`.
-    ///
-    /// # Errors
-    /// Database errors only.
-    #[tracing::instrument(skip(self))]
-    pub async fn follower_ids(
-        &self,
-        author: UserId,
-        limit: u32,
-    ) -> Result<Vec<UserId>, StoreError> {
-        self.run(
-            Query::FollowerIds,
-            sqlx::query_scalar(include_str!("../../db/queries/follower_ids.sql"))
-                .bind(author)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool),
-        )
-        .await
-    }
-
     /// Counts `query` and decodes its error.
     async fn run<T>(
         &self,
@@ -673,7 +501,7 @@ impl Store {
 }
 
 /// Where a cursor-only listing starts: after the cursor, or before everything on a first page.
-fn start(page: PageRequest) -> Cursor {
+pub(super) fn start(page: PageRequest) -> Cursor {
     match page.position() {
         Position::After(cursor) => cursor,
         Position::Offset(_) => Cursor::new(chrono::DateTime::<chrono::Utc>::MAX_UTC, i64::MAX),
@@ -682,7 +510,7 @@ fn start(page: PageRequest) -> Cursor {
 
 impl PostsPage {
     /// A page from rows fetched with `LIMIT limit + 1`: the extra row only says that more exist.
-    fn from_rows(mut posts: Vec<Post>, limit: u32) -> Self {
+    pub(super) fn from_rows(mut posts: Vec<Post>, limit: u32) -> Self {
         let has_more = posts.len() > limit as usize;
         posts.truncate(limit as usize);
         Self { posts, has_more }

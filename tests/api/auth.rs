@@ -11,8 +11,9 @@ use hotfeed::feed::Feed;
 use hotfeed::limits::RateLimits;
 use hotfeed::metrics::Metrics;
 use hotfeed::routes::Admin;
-use hotfeed::startup::AppState;
+use hotfeed::routes::AppState;
 use hotfeed::store::Store;
+use hotfeed::tasks::Tasks;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::Row as _;
@@ -477,7 +478,13 @@ async fn the_admin_guard_admits_the_admin_key_only() {
     let metrics = Arc::new(Metrics::new(10));
     let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics)).expect("store");
     let state = web::Data::new(AppState {
-        feed: Feed::new(store, Cache::None, Arc::clone(&metrics), 1000),
+        feed: Feed::new(
+            store,
+            Cache::None,
+            Arc::clone(&metrics),
+            1000,
+            &Tasks::new(),
+        ),
         metrics: Arc::clone(&metrics),
         page_limits: PageLimits {
             default: 50,

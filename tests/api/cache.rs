@@ -1,10 +1,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hotfeed::cache::keys::slot;
-use hotfeed::cache::{Cache, CachedPage, ListingKey};
+use hotfeed::cache::{Cache, CacheOptions, CachedPage, ListingKey};
 use hotfeed::config::CacheFetch;
 use hotfeed::domain::{PageRequest, PostId, UserId};
 use hotfeed::metrics::Metrics;
+use hotfeed::tasks::Tasks;
 use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -271,7 +272,7 @@ async fn a_page_read_before_a_write_is_not_cached_after_it() {
     // invalidates, then the reader caches its now-stale page. The generation check refuses it.
     let (settings, _, _) = test_settings();
     let metrics = std::sync::Arc::new(Metrics::new(10));
-    let cache = Cache::connect(&settings.cache, metrics)
+    let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics, &Tasks::new())
         .await
         .expect("valid settings");
     let listing = ListingKey::UserPosts(UserId::from_trusted(7));
@@ -306,9 +307,9 @@ async fn a_generation_never_repeats_even_after_its_key_expired() {
     // The ABA race: a reader sees generation G, the generation key expires, and two writes later
     // the counter is back at G, so the reader's stale page would pass the check.
     let (settings, _, _) = test_settings();
-    let keys = hotfeed::cache::Keys::of(&settings.cache);
+    let keys = hotfeed::cache::Keys::of(&CacheOptions::from(&settings.cache));
     let metrics = std::sync::Arc::new(Metrics::new(10));
-    let cache = Cache::connect(&settings.cache, metrics)
+    let cache = Cache::connect(&CacheOptions::from(&settings.cache), metrics, &Tasks::new())
         .await
         .expect("valid settings");
     let listing = ListingKey::UserPosts(UserId::from_trusted(8));

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use hotfeed::cache::Cache;
+use hotfeed::cache::{Cache, CacheOptions};
 use hotfeed::domain::{Post, PostId, User, UserId};
 use hotfeed::metrics::Metrics;
+use hotfeed::tasks::Tasks;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -174,9 +175,13 @@ fn post_at(id: i64, content: &str, updated_micros: i64) -> Post {
 #[tokio::test]
 async fn a_reader_that_raced_an_edit_cannot_put_the_old_post_back() {
     let (settings, _, _) = test_settings();
-    let cache = Cache::connect(&settings.cache, Arc::new(Metrics::new(10)))
-        .await
-        .expect("valid settings");
+    let cache = Cache::connect(
+        &CacheOptions::from(&settings.cache),
+        Arc::new(Metrics::new(10)),
+        &Tasks::new(),
+    )
+    .await
+    .expect("valid settings");
     let now = Utc::now().timestamp_micros();
     let old = post_at(1, "version 1", now);
     let new = post_at(1, "version 2", now + 1);
@@ -211,9 +216,13 @@ async fn a_reader_that_raced_an_edit_cannot_put_the_old_post_back() {
 #[tokio::test]
 async fn a_reader_that_raced_a_rename_cannot_put_the_old_user_back() {
     let (settings, _, _) = test_settings();
-    let cache = Cache::connect(&settings.cache, Arc::new(Metrics::new(10)))
-        .await
-        .expect("valid settings");
+    let cache = Cache::connect(
+        &CacheOptions::from(&settings.cache),
+        Arc::new(Metrics::new(10)),
+        &Tasks::new(),
+    )
+    .await
+    .expect("valid settings");
     let now = Utc::now();
     let user = |name: &str, micros: i64| User {
         id: UserId::from_trusted(9),

@@ -1,7 +1,7 @@
 use std::sync::Once;
 
 use hotfeed::cache::topology::SlotMap;
-use hotfeed::cache::Keys;
+use hotfeed::cache::{CacheOptions, Keys};
 
 use hotfeed::config::{AdminKey, RateLimitSettings, Settings, Switch};
 use hotfeed::startup::Application;
@@ -77,6 +77,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after `customize` adjusts its settings.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let (app, test_app) = build_app_with(customize).await;
+    tokio::spawn(app.run_until_stopped());
+    test_app
+}
+
+/// Builds the app after `customize` adjusts its settings, for the caller to run and stop.
+pub async fn build_app_with(customize: impl FnOnce(&mut Settings)) -> (Application, TestApp) {
     let (mut settings, admin_url, database) = test_settings();
     customize(&mut settings);
     let mut admin = PgConnection::connect(&admin_url)
@@ -86,7 +93,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         .execute(format!(r#"CREATE DATABASE "{database}""#).as_str())
         .await
         .expect("create the test database");
-    start(settings, admin_url, database, true).await
+    build(settings, admin_url, database, true).await
 }
 
 /// Spawns the app on `settings` as given: its database is the caller's to create and drop.
@@ -100,11 +107,21 @@ async fn start(
     database: String,
     owns_database: bool,
 ) -> TestApp {
+    let (app, test_app) = build(settings, admin_url, database, owns_database).await;
+    tokio::spawn(app.run_until_stopped());
+    test_app
+}
+
+async fn build(
+    settings: Settings,
+    admin_url: String,
+    database: String,
+    owns_database: bool,
+) -> (Application, TestApp) {
     let app = Application::build(settings.clone())
         .await
         .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
     let mut admin = reqwest::header::HeaderMap::new();
     admin.insert(
         reqwest::header::AUTHORIZATION,
@@ -112,7 +129,7 @@ async fn start(
             .parse()
             .expect("a header value"),
     );
-    TestApp {
+    let test_app = TestApp {
         address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -123,12 +140,13 @@ async fn start(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a plain HTTP client"),
-        keys: Keys::of(&settings.cache),
+        keys: Keys::of(&CacheOptions::from(&settings.cache)),
         settings,
         admin_url,
         database,
         owns_database,
-    }
+    };
+    (app, test_app)
 }
 
 impl Drop for TestApp {

@@ -9,6 +9,7 @@ use hotfeed::cache::Cache;
 use hotfeed::feed::Feed;
 use hotfeed::metrics::Metrics;
 use hotfeed::store::Store;
+use hotfeed::tasks::Tasks;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
@@ -309,7 +310,7 @@ async fn a_key_past_24_hours_runs_as_a_new_request_and_the_sweep_deletes_it_an_h
     }
     let metrics = Arc::new(Metrics::new(10));
     let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics)).expect("store");
-    let feed = Feed::new(store, Cache::None, metrics, 1000);
+    let feed = Feed::new(store, Cache::None, metrics, 1000, &Tasks::new());
     assert_eq!(feed.sweep_idempotency_keys().await.expect("sweep"), 1);
     let left: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM idempotency_keys")
         .fetch_all(&mut db)

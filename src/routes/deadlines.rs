@@ -22,7 +22,7 @@ use actix_web::HttpMessage as _;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{error_body, RETRY_AFTER_SECS};
+use super::error::{error_body, RETRY_AFTER_SECS};
 
 /// The deadlines of every request.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +33,7 @@ pub struct Deadlines {
     pub request: Duration,
 }
 
-/// What a body read fails with at the body deadline; [`crate::error::json_error`] answers 408.
+/// What a body read fails with at the body deadline; [`json_error`](super::error::json_error) answers 408.
 pub fn is_body_timeout(error: &PayloadError) -> bool {
     matches!(error, PayloadError::Io(io) if io.kind() == io::ErrorKind::TimedOut)
 }

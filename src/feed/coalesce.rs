@@ -1,5 +1,8 @@
 //! Request coalescing ("single flight"): concurrent misses of one key in one instance share one
 //! PostgreSQL read and one cache fill. The first request leads; the others await its outcome.
+//! [`Coalescer::read`] is the one place a reader's part is accounted: the leader adds the
+//! flight's backend timings to its own, a joiner counts a coalesced wait and its wait as database
+//! time.
 //!
 //! A flight is keyed by what makes its answer valid for a joiner. For a page that is the
 //! listing's generation as the joiner's own look-up saw it: a reader that looked up after a write
@@ -16,16 +19,77 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt as _;
+use prometheus::IntCounter;
+use tokio::time::Instant;
+
+use super::{FeedError, Timings};
+
+/// What a coalesced read lands with: its value, and the time its leader spent on each backend.
+pub(super) type Landed<T> = Result<(T, Timings), FeedError>;
+
+/// The flights of one kind of read, and the counter its joiners' waits go to; cheap to clone.
+pub(super) struct Coalescer<K, T> {
+    flights: Flights<K, Landed<T>>,
+    waits: IntCounter,
+}
+
+impl<K, T> Clone for Coalescer<K, T> {
+    fn clone(&self) -> Self {
+        Self {
+            flights: self.flights.clone(),
+            waits: self.waits.clone(),
+        }
+    }
+}
+
+impl<K, T> Coalescer<K, T>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    /// Flights whose joiners count their waits in `waits`.
+    pub(super) fn new(waits: IntCounter) -> Self {
+        Self {
+            flights: Flights::default(),
+            waits,
+        }
+    }
+
+    /// Joins the flight of `key`, or leads it with `lead`, and accounts this request's part in
+    /// `timings`: a leader adds the flight's own timings, a joiner counts a coalesced wait and
+    /// spends its wait on the database. A failed flight is accounted nowhere.
+    pub(super) async fn read(
+        &self,
+        key: K,
+        timings: &mut Timings,
+        lead: impl Future<Output = Landed<T>> + Send + 'static,
+    ) -> Result<T, FeedError> {
+        let started = Instant::now();
+        let (outcome, role) = self.flights.run(key, lead).await;
+        let (value, flight) = outcome?;
+        match role {
+            Role::Leader => {
+                timings.db += flight.db;
+                timings.redis += flight.redis;
+            }
+            Role::Joiner => {
+                self.waits.inc();
+                timings.db += started.elapsed();
+            }
+        }
+        Ok(value)
+    }
+}
 
 /// Who ran a flight: the request that led it or one that joined it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
+enum Role {
     Leader,
     Joiner,
 }
 
 /// The flights in the air, by key; cheap to clone.
-pub(super) struct Flights<K, V> {
+struct Flights<K, V> {
     inflight: Arc<Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>>,
 }
 
@@ -53,11 +117,7 @@ where
     /// Joins the flight of `key` if one is in the air, else runs `lead` as a new one. `lead` is
     /// only polled when this request leads. A leader dropped before landing (its client went
     /// away) leaves its joiners to drive the flight to the end; new arrivals start another.
-    pub(super) async fn run(
-        &self,
-        key: K,
-        lead: impl Future<Output = V> + Send + 'static,
-    ) -> (V, Role) {
+    async fn run(&self, key: K, lead: impl Future<Output = V> + Send + 'static) -> (V, Role) {
         let (flight, role) = {
             let mut inflight = super::lock(&self.inflight);
             match inflight.get(&key) {
@@ -133,6 +193,36 @@ mod tests {
         assert_eq!(flights.in_air(), 0, "a landed flight is gone");
         let (again, role) = flights.run(7, lead(Arc::clone(&runs))).await;
         assert_eq!((again, role), (2, Role::Leader), "a later miss reads again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_takes_its_flights_timings_and_a_joiner_counts_its_wait_as_database_time() {
+        let waits = IntCounter::new("waits", "joiners' waits").expect("a valid counter");
+        let coalescer: Coalescer<u32, &'static str> = Coalescer::new(waits.clone());
+        let flight = Timings {
+            redis: Duration::from_millis(3),
+            db: Duration::from_millis(20),
+        };
+        let lead = move || async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(("rows", flight))
+        };
+        let (mut led, mut joined) = (Timings::default(), Timings::default());
+
+        let (leader, joiner) = tokio::join!(coalescer.read(1, &mut led, lead()), async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            coalescer.read(1, &mut joined, lead()).await
+        });
+
+        assert_eq!((leader.ok(), joiner.ok()), (Some("rows"), Some("rows")));
+        assert_eq!((led.redis, led.db), (flight.redis, flight.db));
+        assert_eq!(waits.get(), 1, "one coalesced wait, the joiner's");
+        assert_eq!(joined.redis, Duration::ZERO);
+        assert_eq!(
+            joined.db,
+            Duration::from_millis(15),
+            "the joiner waited 15 ms"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,11 @@
 //! The one API error type and its mapping to HTTP.
 //!
+//! Each layer has its own error type and translates the one below once: `store` returns
+//! `StoreError` (SQLSTATEs, constraints), `cache` returns `CacheError` and never fails a request
+//! (a cache error is a miss), `feed` returns `FeedError` (the service's terms: not found,
+//! conflict, unavailable), and `routes` turns a `FeedError` into an [`ApiError`] here (a status
+//! and a stable `code`).
+//!
 //! Every 4xx carries `{"error":{"code":"...","message":"..."}}` saying what was wrong; a 5xx carries
 //! the same shape with a generic message, and its cause goes to the log only.
 
@@ -12,7 +18,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use std::time::Duration;
 
-use crate::deadlines::is_body_timeout;
+use super::deadlines::is_body_timeout;
 use crate::domain::InvalidInput;
 use crate::feed::{Conflict, FeedError, Reference};
 use crate::limits::Throttled;

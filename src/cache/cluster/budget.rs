@@ -1,0 +1,115 @@
+//! Call budgets and failure streaks: every call bounded by its time budget, a run of failures
+//! on one node rebuilding the connection in the background (which reloads the topology).
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::cluster_async::ClusterConnection;
+use redis::RedisError;
+
+use super::{lock, ClusterCache, MIN_REBUILD_INTERVAL};
+use crate::cache::error::CacheError;
+
+/// Longest pause between reconnection attempts while the cluster is unreachable.
+pub(super) const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+
+impl ClusterCache {
+    /// Applies the time budget, classifies the outcome and keeps the failure streak.
+    pub(super) async fn guarded<T, F>(&self, node: &str, call: F) -> Result<T, CacheError>
+    where
+        F: Future<Output = Result<T, RedisError>>,
+    {
+        let outcome = match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(CacheError::Redis(error)),
+            Err(_) => Err(CacheError::Timeout),
+        };
+        match &outcome {
+            Ok(_) => {
+                lock(&self.inner.failure_streaks).remove(node);
+            }
+            Err(error) => {
+                self.inner
+                    .metrics
+                    .redis_errors
+                    .with_label_values(&[node])
+                    .inc();
+                self.record_failure(error);
+                let streak = {
+                    let mut streaks = lock(&self.inner.failure_streaks);
+                    let streak = streaks.entry(node.to_owned()).or_insert(0);
+                    *streak += 1;
+                    *streak
+                };
+                if streak >= self.inner.rebuild_after {
+                    self.spawn_rebuild();
+                }
+            }
+        }
+        outcome
+    }
+
+    pub(super) fn record_failure(&self, error: &CacheError) {
+        let kind = error.kind();
+        self.inner
+            .metrics
+            .cache_errors
+            .with_label_values(&[kind])
+            .inc();
+        tracing::warn!(kind, %error, "cache call failed; serving from PostgreSQL");
+    }
+
+    pub(super) fn connection_or_record(&self) -> Option<ClusterConnection> {
+        let connection = self.connection();
+        if connection.is_none() {
+            self.inner
+                .metrics
+                .cache_errors
+                .with_label_values(&[CacheError::Unavailable.kind()])
+                .inc();
+        }
+        connection
+    }
+
+    /// Replaces the connection in the background (which reloads the slot map), retrying with
+    /// backoff while the cluster does not answer. At most one rebuild runs at a time, and at most
+    /// one starts per [`MIN_REBUILD_INTERVAL`].
+    pub(super) fn spawn_rebuild(&self) {
+        if self.inner.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let rebuild = async move {
+            let since_last = lock(&inner.last_rebuild).map(|at| at.elapsed());
+            if let Some(elapsed) = since_last.filter(|e| *e < MIN_REBUILD_INTERVAL) {
+                tokio::time::sleep(MIN_REBUILD_INTERVAL - elapsed).await;
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                *lock(&inner.last_rebuild) = Some(Instant::now());
+                match inner.open().await {
+                    Ok(connection) => {
+                        inner.install(connection);
+                        inner.metrics.redis_reconnects.inc();
+                        tracing::info!("Redis Cluster connection rebuilt");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Redis Cluster still unreachable");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+                    }
+                }
+            }
+            inner.rebuilding.store(false, Ordering::Release);
+        };
+        self.inner.tasks.spawn_on(rebuild, &self.inner.runtime);
+    }
+
+    /// Whether some node failed its last call (its failure streak is running).
+    pub fn is_failing(&self) -> bool {
+        !lock(&self.inner.failure_streaks).is_empty()
+    }
+}
