@@ -39,7 +39,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     // Best effort; its settings come as plain values, so it does not import `config`.
     ("cache", &["hot", "metrics", "tasks", "domain"]),
     // PostgreSQL.
-    ("store", &["config", "metrics", "domain"]),
+    ("store", &["config", "metrics", "tasks", "domain"]),
     // Logging set-up.
     ("telemetry", &["config"]),
     ("metrics", &["domain"]),

@@ -41,9 +41,9 @@ async fn main() -> anyhow::Result<()> {
 /// PostgreSQL is unreachable, or the user does not exist.
 async fn issue_api_key(args: &ApiKeyArgs) -> anyhow::Result<ApiKey> {
     let metrics = Arc::new(Metrics::new(0));
-    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics))
-        .context("invalid DATABASE_URL")?;
     let tasks = Tasks::new();
+    let store = Store::connect_lazy(&args.database, Arc::clone(&metrics), &tasks)
+        .context("invalid DATABASE_URL")?;
     let feed = Feed::new(store, Cache::None, metrics, 1, &tasks);
     let issued = feed.issue_api_key(args.user_id).await;
     tasks.shutdown().await;

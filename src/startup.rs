@@ -54,7 +54,7 @@ impl Application {
         }
         let tasks = Tasks::new();
         let metrics = Arc::new(Metrics::new(settings.metrics_user_label_limit));
-        let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics))
+        let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics), &tasks)
             .context("invalid DATABASE_URL")?;
         let options = CacheOptions::from(&settings.cache);
         let cache = Cache::connect(&options, Arc::clone(&metrics), &tasks)

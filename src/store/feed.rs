@@ -18,15 +18,15 @@ impl Store {
     ) -> Result<PostsPage, StoreError> {
         let after = start(page);
         let rows: Vec<Post> = self
-            .run(
-                Query::HomeFeedPage,
+            .run(Query::HomeFeedPage, move |pool| async move {
                 sqlx::query_as(include_str!("../../db/queries/home_feed_page.sql"))
                     .bind(user_id)
                     .bind(after.created_at())
                     .bind(after.id())
                     .bind(i64::from(page.limit()) + 1)
-                    .fetch_all(&self.pool),
-            )
+                    .fetch_all(&pool)
+                    .await
+            })
             .await?;
         Ok(PostsPage::from_rows(rows, page.limit()))
     }
@@ -38,12 +38,12 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn feed_sources(&self, reader: UserId) -> Result<Vec<(UserId, i64)>, StoreError> {
-        self.run(
-            Query::FeedSources,
+        self.run(Query::FeedSources, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/feed_sources.sql"))
                 .bind(reader)
-                .fetch_all(&self.pool),
-        )
+                .fetch_all(&pool)
+                .await
+        })
         .await
     }
 
@@ -58,13 +58,13 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Post>, StoreError> {
         let raw: Vec<i64> = authors.iter().map(|id| id.get()).collect();
-        self.run(
-            Query::NewestPostsOf,
+        self.run(Query::NewestPostsOf, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/newest_posts_of.sql"))
                 .bind(raw)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool),
-        )
+                .fetch_all(&pool)
+                .await
+        })
         .await
     }
 
@@ -78,13 +78,13 @@ impl Store {
         author: UserId,
         limit: u32,
     ) -> Result<Vec<UserId>, StoreError> {
-        self.run(
-            Query::FollowerIds,
+        self.run(Query::FollowerIds, move |pool| async move {
             sqlx::query_scalar(include_str!("../../db/queries/follower_ids.sql"))
                 .bind(author)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool),
-        )
+                .fetch_all(&pool)
+                .await
+        })
         .await
     }
 }

@@ -74,7 +74,7 @@ impl Store {
         let key = once.key.as_str();
         let mut tx = self.pool.begin().await?;
         let claimed: Option<bool> = self
-            .run(
+            .run_in(
                 Query::ClaimIdempotencyKey,
                 sqlx::query_scalar(include_str!("../../db/queries/claim_idempotency_key.sql"))
                     .bind(&scope)
@@ -87,7 +87,7 @@ impl Store {
         if claimed.is_none() {
             // Committed by an earlier request and not expired; the sweep leaves such rows alone.
             let (fingerprint, response): (Vec<u8>, Option<String>) = self
-                .run(
+                .run_in(
                     Query::IdempotentResponse,
                     sqlx::query_as(include_str!("../../db/queries/idempotent_response.sql"))
                         .bind(&scope)
@@ -106,7 +106,7 @@ impl Store {
         }
         let value = create(&mut tx).await?;
         let response = serde_json::to_string(&value).map_err(decode_error)?;
-        self.run(
+        self.run_in(
             Query::RecordIdempotentResponse,
             sqlx::query(include_str!(
                 "../../db/queries/record_idempotent_response.sql"
@@ -134,12 +134,15 @@ impl Store {
         let deleted = self
             .run(
                 Query::DeleteExpiredIdempotencyKeys,
-                sqlx::query(include_str!(
-                    "../../db/queries/delete_expired_idempotency_keys.sql"
-                ))
-                .bind(age.as_secs_f64())
-                .bind(i64::from(batch))
-                .execute(&self.pool),
+                move |pool| async move {
+                    sqlx::query(include_str!(
+                        "../../db/queries/delete_expired_idempotency_keys.sql"
+                    ))
+                    .bind(age.as_secs_f64())
+                    .bind(i64::from(batch))
+                    .execute(&pool)
+                    .await
+                },
             )
             .await?;
         Ok(deleted.rows_affected())

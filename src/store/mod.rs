@@ -24,6 +24,7 @@ use crate::domain::{
     PostId, User, UserEdit, UserId,
 };
 use crate::metrics::{zero_series, Metrics};
+use crate::tasks::Tasks;
 
 // Generates `mod migrations` with the files of `migrations/` compiled in.
 refinery::embed_migrations!("migrations");
@@ -45,6 +46,8 @@ pub struct Store {
     /// answering (frozen, partitioned), and sqlx has no TCP keepalive to notice it.
     query_deadline: Duration,
     metrics: Arc<Metrics>,
+    /// Where each query runs to its end (see `run`).
+    tasks: Tasks,
 }
 
 /// A request's right to use PostgreSQL, from [`Store::admit`]; released when dropped.
@@ -91,6 +94,7 @@ impl Store {
     pub fn connect_lazy(
         settings: &DatabaseSettings,
         metrics: Arc<Metrics>,
+        tasks: &Tasks,
     ) -> Result<Self, StoreError> {
         let options: PgConnectOptions = settings.database_url.parse()?;
         let statement_timeout = settings.statement_timeout().as_millis().to_string();
@@ -113,6 +117,7 @@ impl Store {
             admission: Arc::new(Semaphore::new(settings.db_max_inflight as usize)),
             query_deadline: settings.statement_timeout() + QUERY_DEADLINE_MARGIN,
             metrics,
+            tasks: tasks.clone(),
         })
     }
 
@@ -161,7 +166,7 @@ impl Store {
     ) -> Result<Once<User>, StoreError> {
         self.create_once(once, async |connection| {
             let created: User = self
-                .run(
+                .run_in(
                     Query::InsertUser,
                     sqlx::query_as(include_str!("../../db/queries/insert_user.sql"))
                         .bind(&user.username)
@@ -192,7 +197,7 @@ impl Store {
         user: UserId,
         key: &ApiKey,
     ) -> Result<(), StoreError> {
-        self.run(
+        self.run_in(
             Query::InsertApiKey,
             sqlx::query(include_str!("../../db/queries/insert_api_key.sql"))
                 .bind(user)
@@ -210,12 +215,13 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip_all)]
     pub async fn api_key_owner(&self, hash: &KeyHash) -> Result<Option<UserId>, StoreError> {
-        self.run(
-            Query::ApiKeyOwner,
+        let hash = hash.as_bytes().to_vec();
+        self.run(Query::ApiKeyOwner, move |pool| async move {
             sqlx::query_scalar(include_str!("../../db/queries/api_key_owner.sql"))
-                .bind(hash.as_bytes())
-                .fetch_optional(&self.pool),
-        )
+                .bind(hash)
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -225,12 +231,12 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn post_author(&self, id: PostId) -> Result<Option<UserId>, StoreError> {
-        self.run(
-            Query::PostAuthor,
+        self.run(Query::PostAuthor, move |pool| async move {
             sqlx::query_scalar(include_str!("../../db/queries/post_author.sql"))
                 .bind(id)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -240,12 +246,12 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.run(
-            Query::UserById,
+        self.run(Query::UserById, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/user_by_id.sql"))
                 .bind(id)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -255,12 +261,12 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn user_exists(&self, id: UserId) -> Result<bool, StoreError> {
-        self.run(
-            Query::UserExists,
+        self.run(Query::UserExists, move |pool| async move {
             sqlx::query_scalar(include_str!("../../db/queries/user_exists.sql"))
                 .bind(id)
-                .fetch_one(&self.pool),
-        )
+                .fetch_one(&pool)
+                .await
+        })
         .await
     }
 
@@ -275,7 +281,7 @@ impl Store {
         once: Option<&Idempotent<'_>>,
     ) -> Result<Once<Post>, StoreError> {
         self.create_once(once, async |connection| {
-            self.run(
+            self.run_in(
                 Query::InsertPost,
                 sqlx::query_as(include_str!("../../db/queries/insert_post.sql"))
                     .bind(post.user_id)
@@ -297,13 +303,14 @@ impl Store {
         id: PostId,
         edit: &PostEdit,
     ) -> Result<Option<Post>, StoreError> {
-        self.run(
-            Query::UpdatePost,
+        let content = edit.content.clone();
+        self.run(Query::UpdatePost, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/update_post.sql"))
                 .bind(id)
-                .bind(&edit.content)
-                .fetch_optional(&self.pool),
-        )
+                .bind(content)
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -313,12 +320,12 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn delete_post(&self, id: PostId) -> Result<Option<Post>, StoreError> {
-        self.run(
-            Query::DeletePost,
+        self.run(Query::DeletePost, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/delete_post.sql"))
                 .bind(id)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -332,13 +339,14 @@ impl Store {
         id: UserId,
         edit: &UserEdit,
     ) -> Result<Option<User>, StoreError> {
-        self.run(
-            Query::UpdateUser,
+        let display_name = edit.display_name.clone();
+        self.run(Query::UpdateUser, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/update_user.sql"))
                 .bind(id)
-                .bind(&edit.display_name)
-                .fetch_optional(&self.pool),
-        )
+                .bind(display_name)
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -350,13 +358,13 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn follow(&self, follow: Follow) -> Result<Option<bool>, StoreError> {
-        self.run(
-            Query::Follow,
+        self.run(Query::Follow, move |pool| async move {
             sqlx::query_scalar(include_str!("../../db/queries/follow.sql"))
                 .bind(follow.follower)
                 .bind(follow.followee)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -367,13 +375,13 @@ impl Store {
     /// Database errors only.
     #[tracing::instrument(skip(self))]
     pub async fn unfollow(&self, follow: Follow) -> Result<Option<bool>, StoreError> {
-        self.run(
-            Query::Unfollow,
+        self.run(Query::Unfollow, move |pool| async move {
             sqlx::query_scalar(include_str!("../../db/queries/unfollow.sql"))
                 .bind(follow.follower)
                 .bind(follow.followee)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(&pool)
+                .await
+        })
         .await
     }
 
@@ -400,15 +408,15 @@ impl Store {
         };
         let after = start(page);
         let mut rows: Vec<FollowRow> = self
-            .run(
-                query,
+            .run(query, move |pool| async move {
                 sqlx::query_as(sql)
                     .bind(user)
                     .bind(after.created_at())
                     .bind(after.id())
                     .bind(i64::from(page.limit()) + 1)
-                    .fetch_all(&self.pool),
-            )
+                    .fetch_all(&pool)
+                    .await
+            })
             .await?;
         let has_more = rows.len() > page.limit() as usize;
         rows.truncate(page.limit() as usize);
@@ -430,12 +438,12 @@ impl Store {
     #[tracing::instrument(skip_all, fields(count = ids.len()))]
     pub async fn posts_by_ids(&self, ids: &[PostId]) -> Result<Vec<Post>, StoreError> {
         let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        self.run(
-            Query::PostsByIds,
+        self.run(Query::PostsByIds, move |pool| async move {
             sqlx::query_as(include_str!("../../db/queries/posts_by_ids.sql"))
                 .bind(raw)
-                .fetch_all(&self.pool),
-        )
+                .fetch_all(&pool)
+                .await
+        })
         .await
     }
 
@@ -452,52 +460,97 @@ impl Store {
         let fetch = i64::from(page.limit()) + 1;
         let rows: Vec<Post> = match page.position() {
             Position::Offset(offset) => {
-                self.run(
-                    Query::UserPostsPage,
+                self.run(Query::UserPostsPage, move |pool| async move {
                     sqlx::query_as(include_str!("../../db/queries/user_posts_page.sql"))
                         .bind(user_id)
                         .bind(fetch)
                         .bind(i64::from(offset))
-                        .fetch_all(&self.pool),
-                )
+                        .fetch_all(&pool)
+                        .await
+                })
                 .await?
             }
             Position::After(cursor) => {
-                self.run(
-                    Query::UserPostsAfter,
+                self.run(Query::UserPostsAfter, move |pool| async move {
                     sqlx::query_as(include_str!("../../db/queries/user_posts_after.sql"))
                         .bind(user_id)
                         .bind(cursor.created_at())
                         .bind(cursor.id())
                         .bind(fetch)
-                        .fetch_all(&self.pool),
-                )
+                        .fetch_all(&pool)
+                        .await
+                })
                 .await?
             }
         };
         Ok(PostsPage::from_rows(rows, page.limit()))
     }
 
-    /// Counts `query` and decodes its error.
-    async fn run<T>(
+    /// Counts `query`, runs `call` on the pool in a task of its own, and waits at most the query
+    /// deadline for its answer.
+    ///
+    /// A query, once started, is never dropped half-way: a caller that stops waiting (this
+    /// deadline, the request's own, a client gone) leaves it to finish in its task, which the
+    /// server's `statement_timeout` bounds. sqlx 0.8 does not survive a query future dropped in
+    /// the middle of its exchange with the server: the connection can go back to the pool still
+    /// waiting for an answer that never comes, and every later query on it hangs. After a flood of
+    /// timed-out misses, every read of a pool left with such connections hit the deadline, for
+    /// good (`tests/api/deadlines.rs`, the flood test, about one run in six on a loaded machine).
+    async fn run<T, Fut>(
+        &self,
+        query: Query,
+        call: impl FnOnce(PgPool) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    {
+        self.count(query);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let call = call(self.pool.clone());
+        self.tasks.spawn(async move {
+            // The caller may have stopped waiting: the answer is then dropped, the connection
+            // back in the pool in a clean state.
+            let _ = answer.send(call.await);
+        });
+        match tokio::time::timeout(self.query_deadline, answered).await {
+            Ok(Ok(outcome)) => outcome.map_err(StoreError::from),
+            // The task was stopped before it answered: the service is shutting down.
+            Ok(Err(_)) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+            Err(_) => Err(past_the_deadline()),
+        }
+    }
+
+    /// Counts `query` and runs `call` on a connection the caller holds (a transaction), waiting
+    /// at most the query deadline. Unlike [`run`](Self::run), `call` borrows its connection and
+    /// cannot outlive the caller: a transaction dropped half-way is rolled back by sqlx, and its
+    /// connection closed by the pool if it cannot be.
+    async fn run_in<T>(
         &self,
         query: Query,
         call: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
+        self.count(query);
+        match tokio::time::timeout(self.query_deadline, call).await {
+            Ok(outcome) => outcome.map_err(StoreError::from),
+            Err(_) => Err(past_the_deadline()),
+        }
+    }
+
+    fn count(&self, query: Query) {
         self.metrics
             .db_queries
             .with_label_values(&[query.name()])
             .inc();
-        match tokio::time::timeout(self.query_deadline, call).await {
-            Ok(outcome) => outcome.map_err(StoreError::from),
-            Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "PostgreSQL did not answer within DB_STATEMENT_TIMEOUT_MS + 1 s",
-                ),
-            ))),
-        }
     }
+}
+
+/// The error of a query whose answer did not come within `DB_STATEMENT_TIMEOUT_MS` + 1 s.
+fn past_the_deadline() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "PostgreSQL did not answer within DB_STATEMENT_TIMEOUT_MS + 1 s",
+    )))
 }
 
 /// Where a cursor-only listing starts: after the cursor, or before everything on a first page.

@@ -476,7 +476,8 @@ async fn the_admin_guard_admits_the_admin_key_only() {
     let app = spawn_app().await;
     let (_, user_key) = app.create_user_with_key("ada").await;
     let metrics = Arc::new(Metrics::new(10));
-    let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics)).expect("store");
+    let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics), &Tasks::new())
+        .expect("store");
     let state = web::Data::new(AppState {
         feed: Feed::new(
             store,

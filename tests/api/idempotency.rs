@@ -309,7 +309,8 @@ async fn a_key_past_24_hours_runs_as_a_new_request_and_the_sweep_deletes_it_an_h
         .expect("age the key");
     }
     let metrics = Arc::new(Metrics::new(10));
-    let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics)).expect("store");
+    let store = Store::connect_lazy(&app.settings.database, Arc::clone(&metrics), &Tasks::new())
+        .expect("store");
     let feed = Feed::new(store, Cache::None, metrics, 1000, &Tasks::new());
     assert_eq!(feed.sweep_idempotency_keys().await.expect("sweep"), 1);
     let left: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM idempotency_keys")
