@@ -466,21 +466,30 @@ async fn a_celebritys_outbox_is_read_in_process_and_its_new_post_shows_on_every_
             read(&b, &feed(reader)).await;
         }
     }
-    let before = b.metrics().await;
-    for reader in readers {
-        read(&b, &feed(reader)).await;
-    }
-    let after = b.metrics().await;
     let outbox_hits = |scrape: &loadgen::scrape::Scrape| {
         scrape
             .get("l1_hits_total", &[("kind", "outbox")])
             .unwrap_or(0.0)
     };
-    assert_eq!(
-        outbox_hits(&after) - outbox_hits(&before),
-        2.0,
-        "each read pulled the outbox in process"
-    );
+    // A round of both readers' reads, each pulling the outbox from the tier. On a loaded machine
+    // a late ping empties the tier (it may be stale) and a box rebuild may still be running, so
+    // the round is repeated until one is whole: with the outbox not kept in process, none is.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = b.metrics().await;
+        for reader in readers {
+            read(&b, &feed(reader)).await;
+        }
+        let after = b.metrics().await;
+        let hits = outbox_hits(&after) - outbox_hits(&before);
+        if hits == 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no round of two reads pulled the outbox in process twice within 30 s (last: {hits})"
+        );
+    }
 
     // Act
     let new = a.create_posts(celebrity, 1).await[0];
