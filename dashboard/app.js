@@ -324,6 +324,8 @@
       rt: num(o.round_trips_per_sec),
       err: num(o.errors_per_sec),
       hot: o.hot === true,
+      // The service's circuit breaker for the node: closed, open or half_open ("" if none).
+      breaker: str(o.breaker).toLowerCase(),
       status,
       missing: false,
     };
@@ -343,7 +345,7 @@
     // cluster) until the page is reloaded: that is the moment a workshop wants to see.
     for (const [node, last] of lastSeen) {
       if (seen.has(node)) continue;
-      list.push({ node, role: last.role, master: last.master, slots: last.slots, cmd: null, rt: null, err: null, hot: false, status: "missing", missing: true });
+      list.push({ node, role: last.role, master: last.master, slots: last.slots, cmd: null, rt: null, err: null, hot: false, breaker: "", status: "missing", missing: true });
     }
 
     const maxCmd = Math.max(1, ...list.map((n) => n.cmd || 0));
@@ -427,9 +429,13 @@
     c.root.dataset.hot = n.hot ? "true" : "false";
     c.root.dataset.state = state;
     c.root.dataset.master = n.master;
+    c.root.dataset.breaker = n.breaker || "none";
 
     const badges = [el("span", "badge " + (n.role === "master" ? "master" : "replica"), n.role)];
     if (n.hot) badges.push(el("span", "badge hot", "HOT"));
+    // Open: calls to the node fail at once (reads come from PostgreSQL); half-open: one probe call decides.
+    if (n.breaker === "open") badges.push(el("span", "badge down", "breaker open"));
+    else if (n.breaker === "half_open") badges.push(el("span", "badge warn", "probing"));
     if (n.missing) badges.push(el("span", "badge down", "gone"));
     else if (failing) badges.push(el("span", "badge down", n.status === "down" || n.status === "fail" ? "down" : "errors"));
     c.badges.replaceChildren(...badges);

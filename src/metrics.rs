@@ -10,6 +10,9 @@ use prometheus::{
 
 use crate::domain::UserId;
 
+/// The `state` label values of `redis_breaker_state`.
+pub const BREAKER_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
 /// Label value that stands for every user past the label limit.
 pub const OTHER_USERS: &str = "other";
 
@@ -179,6 +182,25 @@ metrics! {
         "Round trips to each Redis node that failed or timed out",
         &["node"],
     ),
+    /// Each node's circuit breaker: 1 for its current state (closed, open, half_open), 0 for the
+    /// others; one series per state for every node the topology named.
+    redis_breaker_state: IntGaugeVec = (
+        "redis_breaker_state",
+        "Circuit breaker of each Redis node: 1 for its current state (closed, open, half_open), else 0",
+        &["node", "state"],
+    ),
+    /// Calls failed at once because their node's breaker was open.
+    redis_breaker_rejections: IntCounterVec = (
+        "redis_breaker_rejections_total",
+        "Calls to a Redis node failed at once (a miss) because its circuit breaker was open",
+        &["node"],
+    ),
+    /// Times each node's breaker opened (a failed half-open probe counts again).
+    redis_breaker_opens: IntCounterVec = (
+        "redis_breaker_opens_total",
+        "Times the circuit breaker of each Redis node opened",
+        &["node"],
+    ),
     /// Times the cluster connection was rebuilt.
     redis_reconnects: IntCounter = (
         "redis_reconnects_total",
@@ -330,6 +352,18 @@ impl Metrics {
         zero_series(&self.redis_round_trips, [node]);
         zero_series(&self.redis_commands, [node]);
         zero_series(&self.redis_errors, [node]);
+        zero_series(&self.redis_breaker_rejections, [node]);
+        zero_series(&self.redis_breaker_opens, [node]);
+    }
+
+    /// Sets `node`'s breaker series: 1 for `state` (one of [`BREAKER_STATES`]), 0 for the others,
+    /// so every state's series of a known node exists.
+    pub fn breaker_state_is(&self, node: &str, state: &str) {
+        for each in BREAKER_STATES {
+            self.redis_breaker_state
+                .with_label_values(&[node, each])
+                .set(i64::from(each == state));
+        }
     }
 
     /// The `user_id` label value for a user: its id while fewer than the limit are tracked, else "other".

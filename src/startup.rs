@@ -203,6 +203,8 @@ impl From<&CacheSettings> for CacheOptions {
             redis_connect_timeout: settings.redis_connect_timeout(),
             connection_per_worker: settings.redis_connection_per_worker == Switch::On,
             rebuild_after_errors: settings.redis_rebuild_after_errors,
+            breaker_after_failures: settings.redis_breaker_after_failures,
+            breaker_open: Duration::from_millis(settings.redis_breaker_open_ms),
             list_ttl_secs: settings.list_ttl_secs,
             object_ttl_secs: settings.object_ttl_secs,
             box_cap: settings.feed_box_cap,

@@ -90,6 +90,8 @@ struct Counters {
     fanout_lag: Buckets,
     list_hits: HashMap<String, f64>,
     list_misses: HashMap<String, f64>,
+    /// Each node's breaker state: the `state` whose series is 1.
+    breakers: HashMap<String, String>,
 }
 
 /// A histogram's cumulative bucket counts: `(upper bound, count)`, `+Inf` last.
@@ -114,8 +116,28 @@ impl Counters {
             fanout_lag: Buckets::of(&metrics.feed_fanout_lag, |_| true),
             list_hits: by_label(&metrics.list_hits, "user_id"),
             list_misses: by_label(&metrics.list_misses, "user_id"),
+            breakers: breaker_states(metrics),
         }
     }
+}
+
+/// Each node's breaker state, from the gauge whose series is 1 for the current state.
+fn breaker_states(metrics: &Metrics) -> HashMap<String, String> {
+    let mut states = HashMap::new();
+    for family in metrics.redis_breaker_state.collect() {
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                let pair = metric.get_label().iter().find(|p| p.name() == name)?;
+                Some(pair.value().to_owned())
+            };
+            if metric.get_gauge().get_value() > 0.5 {
+                if let (Some(node), Some(state)) = (label("node"), label("state")) {
+                    states.insert(node, state);
+                }
+            }
+        }
+    }
+    states
 }
 
 /// The sum of `values`: 0 (not the -0 of an empty `Iterator::sum`, which JSON would show).
@@ -255,6 +277,9 @@ struct NodeView {
     commands_per_sec: f64,
     round_trips_per_sec: f64,
     errors_per_sec: f64,
+    /// The node's circuit breaker (`closed`, `open`, `half_open`); `None` for a node never a
+    /// master while this instance ran (only masters are called).
+    breaker: Option<String>,
     /// Takes the most Redis reads of the hottest slots (page hashes, boxes).
     hot: bool,
 }
@@ -463,6 +488,7 @@ fn node_views(
             commands_per_sec: rate(&now.commands, &last.commands, node, secs),
             round_trips_per_sec: rate(&now.round_trips, &last.round_trips, node, secs),
             errors_per_sec: rate(&now.errors, &last.errors, node, secs),
+            breaker: now.breakers.get(node).cloned(),
             hot: hottest == Some(node),
         };
         let up = pings.get(&shard.master).copied();

@@ -9,6 +9,9 @@ pub enum CacheError {
     /// No connection to the cluster exists right now (it is being re-established).
     #[error("no connection to the Redis Cluster")]
     Unavailable,
+    /// The node's circuit breaker is open: the call was not sent.
+    #[error("the Redis node's circuit breaker is open")]
+    CircuitOpen,
     /// The call exceeded its time budget.
     #[error("Redis call exceeded its time budget")]
     Timeout,
@@ -24,9 +27,16 @@ pub enum CacheError {
 }
 
 impl CacheError {
+    /// Whether the node did not answer at all (timed out, or its connection failed), as opposed
+    /// to answering with an error: what a node's circuit breaker counts.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.kind(), "timeout" | "io")
+    }
+
     /// Every value [`CacheError::kind`] can return, whose series exist at 0 from connect on.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "unavailable",
+        "breaker_open",
         "timeout",
         "decode",
         "moved",
@@ -40,6 +50,7 @@ impl CacheError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unavailable => "unavailable",
+            Self::CircuitOpen => "breaker_open",
             Self::Timeout => "timeout",
             Self::Decode(_) => "decode",
             Self::CaCertificate(_) => "other",

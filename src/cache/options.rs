@@ -34,6 +34,11 @@ pub struct CacheOptions {
     pub connection_per_worker: bool,
     /// Consecutive failed calls after which the cluster connection is rebuilt.
     pub rebuild_after_errors: u32,
+    /// Consecutive unreachable calls (timeouts, connection failures) to one node that open its
+    /// circuit breaker; 0 switches the breakers off.
+    pub breaker_after_failures: u32,
+    /// Shortest time an open breaker fails calls at once before one probe call may go through.
+    pub breaker_open: Duration,
     /// Lifetime of a cached page of post ids, in seconds.
     pub list_ttl_secs: u64,
     /// Lifetime of a cached object, in seconds.

@@ -74,6 +74,17 @@ pub struct CacheSettings {
     #[arg(long, env = "REDIS_REBUILD_AFTER_ERRORS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub redis_rebuild_after_errors: u32,
 
+    /// Consecutive timeouts or connection failures of one Redis node after which its circuit
+    /// breaker opens: calls to that node then fail at once (a miss, served from PostgreSQL) until
+    /// one probe call finds it answering. 0 switches the breakers off.
+    #[arg(long, env = "REDIS_BREAKER_AFTER_FAILURES", default_value_t = 3)]
+    pub redis_breaker_after_failures: u32,
+
+    /// How long an open breaker fails calls to its node at once before one probe call decides, in
+    /// milliseconds; up to half as much again is added at random, so instances probe apart.
+    #[arg(long, env = "REDIS_BREAKER_OPEN_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub redis_breaker_open_ms: u64,
+
     /// Lifetime of a cached page of post IDs, in seconds; also bounds staleness after a lost invalidation.
     #[arg(long = "cache-list-ttl-secs", env = "CACHE_LIST_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub list_ttl_secs: u64,

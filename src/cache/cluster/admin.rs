@@ -25,12 +25,21 @@ impl ClusterCache {
                 .map(|t| t.shards().map(|shard| shard.primary().clone()).collect())
                 .unwrap_or_default();
             // Any primary relays a PUBLISH to the whole cluster: prefer one that has not just
-            // failed, so a write does not wait out a frozen master's budget (twice, with the
-            // retry) to tell the other instances about itself.
+            // failed and whose breaker is closed, so a write does not wait out a frozen master's
+            // budget (twice, with the retry) to tell the other instances about itself.
+            let tripped: Vec<String> = self
+                .inner
+                .breakers
+                .not_closed()
+                .into_iter()
+                .map(|(node, _)| node)
+                .collect();
             let streaks = lock(&self.inner.failure_streaks);
             let healthy: Vec<&NodeAddress> = primaries
                 .iter()
-                .filter(|node| !streaks.contains_key(&node.to_string()))
+                .map(|node| (node, node.to_string()))
+                .filter(|(_, name)| !streaks.contains_key(name) && !tripped.contains(name))
+                .map(|(node, _)| node)
                 .collect();
             let candidates: Vec<&NodeAddress> = if healthy.is_empty() {
                 primaries.iter().collect()
@@ -43,14 +52,13 @@ impl ClusterCache {
             }
         };
         let label = node.to_string();
-        self.count_round_trip(&label, 1);
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
             host: node.host().to_owned(),
             port: node.port(),
         });
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(channel).arg(payload);
-        self.guarded(&label, connection.route_command(publish, routing))
+        self.guarded(&label, 1, connection.route_command(publish, routing))
             .await
             .map(drop)
     }

@@ -194,13 +194,14 @@ impl ClusterCache {
                 indexes.iter().map(|&i| slot(keys[i].as_bytes())).collect();
             self.count_round_trip(&target.label(), slots.len());
         }
+        // Counted per node above: the cross-slot label has no round trips of its own.
         let mut mget = redis::cmd("MGET");
         mget.arg(keys);
         let call = async move {
             mget.query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
                 .await
         };
-        self.guarded(CROSS_SLOT, call)
+        self.guarded(CROSS_SLOT, 0, call)
             .await
             .unwrap_or_else(|_| vec![None; keys.len()])
     }
@@ -219,7 +220,6 @@ impl ClusterCache {
         command: &(dyn Fn(usize) -> redis::Cmd + Sync),
     ) -> Result<Vec<Value>, CacheError> {
         let label = target.label();
-        self.count_round_trip(&label, count);
         self.inner
             .metrics
             .cache_keys_per_batch
@@ -248,7 +248,7 @@ impl ClusterCache {
                 other => other,
             }
         };
-        self.guarded(&label, call).await
+        self.guarded(&label, count, call).await
     }
 
     /// Groups key indexes by the primary that owns each key's slot.

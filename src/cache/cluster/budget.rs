@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use redis::cluster_async::ClusterConnection;
 use redis::RedisError;
 
+use super::breaker::{Admission, Outcome};
 use super::{lock, ClusterCache, MIN_REBUILD_INTERVAL};
 use crate::cache::error::CacheError;
 
@@ -16,26 +17,50 @@ use crate::cache::error::CacheError;
 pub(super) const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 impl ClusterCache {
-    /// Applies the time budget, classifies the outcome and keeps the failure streak.
-    pub(super) async fn guarded<T, F>(&self, node: &str, call: F) -> Result<T, CacheError>
+    /// Asks `node`'s breaker, then applies the time budget to `call` (`commands` commands, counted
+    /// as one round trip), classifies the outcome, and keeps the failure streak and the breaker.
+    /// A call the breaker refuses is never sent: it fails at once with [`CacheError::CircuitOpen`].
+    pub(super) async fn guarded<T, F>(
+        &self,
+        node: &str,
+        commands: usize,
+        call: F,
+    ) -> Result<T, CacheError>
     where
         F: Future<Output = Result<T, RedisError>>,
     {
+        let metrics = &self.inner.metrics;
+        let admission = self.inner.breakers.admit(node, metrics);
+        if admission == Admission::Reject {
+            let error = CacheError::CircuitOpen;
+            metrics
+                .cache_errors
+                .with_label_values(&[error.kind()])
+                .inc();
+            tracing::debug!(node, "breaker open; the call is a miss");
+            return Err(error);
+        }
+        if commands > 0 {
+            self.count_round_trip(node, commands);
+        }
         let outcome = match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(CacheError::Redis(error)),
             Err(_) => Err(CacheError::Timeout),
         };
+        let reached = match &outcome {
+            Err(error) if error.is_unreachable() => Outcome::Unreachable,
+            _ => Outcome::Answered,
+        };
+        self.inner
+            .breakers
+            .record(node, admission, reached, metrics);
         match &outcome {
             Ok(_) => {
                 lock(&self.inner.failure_streaks).remove(node);
             }
             Err(error) => {
-                self.inner
-                    .metrics
-                    .redis_errors
-                    .with_label_values(&[node])
-                    .inc();
+                metrics.redis_errors.with_label_values(&[node]).inc();
                 self.record_failure(error);
                 let streak = {
                     let mut streaks = lock(&self.inner.failure_streaks);
@@ -108,8 +133,10 @@ impl ClusterCache {
         self.inner.tasks.spawn_on(rebuild, &self.inner.runtime);
     }
 
-    /// Whether some node failed its last call (its failure streak is running).
+    /// Whether some node failed its last call (its failure streak is running) or has its breaker
+    /// open or half-open.
     pub fn is_failing(&self) -> bool {
         !lock(&self.inner.failure_streaks).is_empty()
+            || !self.inner.breakers.not_closed().is_empty()
     }
 }

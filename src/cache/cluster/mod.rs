@@ -9,15 +9,19 @@
 //!   all nodes at once; a group that meets `MOVED`/`ASK` (stale slot map) falls back to per-key
 //!   commands, which also refreshes the map;
 //! - after a run of consecutive failures on one node the connection is rebuilt in the background, which reloads
-//!   the topology (failover behind a hung master); while none exists, calls fail at once.
+//!   the topology (failover behind a hung master); while none exists, calls fail at once;
+//! - after a few consecutive timeouts on one node its circuit breaker opens, and calls to that node
+//!   fail at once (a miss) until one probe call finds it answering again.
 //!
 //! This file holds the connection and its single-slot calls; the rest is one concern a file:
-//! `budget.rs` (time budgets, failure streaks, rebuilds), `workers.rs` (per-worker connections),
+//! `budget.rs` (time budgets, failure streaks, rebuilds), `breaker.rs` (per-node circuit
+//! breakers), `workers.rs` (per-worker connections),
 //! `batches.rs` (node-grouped pipelines), `watch.rs` (the slot map and its watch) and `admin.rs`
 //! (shards, probes of the primaries, publish).
 
 mod admin;
 mod batches;
+mod breaker;
 mod budget;
 mod watch;
 mod workers;
@@ -39,6 +43,7 @@ use super::options::CacheOptions;
 use crate::metrics::{zero_series, Metrics};
 use crate::tasks::Tasks;
 
+use breaker::{Breakers, Policy};
 use watch::TopologyTap;
 pub use workers::drive_connections_on_this_thread;
 
@@ -64,6 +69,8 @@ struct Inner {
     /// Consecutive failed calls per node. Per node, so that a hung master is noticed even while
     /// the healthy ones keep answering the same pages' other keys.
     failure_streaks: Mutex<HashMap<String, u32>>,
+    /// Each known node's circuit breaker; shared with the topology tap, which adds the nodes.
+    breakers: Arc<Breakers>,
     rebuilding: AtomicBool,
     last_rebuild: Mutex<Option<Instant>>,
     runtime: tokio::runtime::Handle,
@@ -105,6 +112,13 @@ impl ClusterCache {
         tasks: &Tasks,
     ) -> Result<Self, RedisError> {
         let topology = Arc::new(RwLock::new(None));
+        let breakers = Arc::new(Breakers::new(Policy {
+            after_failures: settings.breaker_after_failures,
+            open_for: settings.breaker_open,
+            // The probe is cut at the call budget; past twice that its caller was dropped (a
+            // cancelled request) and another call may probe.
+            probe_budget: settings.redis_timeout * 2,
+        }));
         let seeds: Vec<&str> = settings
             .redis_urls
             .iter()
@@ -135,6 +149,7 @@ impl ClusterCache {
             .read_routing_strategy(TopologyTap {
                 topology: Arc::clone(&topology),
                 metrics: Arc::clone(&metrics),
+                breakers: Arc::clone(&breakers),
             })
             .build()?;
         zero_series(&metrics.cache_errors, CacheError::KINDS);
@@ -149,6 +164,7 @@ impl ClusterCache {
                 connect_timeout: settings.redis_connect_timeout,
                 rebuild_after: settings.rebuild_after_errors,
                 failure_streaks: Mutex::new(HashMap::new()),
+                breakers,
                 rebuilding: AtomicBool::new(false),
                 last_rebuild: Mutex::new(None),
                 runtime: tokio::runtime::Handle::current(),
@@ -180,8 +196,7 @@ impl ClusterCache {
     ) -> Result<T, CacheError> {
         let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
         let label = self.node_label(first_key);
-        self.count_round_trip(&label, pipe.len().max(1));
-        self.guarded(&label, pipe.query_async(&mut connection))
+        self.guarded(&label, pipe.len().max(1), pipe.query_async(&mut connection))
             .await
     }
 
@@ -196,8 +211,7 @@ impl ClusterCache {
     ) -> Result<T, CacheError> {
         let mut connection = self.connection_or_record().ok_or(CacheError::Unavailable)?;
         let label = self.node_label(first_key);
-        self.count_round_trip(&label, 1);
-        self.guarded(&label, invocation.invoke_async(&mut connection))
+        self.guarded(&label, 1, invocation.invoke_async(&mut connection))
             .await
     }
 }

@@ -9,6 +9,7 @@ use redis::cluster_read_routing::{
     ClusterTopology, ReadCandidates, ReadRoutingStrategy, ReadRoutingStrategyFactory,
 };
 
+use super::breaker::Breakers;
 use super::{read, ClusterCache};
 use crate::cache::topology::SlotMap;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ impl ClusterCache {
             loop {
                 ticks.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
+                // An open period ends without an event: the gauges show it half-open from now.
+                inner.breakers.publish(&inner.metrics);
                 let cache = Self { inner };
                 if cache.topology_moved().await {
                     // Counted with the other rebuilds, in `redis_reconnects_total`.
@@ -91,6 +94,8 @@ pub(super) struct TopologyTap {
     pub(super) topology: Arc<RwLock<Option<ClusterTopology>>>,
     /// The per-node series of each primary the topology names are created at 0 here.
     pub(super) metrics: Arc<Metrics>,
+    /// Each primary the topology names gets a breaker (closed) here.
+    pub(super) breakers: Arc<Breakers>,
 }
 
 impl ReadRoutingStrategyFactory for TopologyTap {
@@ -98,6 +103,7 @@ impl ReadRoutingStrategyFactory for TopologyTap {
         Box::new(Self {
             topology: Arc::clone(&self.topology),
             metrics: Arc::clone(&self.metrics),
+            breakers: Arc::clone(&self.breakers),
         })
     }
 }
@@ -105,7 +111,9 @@ impl ReadRoutingStrategyFactory for TopologyTap {
 impl ReadRoutingStrategy for TopologyTap {
     fn on_topology_changed(&self, topology: ClusterTopology) {
         for shard in topology.shards() {
-            self.metrics.node_known(&shard.primary().to_string());
+            let node = shard.primary().to_string();
+            self.metrics.node_known(&node);
+            self.breakers.track(&node, &self.metrics);
         }
         *self
             .topology
