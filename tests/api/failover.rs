@@ -13,17 +13,17 @@ use serde_json::Value;
 use crate::helpers::{free_ports, owners, spawn_app_with};
 
 /// `REDIS_TIMEOUT_MS`'s default, which the suite's settings raise for loaded machines.
-const PRODUCTION_REDIS_TIMEOUT_MS: u64 = 100;
+pub(crate) const PRODUCTION_REDIS_TIMEOUT_MS: u64 = 100;
 
 /// Six `redis-server` children forming a cluster; killed (and resumed first) when dropped.
-struct PrivateCluster {
+pub(crate) struct PrivateCluster {
     ports: Vec<u16>,
     nodes: Vec<Child>,
     dir: PathBuf,
 }
 
 impl PrivateCluster {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         // Ports and cluster bus ports the kernel says are free: no two runs on one machine collide.
         let free = free_ports(12);
         let (ports, buses) = free.split_at(6);
@@ -96,7 +96,7 @@ impl PrivateCluster {
         }
     }
 
-    fn pid_of(&self, port: u16) -> u32 {
+    pub(crate) fn pid_of(&self, port: u16) -> u32 {
         let index = self
             .ports
             .iter()
@@ -105,7 +105,7 @@ impl PrivateCluster {
         self.nodes[index].id()
     }
 
-    fn urls(&self) -> Vec<String> {
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.ports
             .iter()
             .map(|p| format!("redis://127.0.0.1:{p}"))
@@ -133,7 +133,7 @@ fn cli(port: u16, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn signal(pid: u32, name: &str) -> bool {
+pub(crate) fn signal(pid: u32, name: &str) -> bool {
     Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
         .status()
@@ -271,7 +271,7 @@ async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_fee
 }
 
 /// The port of the master that owns `key`.
-async fn master_port_of(app: &crate::helpers::TestApp, key: String) -> u16 {
+pub(crate) async fn master_port_of(app: &crate::helpers::TestApp, key: String) -> u16 {
     let mut redis = app.redis().await;
     let owner = owners(&mut redis, &[key]).await.remove(0);
     owner
@@ -428,7 +428,10 @@ async fn a_slot_moved_while_nobody_reads_it_is_followed_within_seconds() {
 }
 
 /// The first live-view snapshot that `accept` takes, polled for up to 60 s.
-async fn wait_for_stats(app: &crate::helpers::TestApp, accept: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for_stats(
+    app: &crate::helpers::TestApp,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stats: Value = app

@@ -2,6 +2,7 @@
 //! real Redis Cluster (one fresh key prefix per test). `scripts/stack.sh up` provides both.
 
 mod auth;
+mod breaker;
 mod cache;
 mod cursors;
 mod dashboard;

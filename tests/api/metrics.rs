@@ -258,10 +258,20 @@ async fn error_series_exist_at_zero_before_any_error() {
             "redis_errors_total",
             "redis_round_trips_total",
             "redis_commands_total",
+            "redis_breaker_rejections_total",
+            "redis_breaker_opens_total",
         ] {
             assert!(
                 metrics.get(name, &[("node", node)]).is_some(),
                 "{name} of {node}"
+            );
+        }
+        for state in ["closed", "open", "half_open"] {
+            assert!(
+                metrics
+                    .get("redis_breaker_state", &[("node", node), ("state", state)])
+                    .is_some(),
+                "redis_breaker_state of {node}, {state}"
             );
         }
     }

@@ -3,7 +3,11 @@
 //! A frozen master (SIGSTOP, a stalled host, a partition without RST) keeps its TCP connection
 //! open, so each call to it waits out `REDIS_TIMEOUT_MS` before it is a miss; a dead one fails in
 //! microseconds. After `REDIS_BREAKER_AFTER_FAILURES` consecutive calls to one node found it
-//! unreachable (timed out, or an I/O error), its breaker opens: calls to it fail at once, as a miss
+//! unreachable (timed out, or an I/O error), its breaker opens; and at once when a call times out
+//! while the node has answered nothing since that call was sent: a node silent for a whole budget
+//! with a call waiting hangs, where a slow call beside answered ones is only slow, and every request
+//! already waiting on it would otherwise pay a second budget for its next call to that node (a
+//! page look-up, then its posts). Open, calls to it fail at once, as a miss
 //! (reads are served by PostgreSQL, writes skip it and the retry and drop machinery repairs what
 //! they missed), for `REDIS_BREAKER_OPEN_MS` plus up to half as much again at random, so that
 //! instances and nodes do not probe in step. Then one call goes through (half-open): an answer
@@ -61,13 +65,24 @@ pub(super) enum Admission {
     Reject,
 }
 
+/// Whether a timeout says anything about its node: one whose timer fired more than half a budget
+/// late (`elapsed` since the call was sent, against its `budget`) shows that this process was not
+/// running (a starved host, a stalled runtime), and every call in flight to every node times out
+/// together then; counting those would open the breakers of healthy nodes and send their reads to
+/// PostgreSQL all at once.
+pub(super) fn timeout_is_evidence(elapsed: Duration, budget: Duration) -> bool {
+    elapsed <= budget + budget / 2
+}
+
 /// What a call found out about its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outcome {
     /// The node answered (a value or a Redis error).
     Answered,
-    /// The call timed out or the connection failed.
-    Unreachable,
+    /// The connection failed (refused, reset).
+    Failed,
+    /// No answer within the call's budget.
+    TimedOut,
 }
 
 /// The breaker's settings.
@@ -88,16 +103,20 @@ enum State {
     HalfOpen { probing_since: Instant },
 }
 
-/// One node's breaker. Time (`now`) and the jitter draw (`draw`, in `[0, 1)`) are passed in.
+/// One node's breaker. Time (`now`, `sent`) and the jitter draw (`draw`, in `[0, 1)`) are
+/// passed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Breaker {
     state: State,
+    /// When the node last answered a call.
+    last_answer: Option<Instant>,
 }
 
 impl Breaker {
     pub(super) const fn new() -> Self {
         Self {
             state: State::Closed { failures: 0 },
+            last_answer: None,
         }
     }
 
@@ -126,26 +145,29 @@ impl Breaker {
         }
     }
 
-    /// Records a call's outcome.
+    /// Records the outcome of a call sent at `sent`.
     pub(super) fn record(
         &mut self,
-        admission: Admission,
-        outcome: Outcome,
+        call: (Admission, Outcome, Instant),
         now: Instant,
         draw: f64,
         policy: &Policy,
     ) {
+        let (admission, outcome, sent) = call;
+        let jitter = 1.0 + OPEN_JITTER * draw.clamp(0.0, 1.0);
         let reopen = State::Open {
-            until: now
-                + policy
-                    .open_for
-                    .mul_f64(1.0 + OPEN_JITTER * draw.clamp(0.0, 1.0)),
+            until: now + policy.open_for.mul_f64(jitter),
         };
+        let silent_since_sent = self.last_answer.is_none_or(|at| at < sent);
+        if outcome == Outcome::Answered {
+            self.last_answer = Some(now);
+        }
         self.state = match (self.state, admission, outcome) {
             (State::Closed { .. }, _, Outcome::Answered) => State::Closed { failures: 0 },
-            (State::Closed { failures }, _, Outcome::Unreachable) => {
+            (State::Closed { failures }, _, _) => {
                 let failures = failures.saturating_add(1);
-                if policy.after_failures > 0 && failures >= policy.after_failures {
+                let hung = outcome == Outcome::TimedOut && silent_since_sent;
+                if policy.after_failures > 0 && (failures >= policy.after_failures || hung) {
                     reopen
                 } else {
                     State::Closed { failures }
@@ -153,7 +175,7 @@ impl Breaker {
             }
             // Any answer while half-open shows the node is back; only the probe's failure reopens.
             (State::HalfOpen { .. }, _, Outcome::Answered) => State::Closed { failures: 0 },
-            (State::HalfOpen { .. }, Admission::Probe, Outcome::Unreachable) => reopen,
+            (State::HalfOpen { .. }, Admission::Probe, _) => reopen,
             // A call sent before the breaker opened, landing late, changes nothing.
             (state, _, _) => state,
         };
@@ -210,12 +232,11 @@ impl Breakers {
         admission
     }
 
-    /// Records the outcome of a call `admit` let through, and publishes a change of state.
+    /// Records the outcome of a call `admit` let through at `sent`, and publishes a change of state.
     pub(super) fn record(
         &self,
         node: &str,
-        admission: Admission,
-        outcome: Outcome,
+        call: (Admission, Outcome, Instant),
         metrics: &Metrics,
     ) {
         let now = Instant::now();
@@ -225,7 +246,7 @@ impl Breakers {
                 return;
             };
             let before = breaker.state;
-            breaker.record(admission, outcome, now, rand::random(), &self.policy);
+            breaker.record(call, now, rand::random(), &self.policy);
             (breaker.state != before).then(|| (before, breaker.state(now)))
         };
         let Some((before, state)) = change else {
@@ -277,51 +298,92 @@ mod tests {
         probe_budget: Duration::from_millis(200),
     };
 
-    /// A breaker opened at `at` by three timeouts, with the jitter draw `draw`.
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A breaker opened at `at` by three refused connections, with the jitter draw `draw`.
     fn opened(at: Instant, draw: f64) -> Breaker {
         let mut breaker = Breaker::new();
         for _ in 0..3 {
             assert_eq!(breaker.admit(at, &POLICY), Admission::Call);
-            breaker.record(Admission::Call, Outcome::Unreachable, at, draw, &POLICY);
+            breaker.record((Admission::Call, Outcome::Failed, at), at, draw, &POLICY);
         }
         breaker
     }
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
+    /// A closed breaker whose node answered a call at `at`.
+    fn answered_at(at: Instant) -> Breaker {
+        let mut breaker = Breaker::new();
+        breaker.record((Admission::Call, Outcome::Answered, at), at, 0.0, &POLICY);
+        breaker
     }
 
     #[test]
     fn opens_after_the_configured_consecutive_failures_and_not_before() {
         let t0 = Instant::now();
-        let mut breaker = Breaker::new();
+        let mut breaker = answered_at(t0);
         for n in 1..3 {
-            breaker.record(Admission::Call, Outcome::Unreachable, t0, 0.0, &POLICY);
+            breaker.record((Admission::Call, Outcome::Failed, t0), t0, 0.0, &POLICY);
             assert_eq!(
                 breaker.state(t0),
                 BreakerState::Closed,
                 "after {n} failures"
             );
         }
-        breaker.record(Admission::Call, Outcome::Unreachable, t0, 0.0, &POLICY);
+        breaker.record((Admission::Call, Outcome::Failed, t0), t0, 0.0, &POLICY);
         assert_eq!(breaker.state(t0), BreakerState::Open);
     }
 
     #[test]
     fn an_answer_resets_the_count_of_consecutive_failures() {
         let t0 = Instant::now();
-        let mut breaker = Breaker::new();
+        let mut breaker = answered_at(t0);
         let outcomes = [
-            Outcome::Unreachable,
-            Outcome::Unreachable,
+            Outcome::Failed,
+            Outcome::Failed,
             Outcome::Answered,
-            Outcome::Unreachable,
-            Outcome::Unreachable,
+            Outcome::Failed,
+            Outcome::Failed,
         ];
         for outcome in outcomes {
-            breaker.record(Admission::Call, outcome, t0, 0.0, &POLICY);
+            breaker.record((Admission::Call, outcome, t0), t0, 0.0, &POLICY);
         }
         assert_eq!(breaker.state(t0), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_timeout_with_no_answer_from_the_node_since_the_call_was_sent_opens_at_once() {
+        let t0 = Instant::now();
+        let mut breaker = answered_at(t0);
+        let sent = t0 + ms(1);
+        breaker.record(
+            (Admission::Call, Outcome::TimedOut, sent),
+            sent + ms(100),
+            0.0,
+            &POLICY,
+        );
+        assert_eq!(breaker.state(sent + ms(100)), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_timeout_beside_answered_calls_counts_as_one_failure() {
+        let t0 = Instant::now();
+        let mut breaker = answered_at(t0);
+        // Sent at t0, timed out at 100 ms; the node answered another call at 50 ms: slow, not hung.
+        breaker.record(
+            (Admission::Call, Outcome::Answered, t0),
+            t0 + ms(50),
+            0.0,
+            &POLICY,
+        );
+        breaker.record(
+            (Admission::Call, Outcome::TimedOut, t0),
+            t0 + ms(100),
+            0.0,
+            &POLICY,
+        );
+        assert_eq!(breaker.state(t0 + ms(100)), BreakerState::Closed);
     }
 
     #[test]
@@ -387,8 +449,8 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = opened(t0, 0.0);
         let t1 = t0 + ms(500);
-        let admission = breaker.admit(t1, &POLICY);
-        breaker.record(admission, Outcome::Answered, t1 + ms(1), 0.0, &POLICY);
+        let probe = breaker.admit(t1, &POLICY);
+        breaker.record((probe, Outcome::Answered, t1), t1 + ms(1), 0.0, &POLICY);
         assert_eq!(breaker.state(t1 + ms(1)), BreakerState::Closed);
         assert_eq!(breaker.admit(t1 + ms(2), &POLICY), Admission::Call);
     }
@@ -398,9 +460,9 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = opened(t0, 0.0);
         let t1 = t0 + ms(500);
-        let admission = breaker.admit(t1, &POLICY);
+        let probe = breaker.admit(t1, &POLICY);
         let t2 = t1 + ms(100);
-        breaker.record(admission, Outcome::Unreachable, t2, 0.0, &POLICY);
+        breaker.record((probe, Outcome::TimedOut, t1), t2, 0.0, &POLICY);
         assert_eq!(breaker.state(t2), BreakerState::Open);
         assert_eq!(breaker.admit(t2 + ms(499), &POLICY), Admission::Reject);
         assert_eq!(breaker.admit(t2 + ms(500), &POLICY), Admission::Probe);
@@ -410,20 +472,24 @@ mod tests {
     fn a_late_failure_of_a_call_sent_before_the_breaker_opened_changes_nothing() {
         let t0 = Instant::now();
         let mut breaker = opened(t0, 0.0);
-        breaker.record(
-            Admission::Call,
-            Outcome::Unreachable,
-            t0 + ms(400),
-            0.0,
-            &POLICY,
-        );
+        let late = (Admission::Call, Outcome::TimedOut, t0);
+        breaker.record(late, t0 + ms(400), 0.0, &POLICY);
         assert_eq!(breaker.state(t0 + ms(500)), BreakerState::HalfOpen);
         let t1 = t0 + ms(500);
         let probe = breaker.admit(t1, &POLICY);
-        breaker.record(Admission::Call, Outcome::Unreachable, t1, 0.0, &POLICY);
+        breaker.record(late, t1, 0.0, &POLICY);
         assert_eq!(breaker.admit(t1 + ms(1), &POLICY), Admission::Reject);
-        breaker.record(probe, Outcome::Answered, t1 + ms(2), 0.0, &POLICY);
+        breaker.record((probe, Outcome::Answered, t1), t1 + ms(2), 0.0, &POLICY);
         assert_eq!(breaker.state(t1 + ms(2)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_timeout_that_fired_late_is_no_evidence_against_the_node() {
+        let budget = ms(100);
+        assert!(timeout_is_evidence(ms(100), budget));
+        assert!(timeout_is_evidence(ms(150), budget));
+        assert!(!timeout_is_evidence(ms(151), budget));
+        assert!(!timeout_is_evidence(ms(400), budget));
     }
 
     #[test]
@@ -446,7 +512,7 @@ mod tests {
         let t0 = Instant::now();
         let mut breaker = Breaker::new();
         for _ in 0..100 {
-            breaker.record(Admission::Call, Outcome::Unreachable, t0, 0.0, &policy);
+            breaker.record((Admission::Call, Outcome::TimedOut, t0), t0, 0.0, &policy);
         }
         assert_eq!(breaker.admit(t0, &policy), Admission::Call);
     }

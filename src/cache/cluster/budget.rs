@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use redis::cluster_async::ClusterConnection;
 use redis::RedisError;
 
-use super::breaker::{Admission, Outcome};
+use super::breaker::{timeout_is_evidence, Admission, Outcome};
 use super::{lock, ClusterCache, MIN_REBUILD_INTERVAL};
 use crate::cache::error::CacheError;
 
@@ -43,18 +43,25 @@ impl ClusterCache {
         if commands > 0 {
             self.count_round_trip(node, commands);
         }
+        let sent = Instant::now();
         let outcome = match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(CacheError::Redis(error)),
             Err(_) => Err(CacheError::Timeout),
         };
         let reached = match &outcome {
-            Err(error) if error.is_unreachable() => Outcome::Unreachable,
-            _ => Outcome::Answered,
+            Err(error) if error.kind() == "timeout" => {
+                timeout_is_evidence(sent.elapsed(), self.inner.timeout).then_some(Outcome::TimedOut)
+            }
+            Err(error) if error.is_unreachable() => Some(Outcome::Failed),
+            _ => Some(Outcome::Answered),
         };
-        self.inner
-            .breakers
-            .record(node, admission, reached, metrics);
+        // A late timeout is not recorded: a probe that ends so is replaced after its budget.
+        if let Some(reached) = reached {
+            self.inner
+                .breakers
+                .record(node, (admission, reached, sent), metrics);
+        }
         match &outcome {
             Ok(_) => {
                 lock(&self.inner.failure_streaks).remove(node);
