@@ -75,7 +75,8 @@ pub struct CacheSettings {
     pub redis_rebuild_after_errors: u32,
 
     /// Consecutive timeouts or connection failures of one Redis node after which its circuit
-    /// breaker opens: calls to that node then fail at once (a miss, served from PostgreSQL) until
+    /// breaker opens (at once on a timeout while the node answered nothing since that call was
+    /// sent: it hangs): calls to that node then fail at once (a miss, served from PostgreSQL) until
     /// one probe call finds it answering. 0 switches the breakers off.
     #[arg(long, env = "REDIS_BREAKER_AFTER_FAILURES", default_value_t = 3)]
     pub redis_breaker_after_failures: u32,
