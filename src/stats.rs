@@ -277,8 +277,8 @@ struct NodeView {
     commands_per_sec: f64,
     round_trips_per_sec: f64,
     errors_per_sec: f64,
-    /// The node's circuit breaker (`closed`, `open`, `half_open`); `None` for a node never a
-    /// master while this instance ran (only masters are called).
+    /// The master's circuit breaker (`closed`, `open`, `half_open`); `None` for a replica (only
+    /// masters are called).
     breaker: Option<String>,
     /// Takes the most Redis reads of the hottest slots (page hashes, boxes).
     hot: bool,
@@ -488,7 +488,10 @@ fn node_views(
             commands_per_sec: rate(&now.commands, &last.commands, node, secs),
             round_trips_per_sec: rate(&now.round_trips, &last.round_trips, node, secs),
             errors_per_sec: rate(&now.errors, &last.errors, node, secs),
-            breaker: now.breakers.get(node).cloned(),
+            // Only masters are called: a replica's breaker is what it was when it last was one.
+            breaker: (role == "master")
+                .then(|| now.breakers.get(node).cloned())
+                .flatten(),
             hot: hottest == Some(node),
         };
         let up = pings.get(&shard.master).copied();

@@ -141,9 +141,15 @@ impl ClusterCache {
     }
 
     /// Whether some node failed its last call (its failure streak is running) or has its breaker
-    /// open or half-open.
+    /// open. Not half-open: a node that stopped being a master (failed over) gets no call to
+    /// probe it, and its breaker stays half-open until it is a master again.
     pub fn is_failing(&self) -> bool {
         !lock(&self.inner.failure_streaks).is_empty()
-            || !self.inner.breakers.not_closed().is_empty()
+            || self
+                .inner
+                .breakers
+                .not_closed()
+                .iter()
+                .any(|(_, state)| *state == super::breaker::BreakerState::Open)
     }
 }
