@@ -16,7 +16,9 @@ use crate::domain::PageLimits;
 use crate::feed::Feed;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
-use crate::routes::{self, ensure_json_error, json_error, query_error, AppState, Deadlines};
+use crate::routes::{
+    self, ensure_json_error, json_error, query_error, AccessLogPolicy, AppState, Deadlines,
+};
 use crate::stats::Stats;
 use crate::store::{self, Store};
 use crate::tasks::Tasks;
@@ -93,6 +95,10 @@ impl Application {
             limits,
             trust_forwarded_for: settings.rate_limits.trust_forwarded_for,
             stats,
+            access_log: AccessLogPolicy {
+                which: settings.access_log,
+                slow: Duration::from_millis(settings.log_slow_request_ms),
+            },
         });
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
             .with_context(|| format!("binding {}:{}", settings.app_host, settings.app_port))?;

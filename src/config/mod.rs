@@ -68,6 +68,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which requests the access log (`routes/observe.rs`) writes a line for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLog {
+    /// Server errors and slow requests only: what an operator reads a log for. Every request
+    /// still counts in `http_requests_total` and `http_request_duration_seconds`.
+    ErrorsAndSlow,
+    /// Every request.
+    All,
+}
+
 /// A feature that can be switched off, to measure what it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
@@ -155,6 +165,16 @@ pub struct Settings {
     /// Do not apply pending migrations at start.
     #[arg(long, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,
+
+    /// Which requests get a "request served" log line: `errors-and-slow` (5xx, and requests
+    /// slower than LOG_SLOW_REQUEST_MS) or `all` (one line per request, as a development server
+    /// writes; on a busy instance the logging costs more than serving a cached page).
+    #[arg(long, env = "ACCESS_LOG", value_enum, default_value_t = AccessLog::ErrorsAndSlow)]
+    pub access_log: AccessLog,
+
+    /// A request that takes longer than this many milliseconds is logged whatever ACCESS_LOG says.
+    #[arg(long, env = "LOG_SLOW_REQUEST_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub log_slow_request_ms: u64,
 
     #[command(flatten)]
     pub cache: CacheSettings,

@@ -35,7 +35,7 @@ pub use deadlines::Deadlines;
 pub use error::{ensure_json_error, json_error, query_error, ApiError};
 pub use health::{health, ping};
 pub use metrics::metrics;
-pub use observe::{observe, REQUEST_ID};
+pub use observe::{observe, AccessLogPolicy, REQUEST_ID};
 pub use openapi::ApiDoc;
 pub use state::AppState;
 

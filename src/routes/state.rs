@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::observe::AccessLogPolicy;
 use crate::config::AdminKey;
 use crate::domain::PageLimits;
 use crate::feed::Feed;
@@ -21,4 +22,6 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// The live view's latest numbers.
     pub stats: Arc<Stats>,
+    /// Which requests get a log line (`ACCESS_LOG`, `LOG_SLOW_REQUEST_MS`).
+    pub access_log: AccessLogPolicy,
 }
