@@ -83,13 +83,31 @@ pub async fn observe(
     let _entered = span.enter();
     match policy {
         Some(policy) if !policy.logs(status, elapsed) => {
-            tracing::debug!(status = status.as_u16(), route, latency_ms, cache = cache(), "request served");
+            tracing::debug!(
+                status = status.as_u16(),
+                route,
+                latency_ms,
+                cache = cache(),
+                "request served"
+            );
         }
         _ if status.is_server_error() => {
-            tracing::warn!(status = status.as_u16(), route, latency_ms, cache = cache(), "request served");
+            tracing::warn!(
+                status = status.as_u16(),
+                route,
+                latency_ms,
+                cache = cache(),
+                "request served"
+            );
         }
         _ => {
-            tracing::info!(status = status.as_u16(), route, latency_ms, cache = cache(), "request served");
+            tracing::info!(
+                status = status.as_u16(),
+                route,
+                latency_ms,
+                cache = cache(),
+                "request served"
+            );
         }
     }
     Ok(res)
