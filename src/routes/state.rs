@@ -9,6 +9,8 @@ use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::stats::Stats;
 
+use super::Drain;
+
 /// What every handler shares.
 pub struct AppState {
     pub feed: Feed,
@@ -21,4 +23,6 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// The live view's latest numbers.
     pub stats: Arc<Stats>,
+    /// Set when a stop begins: readiness then fails and responses close their connections.
+    pub drain: Arc<Drain>,
 }

@@ -496,6 +496,7 @@ async fn the_admin_guard_admits_the_admin_key_only() {
         limits: Arc::new(RateLimits::new(&RateLimitSettings::disabled(), metrics)),
         trust_forwarded_for: false,
         stats: hotfeed::stats::Stats::new(),
+        drain: Arc::default(),
     });
     let service = actix_test::init_service(App::new().app_data(state).route(
         "/api/v1/admin/ping",
