@@ -157,6 +157,9 @@ scenario_fleet() {
   else
     FLEET_DRAIN=5 settle=3 vis_count=500 load_secs=100
   fi
+  # CHAOS_FLEET_DRAIN_SECS=0: the control run, instances that stop at once on SIGTERM.
+  FLEET_DRAIN=${CHAOS_FLEET_DRAIN_SECS:-$FLEET_DRAIN}
+  [[ $FLEET_DRAIN =~ ^[0-9]+$ ]] || die "CHAOS_FLEET_DRAIN_SECS: not a whole number: $FLEET_DRAIN" 2
   # The documented bound of a read on one instance after a write on another: L1_TTL_MS.
   bound=$(awk -v ms="${L1_TTL_MS:-1000}" 'BEGIN { print ms / 1000 }')
   SCEN_DIR=$RUN_DIR/fleet

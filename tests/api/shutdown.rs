@@ -173,3 +173,47 @@ async fn a_stop_drains_first_readiness_fails_while_every_read_is_still_served_an
     assert!(stop_started.elapsed() < SHUTDOWN_TIMEOUT + SLACK);
     assert_eq!(tasks.running(), 0, "every background task ended");
 }
+
+#[tokio::test]
+async fn after_the_drain_period_the_listener_closes_and_serve_returns_by_itself() {
+    // Arrange
+    const DRAIN: Duration = Duration::from_secs(1);
+    let (app, test_app) = build_app_with(|settings| {
+        settings.shutdown_timeout_secs = SHUTDOWN_TIMEOUT.as_secs();
+        settings.shutdown_drain_secs = DRAIN.as_secs();
+    })
+    .await;
+    let (terminator, tasks) = (app.terminator(), app.tasks());
+    let serving = tokio::spawn(app.run_until_stopped());
+    let health = test_app.anonymous.get(test_app.url("/health"));
+
+    // Act: stop as SIGTERM would, and wait for serve to return.
+    let started = Instant::now();
+    terminator.cancel();
+    let draining = loop {
+        let res = health.try_clone().expect("a GET").send().await;
+        let res = res.expect("answered while draining");
+        if res.status().as_u16() == 503 {
+            break res.json::<serde_json::Value>().await.expect("a JSON body");
+        }
+    };
+    let outcome = tokio::time::timeout(DRAIN + SHUTDOWN_TIMEOUT + SLACK, serving).await;
+    let took = started.elapsed();
+
+    // Assert
+    assert_eq!(
+        draining["status"], "draining",
+        "readiness fails during the drain"
+    );
+    outcome
+        .expect("serve returns once drained")
+        .expect("serve did not panic")
+        .expect("serve ended cleanly");
+    assert!(
+        took >= DRAIN,
+        "the listener stayed open for the drain ({took:?})"
+    );
+    let refused = health.try_clone().expect("a GET").send().await;
+    assert!(refused.is_err(), "the listener is closed: {refused:?}");
+    assert_eq!(tasks.running(), 0, "every background task ended");
+}
