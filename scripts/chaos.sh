@@ -67,7 +67,8 @@ environment (defaults in brackets; --ci uses the second value):
   CHAOS_LOCK             lock held around every load measurement [/tmp/hotfeed-bench.lock]
   CHAOS_RUST_LOG         RUST_LOG of the service [warn]
   CHAOS_BIN_DIR          take hotfeed, loadgen and datagen from this directory, build nothing
-  CHAOS_FLEET_DRAIN_SECS SHUTDOWN_DRAIN_SECS of the fleet's instances [5 | 3]; 0 is the control run
+  CHAOS_FLEET_DRAIN_SECS SHUTDOWN_DRAIN_SECS of the fleet's instances [5 | 3]; 0 for a control run
+  CHAOS_FLEET_RETRIES    off: the fleet's HAProxy sends nothing twice (retries 0), for a control run
   Service settings to try (REDIS_TIMEOUT_MS, REDIS_REBUILD_AFTER_ERRORS, DB_MAX_CONNECTIONS,
   DB_MAX_INFLIGHT, ...) are passed through from the environment; DATABASE_URL, REDIS_URLS,
   APP_HOST and APP_PORT are always the private stack's.

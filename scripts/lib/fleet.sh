@@ -60,7 +60,12 @@ fleet_start_instance() {
 }
 
 fleet_start_balancer() {
-  local extra=$SCEN_DIR/haproxy-fleet.cfg i
+  local cfg=$ROOT/deploy/haproxy/haproxy.cfg extra=$SCEN_DIR/haproxy-fleet.cfg i
+  # CHAOS_FLEET_RETRIES=off: the control run of a balancer that sends nothing twice.
+  if [[ ${CHAOS_FLEET_RETRIES:-on} == off ]]; then
+    sed -e 's/^\( *\)retries 3$/\1retries 0/' -e 's/^\( *\)retry-on .*/\1retry-on none/' "$cfg" >"$SCEN_DIR/haproxy.cfg"
+    cfg=$SCEN_DIR/haproxy.cfg
+  fi
   {
     printf '# The suite'"'"'s own listeners, beside deploy/haproxy/haproxy.cfg (scripts/lib/fleet.sh).\n'
     printf 'listen stats\n    bind 127.0.0.1:%s\n    http-request set-log-level silent\n    stats enable\n    stats uri /stats\n\n' "$FLEET_STATS"
@@ -71,10 +76,10 @@ fleet_start_balancer() {
   } >"$extra"
   HOTFEED_LISTEN=127.0.0.1:$APP_PORT_ HOTFEED_1=127.0.0.1:${FLEET_PORTS[1]} \
     HOTFEED_2=127.0.0.1:${FLEET_PORTS[2]} HOTFEED_3=127.0.0.1:${FLEET_PORTS[3]} \
-    haproxy -c -q -f "$ROOT/deploy/haproxy/haproxy.cfg" -f "$extra" >&2 || die "haproxy refused its configuration"
+    haproxy -c -q -f "$cfg" -f "$extra" >&2 || die "haproxy refused its configuration"
   HOTFEED_LISTEN=127.0.0.1:$APP_PORT_ HOTFEED_1=127.0.0.1:${FLEET_PORTS[1]} \
     HOTFEED_2=127.0.0.1:${FLEET_PORTS[2]} HOTFEED_3=127.0.0.1:${FLEET_PORTS[3]} \
-    haproxy -db -f "$ROOT/deploy/haproxy/haproxy.cfg" -f "$extra" 8>&- 2>>"$SCEN_DIR/haproxy.log" &
+    haproxy -db -f "$cfg" -f "$extra" 8>&- 2>>"$SCEN_DIR/haproxy.log" &
   HAPROXY_PID=$!
 }
 
