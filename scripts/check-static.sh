@@ -461,6 +461,22 @@ sys.exit(1 if missing else 0)
 PY
 }
 
+# .env.example documents every option of the service (set, or commented out with its value), as
+# docs/CONFIGURATION.md promises: an option added to src/config/ without a line there fails.
+env_example_options() {
+  python3 - <<'PY'
+import glob, re, sys
+wanted = set()
+for path in glob.glob("src/config/**/*.rs", recursive=True):
+    wanted |= set(re.findall(r'env = "([A-Z0-9_]+)"', open(path).read()))
+listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", open(".env.example").read(), re.M))
+missing = sorted(wanted - listed)
+if missing:
+    print("options of hotfeed serve missing from .env.example:", " ".join(missing))
+sys.exit(1 if missing else 0)
+PY
+}
+
 # --- Kubernetes and docs --------------------------------------------------------------------------
 
 # The image tag of the manifests is the version in Cargo.toml, and docs/OPERATIONS.md builds it;
@@ -571,6 +587,7 @@ check "redis-cluster-init resolves nodes to IPv4 (no getent hosts)" no_getent_ho
 check "entrypoint exits within 2 s of SIGTERM while waiting (as PID 1)" entrypoint_sigterm
 check "entrypoint: empty options unset, DATABASE_URL from PG* parts percent-encoded" entrypoint_env
 check "entrypoint option list covers the binaries' env options and compose.yml" entrypoint_options
+check ".env.example lists every option of hotfeed serve" env_example_options
 check "k8s image tag = Cargo.toml version, documented build, startup probe > entrypoint worst case" k8s_consistency
 check "docs: no loadgen exec in the dev image" docs_dev_loadgen
 check "stop: grace periods cover drain + shutdown timeout; each drain outlasts its balancer's checks" drain_consistency
