@@ -30,8 +30,8 @@
 #   WORKSHOP_QUICK=1       as --quick;  WORKSHOP_RATE  reads/s of the background loads (300; quick 100)
 #   WORKSHOP_LOG_DIR       where loadgen's reports and redis-cli's output are kept
 #                          (default $STACK_DIR/workshop/logs, emptied at each run)
-#   LOADGEN, DATAGEN       the binaries (default target/release/…, else target/debug/…, else
-#                          `cargo run --release -q -p …`)
+#   LOADGEN, DATAGEN,      the binaries (default target/release/…, else target/debug/…, else
+#   HOTFEED (step 9)       `cargo run --release -q -p …`)
 #   STACK_REDIS_BASE_PORT  first Redis port (default 7000), as scripts/stack.sh; STACK_DIR too
 #   CACHE_KEY_PREFIX       the service's key prefix (default hf)
 #   WORKSHOP_FLEET_PORT    step 9: HAProxy's port; the instances take the next three, its stats the
@@ -626,7 +626,7 @@ main() {
       --yes | -y) AUTO=1 ;;
       --quick) QUICK=1 ;;
       -h | --help)
-        sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0 ;;
       [0-9]) STEPS+=("$1") ;;
       *) die "unknown argument '$1' (steps are 0-9; --yes; --quick; --help)" ;;
