@@ -162,6 +162,14 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
 
+    /// Seconds between SIGTERM/SIGINT and closing the listener: readiness (`/health`) answers 503
+    /// and every response closes its connection, while requests are still served, so a load
+    /// balancer takes the instance out before it refuses anything. Set it above the balancer's
+    /// time to notice (check interval x failures); 0 (the default: no balancer to tell) stops at
+    /// once. A second signal cuts the drain short.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_drain_secs: u64,
+
     /// Do not apply pending migrations at start.
     #[arg(long, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,
@@ -383,6 +391,11 @@ impl Settings {
     /// Grace period for in-flight requests at shutdown.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// How long readiness fails before the listener closes (`SHUTDOWN_DRAIN_SECS`).
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs)
     }
 }
 

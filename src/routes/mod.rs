@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod dashboard;
 mod deadlines;
+mod drain;
 mod error;
 mod health;
 mod limits;
@@ -32,6 +33,7 @@ use error::error_body;
 
 pub use auth::{Admin, Caller};
 pub use deadlines::Deadlines;
+pub use drain::{close_when_draining, Drain};
 pub use error::{ensure_json_error, json_error, query_error, ApiError};
 pub use health::{health, ping};
 pub use metrics::metrics;

@@ -10,6 +10,8 @@ use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::stats::Stats;
 
+use super::Drain;
+
 /// What every handler shares.
 pub struct AppState {
     pub feed: Feed,
@@ -24,4 +26,6 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// Which requests get a log line (`ACCESS_LOG`, `LOG_SLOW_REQUEST_MS`).
     pub access_log: AccessLogPolicy,
+    /// Set when a stop begins: readiness then fails and responses close their connections.
+    pub drain: Arc<Drain>,
 }

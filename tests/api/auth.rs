@@ -501,6 +501,7 @@ async fn the_admin_guard_admits_the_admin_key_only() {
             which: AccessLog::All,
             slow: Duration::from_secs(1),
         },
+        drain: Arc::default(),
     });
     let service = actix_test::init_service(App::new().app_data(state).route(
         "/api/v1/admin/ping",
