@@ -14,9 +14,9 @@
 #   hotfeed-redis  hotfeed with L1=off (a Redis Cluster hit)
 #
 # The fair configuration, the same on every side: one TTL for a cached page (PEERS_TTL, hotfeed's
-# CACHE_LIST_TTL_SECS, 60 s), no access log anywhere (nginx `access_log off`; hotfeed RUST_LOG=warn,
-# which drops its per-request "request served" line; Varnish logs to its in-memory ring only, no
-# varnishncsa), keep-alive from each peer to its backend (nginx: upstream keepalive 64 with HTTP/1.1;
+# CACHE_LIST_TTL_SECS, 60 s), no access log anywhere (nginx `access_log off`; hotfeed with its
+# defaults, ACCESS_LOG=errors-and-slow, which writes no line for a fast 2xx; Varnish logs to its
+# in-memory ring only, no varnishncsa), keep-alive from each peer to its backend (nginx: upstream keepalive 64 with HTTP/1.1;
 # Varnish reuses backend connections by default), read rate limits off on every hotfeed instance
 # (RATE_LIMIT_READS_PER_IP=0) so no side answers cheap 429s, and Cache-Control from the backend
 # ignored by both peers (they cache every 200 for the TTL, coalesce concurrent misses, never serve
@@ -157,12 +157,12 @@ seed() {
     --redis-urls "$REDIS_URLS" --cache-key-prefix "$PREFIX"
 }
 
-# start_hotfeed SIDE ENV...: one release instance on SIDE's port, logs (warnings only) in OUT.
+# start_hotfeed SIDE ENV...: one release instance on SIDE's port, its defaults' log in OUT.
 start_hotfeed() {
   local side=$1 port=${URL[$1]##*:}
   shift
   env DATABASE_URL="$DB_URL" REDIS_URLS="$REDIS_URLS" CACHE_KEY_PREFIX="$PREFIX-$side" \
-    APP_HOST=127.0.0.1 APP_PORT="$port" RUST_LOG=warn NO_MIGRATE=true \
+    APP_HOST=127.0.0.1 APP_PORT="$port" NO_MIGRATE=true \
     RATE_LIMIT_READS_PER_IP=0 CACHE_LIST_TTL_SECS="$TTL" ADMIN_API_KEY="$ADMIN_API_KEY" "$@" \
     "$WORK/hotfeed-peers" serve >>"$OUT/$side.log" 2>&1 &
   PIDS+=($!)

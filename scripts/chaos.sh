@@ -7,7 +7,7 @@
 #
 #   scripts/chaos.sh                      every scenario, release binaries, 500 reads/s + 10 posts/s
 #   scripts/chaos.sh killmaster freeze    only those
-#   scripts/chaos.sh --ci                 the short subset (killmaster, migrate) at 100 reads/s,
+#   scripts/chaos.sh --ci                 the short subset (killmaster, migrate, scaleout, fleet) at 100 reads/s,
 #                                         debug binaries, a smaller seed; tears the stack down after
 #   scripts/chaos.sh down                 stop and remove the private stack
 #
@@ -16,8 +16,8 @@
 set -uo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
-SCENARIOS_ALL=(killmaster freeze allredis postgres migrate coldstart scaleout repeat)
-SCENARIOS_CI=(killmaster migrate scaleout)
+SCENARIOS_ALL=(killmaster freeze allredis postgres migrate coldstart scaleout repeat fleet)
+SCENARIOS_CI=(killmaster migrate scaleout fleet)
 
 usage() {
   cat <<'EOF'
@@ -41,6 +41,9 @@ Fault scenarios (default: all, in this order):
               config and nodes.conf) and the next kill hits whichever master then holds the slot; each kill is measured
               and judged as killmaster (plus: no Redis error on a healthy node), and the fifth must
               be no worse than the first
+  fleet       three instances behind HAProxy (deploy/haproxy/haproxy.cfg), each restarted in turn
+              (SIGTERM, drain, start) under load; then a write's visibility across instances
+              (scripts/lib/fleet.sh; ports CHAOS_APP_PORT to CHAOS_APP_PORT+7)
 
 Each scenario: a warm-up, then three loadgen phases back to back (pre: baseline; during: the fault,
 injected 1 s in; after: recovery), a probe that posts as user 1 and reads it back, a /metrics
@@ -48,7 +51,7 @@ sampler, then a check of every written post against PostgreSQL and the service. 
 measured figures are printed per scenario; docs/reliability.md explains them.
 
 options:
-  --ci               short subset (killmaster migrate) at --rate 100 --write-rate 5, debug build,
+  --ci               short subset (killmaster migrate scaleout fleet) at --rate 100 --write-rate 5, debug build,
                      --posts 50000, shorter phases; the private stack is removed at the end
   --rate N           open-loop reads per second (default 500; --ci 100)
   --write-rate N     posts per second by loadgen beside the reads (default 10; --ci 5)
@@ -69,6 +72,8 @@ environment (defaults in brackets; --ci uses the second value):
   CHAOS_LOCK             lock held around every load measurement [/tmp/hotfeed-bench.lock]
   CHAOS_RUST_LOG         RUST_LOG of the service [warn]
   CHAOS_BIN_DIR          take hotfeed, loadgen and datagen from this directory, build nothing
+  CHAOS_FLEET_DRAIN_SECS SHUTDOWN_DRAIN_SECS of the fleet's instances [5 | 3]; 0 for a control run
+  CHAOS_FLEET_RETRIES    off: the fleet's HAProxy sends nothing twice (retries 0), for a control run
   Service settings to try (REDIS_TIMEOUT_MS, REDIS_REBUILD_AFTER_ERRORS, DB_MAX_CONNECTIONS,
   DB_MAX_INFLIGHT, ...) are passed through from the environment; DATABASE_URL, REDIS_URLS,
   APP_HOST and APP_PORT are always the private stack's.
@@ -100,7 +105,7 @@ while (($# > 0)); do
     --write-rate=*) WRATE=${1#*=} ;;
     --posts=*) POSTS=${1#*=} ;;
     down) CMD=down ;;
-    killmaster | freeze | allredis | postgres | migrate | coldstart | scaleout | repeat) SELECTED+=("$1") ;;
+    killmaster | freeze | allredis | postgres | migrate | coldstart | scaleout | repeat | fleet) SELECTED+=("$1") ;;
     *) printf 'chaos: unknown argument %s\n\n' "$1" >&2; usage >&2; exit 2 ;;
   esac
   shift
@@ -173,6 +178,9 @@ STACK_SH=$CHAOS_DIR/bin/scripts/stack.sh
 # sourced first so that this suite's own rcli and field below (3 s deadline) are the ones used.
 # shellcheck source=scripts/lib/cluster.sh disable=SC1091
 . "$ROOT/scripts/lib/cluster.sh"
+# The fleet scenario (three instances behind HAProxy); it uses this file's helpers.
+# shellcheck source=scripts/lib/fleet.sh disable=SC1091
+. "$ROOT/scripts/lib/fleet.sh"
 
 say() { printf 'chaos: %s\n' "$*" >&2; }
 die() { printf 'chaos: error: %s\n' "$*" >&2; exit "${2:-3}"; }
@@ -278,6 +286,7 @@ cleanup() {
   stop_pid "$WATCH_PID"
   stop_pid "$PROBE_PID"
   stop_pid "$APP_PID"
+  fleet_stop
   if [[ $PG_STOPPED == yes ]]; then pg_start || true; fi
   # A fourth master left behind (a failed or interrupted scaleout): it is shut down only once it
   # owns no slot. Else scripts/stack.sh up moves its slots back and removes it from the cluster

@@ -461,6 +461,22 @@ sys.exit(1 if missing else 0)
 PY
 }
 
+# .env.example documents every option of the service (set, or commented out with its value), as
+# docs/CONFIGURATION.md promises: an option added to src/config/ without a line there fails.
+env_example_options() {
+  python3 - <<'PY'
+import glob, re, sys
+wanted = set()
+for path in glob.glob("src/config/**/*.rs", recursive=True):
+    wanted |= set(re.findall(r'env = "([A-Z0-9_]+)"', open(path).read()))
+listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", open(".env.example").read(), re.M))
+missing = sorted(wanted - listed)
+if missing:
+    print("options of hotfeed serve missing from .env.example:", " ".join(missing))
+sys.exit(1 if missing else 0)
+PY
+}
+
 # --- Kubernetes and docs --------------------------------------------------------------------------
 
 # The image tag of the manifests is the version in Cargo.toml, and docs/OPERATIONS.md builds it;
@@ -490,6 +506,50 @@ if budget <= needed:
     bad.append(f"startup probe allows {budget} s; the entrypoint may take 3 x {wait} + 60 = {needed} s")
 else:
     print(f"startup probe {budget} s > entrypoint worst case {needed} s")
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+PY
+}
+
+# A stop is SHUTDOWN_DRAIN_SECS (readiness 503, still serving) then SHUTDOWN_TIMEOUT_SECS: the
+# orchestrators' grace periods cover both, and each drain outlasts the time its balancer or probe
+# takes to see the instance unready (docs/OPERATIONS.md, "Behind a load balancer").
+drain_consistency() {
+  python3 - <<'PY'
+import re, sys, yaml
+bad = []
+def secs(raw, default):
+    return int(raw) if raw not in (None, "") else default
+deployment = yaml.safe_load(open("deploy/k8s/deployment.yaml"))
+pod = deployment["spec"]["template"]["spec"]
+container = pod["containers"][0]
+data = yaml.safe_load(open("deploy/k8s/configmap.yaml"))["data"]
+drain, timeout = secs(data.get("SHUTDOWN_DRAIN_SECS"), 0), secs(data.get("SHUTDOWN_TIMEOUT_SECS"), 10)
+pre = container.get("lifecycle", {}).get("preStop", {})
+pause = int(pre["exec"]["command"][-1]) if "exec" in pre and pre["exec"]["command"][0] == "sleep" else \
+    int(pre.get("sleep", {}).get("seconds", 0))
+grace = pod.get("terminationGracePeriodSeconds", 30)
+if grace < pause + drain + timeout + 5:
+    bad.append(f"k8s: terminationGracePeriodSeconds {grace} < preStop {pause} + drain {drain} + timeout {timeout} + 5")
+ready = container["readinessProbe"]
+noticed = ready.get("periodSeconds", 10) * ready.get("failureThreshold", 3)
+if drain < noticed:
+    bad.append(f"k8s: SHUTDOWN_DRAIN_SECS {drain} < readiness periodSeconds x failureThreshold ({noticed} s)")
+app = yaml.safe_load(open("compose.yml"))["services"]["app"]
+stop = int(re.fullmatch(r"(\d+)s", app.get("stop_grace_period", "10s")).group(1))
+env = app.get("environment", {})
+c_drain, c_timeout = secs(env.get("SHUTDOWN_DRAIN_SECS"), 0), secs(env.get("SHUTDOWN_TIMEOUT_SECS"), 10)
+if stop < c_drain + c_timeout + 5:
+    bad.append(f"compose: stop_grace_period {stop}s < drain {c_drain} + timeout {c_timeout} + 5")
+cfg = open("deploy/haproxy/haproxy.cfg").read()
+inter = int(re.search(r"default-server .*\binter (\d+)s", cfg).group(1))
+fall = int(re.search(r"default-server .*\bfall (\d+)", cfg).group(1))
+advised = int(re.search(r"SHUTDOWN_DRAIN_SECS=(\d+)", cfg).group(1))
+fleet = [int(x) for x in re.findall(r"FLEET_DRAIN=(\d+)", open("scripts/lib/fleet.sh").read())]
+for where, value in [("haproxy.cfg advises", advised)] + [("scripts/lib/fleet.sh runs", v) for v in fleet]:
+    if value < inter * (fall + 1):
+        bad.append(f"{where} SHUTDOWN_DRAIN_SECS={value} < HAProxy's inter x (fall + 1) = {inter * (fall + 1)} s")
+print(f"k8s: grace {grace} s for drain {drain} + timeout {timeout}; readiness sees it in {noticed} s; compose: {stop} s; HAProxy: DOWN within {inter * (fall + 1)} s")
 print("\n".join(bad))
 sys.exit(1 if bad else 0)
 PY
@@ -527,8 +587,12 @@ check "redis-cluster-init resolves nodes to IPv4 (no getent hosts)" no_getent_ho
 check "entrypoint exits within 2 s of SIGTERM while waiting (as PID 1)" entrypoint_sigterm
 check "entrypoint: empty options unset, DATABASE_URL from PG* parts percent-encoded" entrypoint_env
 check "entrypoint option list covers the binaries' env options and compose.yml" entrypoint_options
+check ".env.example lists every option of hotfeed serve" env_example_options
 check "k8s image tag = Cargo.toml version, documented build, startup probe > entrypoint worst case" k8s_consistency
 check "docs: no loadgen exec in the dev image" docs_dev_loadgen
+check "stop: grace periods cover drain + shutdown timeout; each drain outlasts its balancer's checks" drain_consistency
+tool_check "haproxy -c deploy/haproxy/haproxy.cfg" haproxy apt haproxy \
+  haproxy -c -q -f deploy/haproxy/haproxy.cfg
 tool_check "promtool check config deploy/prometheus/prometheus.yml" promtool apt prometheus \
   promtool check config deploy/prometheus/prometheus.yml
 tool_check "promtool check rules deploy/prometheus/alerts.yml" promtool apt prometheus \

@@ -10,7 +10,8 @@
 #
 # Steps: 0 service check · 1 seed · 2 MISS then HIT · 3 Zipf load, the hot node · 4 kill a master
 # under load · 5 cold start, coalescing · 6 the in-process tier (L1) · 7 home feed, fan-out ·
-# 8 scale-out to a fourth master and back.
+# 8 scale-out to a fourth master and back · 9 (only when asked: `scripts/workshop.sh 9`) three
+# instances, one load balancer, restart them all.
 #
 # The stack is left as it was found: 3 masters (the same ones), 3 replicas in sync, all 16384
 # slots served, no slot half moved, no fourth node. Every cluster operation (redis-cli --cluster,
@@ -29,10 +30,12 @@
 #   WORKSHOP_QUICK=1       as --quick;  WORKSHOP_RATE  reads/s of the background loads (300; quick 100)
 #   WORKSHOP_LOG_DIR       where loadgen's reports and redis-cli's output are kept
 #                          (default $STACK_DIR/workshop/logs, emptied at each run)
-#   LOADGEN, DATAGEN       the binaries (default target/release/…, else target/debug/…, else
-#                          `cargo run --release -q -p …`)
+#   LOADGEN, DATAGEN,      the binaries (default target/release/…, else target/debug/…, else
+#   HOTFEED (step 9)       `cargo run --release -q -p …`)
 #   STACK_REDIS_BASE_PORT  first Redis port (default 7000), as scripts/stack.sh; STACK_DIR too
 #   CACHE_KEY_PREFIX       the service's key prefix (default hf)
+#   WORKSHOP_FLEET_PORT    step 9: HAProxy's port; the instances take the next three, its stats the
+#                          fourth (default 8090: 8090-8094)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -52,6 +55,7 @@ STACK_DIR=${STACK_DIR:-$REPO/.stack}
 PORTS=()
 for ((i = 0; i < 6; i++)); do PORTS+=($((BASE + i))); done
 NEW_PORT=$((BASE + 6))
+FLEET_BASE=${WORKSHOP_FLEET_PORT:-8090}
 NEW_DIR=$STACK_DIR/workshop/$NEW_PORT
 SEED_USERS=200
 SEED_POSTS=200000
@@ -115,6 +119,7 @@ pick() { # NAME: prints the command that runs the workspace binary NAME
   fi
 }
 LOADGEN=${LOADGEN:-$(pick loadgen)}
+HOTFEED=${HOTFEED:-$(pick hotfeed)}
 DATAGEN=${DATAGEN:-$(pick datagen)}
 
 # What steps 2 and 7 print of a response, always in this order.
@@ -257,6 +262,7 @@ cleanup() {
   trap - EXIT
   trap '' INT TERM # the stack is restored whatever happens next; every wait below is bounded
   stop_load
+  stop_fleet
   if [[ -n ${CLUSTER_RUN_PID:-} ]]; then
     # A redis-cli --cluster operation interrupted: stop it (the slot it was moving stays open;
     # scripts/stack.sh up closes it).
@@ -540,6 +546,78 @@ step8() {
   esac
 }
 
+# Step 9's processes: three instances and HAProxy, by pid; ended by the step, or by cleanup.
+FLEET_PIDS=() FLEET_LB=""
+stop_fleet() {
+  local pid
+  for pid in "${FLEET_PIDS[@]}" $FLEET_LB; do
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  FLEET_PIDS=() FLEET_LB=""
+}
+# fleet_instance I: instance I of step 9 on port FLEET_BASE+I (its settings from .env, as the
+# workshop's own service), waiting for /ping.
+fleet_instance() {
+  local i=$1 port=$((FLEET_BASE + $1))
+  APP_HOST=127.0.0.1 APP_PORT=$port NO_MIGRATE=true TRUST_FORWARDED_FOR=true SHUTDOWN_DRAIN_SECS=$D9 \
+    RUST_LOG=warn $HOTFEED serve >>"$LOGS/instance$i.log" 2>&1 &
+  FLEET_PIDS[i]=$!
+  for _ in $(seq 300); do
+    [[ $(http_code "http://127.0.0.1:$port/ping") == 200 ]] && return 0
+    kill -0 "${FLEET_PIDS[i]}" 2>/dev/null || die "instance $i exited (log: $LOGS/instance$i.log)"
+    sleep 0.2
+  done
+  die "instance $i did not answer on 127.0.0.1:$port within 60 s (log: $LOGS/instance$i.log)"
+}
+# HAProxy's view of instance I: UP, DOWN, "UP 1/2" (going down) ...
+lb_state() {
+  curl -fs -m 2 "http://127.0.0.1:$((FLEET_BASE + 4))/stats;csv" | awk -F, -v s="hotfeed$1" '$1 == "hotfeed" && $2 == s { print $18 }'
+}
+wait_lb() { # I STATE: until HAProxy has instance I in STATE (at most 60 s)
+  for _ in $(seq 600); do [[ $(lb_state "$1") == "$2"* ]] && return 0; sleep 0.1; done
+  die "HAProxy did not mark instance $1 $2 within 60 s (log: $LOGS/haproxy.log)"
+}
+
+step9() {
+  title 9 "three instances, one load balancer, restart them all"
+  local i pid lb=http://127.0.0.1:$FLEET_BASE extra=$WORK/haproxy-stats.cfg
+  if ! command -v haproxy >/dev/null 2>&1; then
+    say "HAProxy is missing: installing the Debian package."
+    if [[ $EUID -eq 0 ]]; then apt-get install -y -qq haproxy >/dev/null; else sudo apt-get install -y -qq haproxy >/dev/null; fi
+  fi
+  [[ $HOTFEED == target/* ]] || die "step 9 needs the hotfeed binary: cargo build --release -p hotfeed"
+  say "Three more instances of the service on the same stack (ports $((FLEET_BASE + 1))-$((FLEET_BASE + 3))), each with SHUTDOWN_DRAIN_SECS=$D9 and TRUST_FORWARDED_FOR=true, behind HAProxy on $FLEET_BASE with the shipped deploy/haproxy/haproxy.cfg."
+  for i in 1 2 3; do fleet_instance "$i"; done
+  printf 'listen stats\n    bind 127.0.0.1:%s\n    http-request set-log-level silent\n    stats enable\n    stats uri /stats\n' "$((FLEET_BASE + 4))" >"$extra"
+  printf '\n  %s$ HOTFEED_LISTEN=127.0.0.1:%s HOTFEED_1=127.0.0.1:%s HOTFEED_2=… HOTFEED_3=… haproxy -f deploy/haproxy/haproxy.cfg%s\n' "$B" "$FLEET_BASE" "$((FLEET_BASE + 1))" "$N"
+  HOTFEED_LISTEN=127.0.0.1:$FLEET_BASE HOTFEED_1=127.0.0.1:$((FLEET_BASE + 1)) HOTFEED_2=127.0.0.1:$((FLEET_BASE + 2)) \
+    HOTFEED_3=127.0.0.1:$((FLEET_BASE + 3)) haproxy -db -f deploy/haproxy/haproxy.cfg -f "$extra" 2>>"$LOGS/haproxy.log" &
+  FLEET_LB=$!
+  for i in 1 2 3; do wait_lb "$i" UP; done
+  URL=$lb load_bg fleet --users "$SEED_USERS" --rate "$RATE" --write-rate 5 --duration "$((12 * D9 + 10))s"
+  sleep 3
+  for i in 1 2 3; do
+    pid=${FLEET_PIDS[i]}
+    run "kill -TERM $pid    # instance $i"
+    run "curl -s -w ' %{http_code}\\n' http://127.0.0.1:$((FLEET_BASE + i))/health"
+    wait_lb "$i" DOWN
+    say "HAProxy marked instance $i DOWN; the instance still serves what reaches it until its drain ends, then exits."
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fleet_instance "$i"
+    wait_lb "$i" UP
+    say "instance $i is back, and UP in HAProxy."
+  done
+  URL=$lb load_wait $((12 * D9 + 40)) fleet
+  stop_fleet
+  if [[ $LOAD_OK == yes ]]; then
+    say "Each instance was restarted while reads and writes flowed through the balancer, and every read was answered (above)."
+  fi
+  look "this step's instances are not the dashboard's (that one is $URL); while the step runs, HAProxy's own view is http://127.0.0.1:$((FLEET_BASE + 4))/stats"
+  lesson "a stop drains first: readiness turns 503, the balancer takes the instance out, and only then does the listener close. Retries are the balancer's second line: a write is sent again only with an Idempotency-Key."
+}
+
 # ---------------------------------------------------------------------------------------------
 
 main() {
@@ -548,10 +626,10 @@ main() {
       --yes | -y) AUTO=1 ;;
       --quick) QUICK=1 ;;
       -h | --help)
-        sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0 ;;
-      [0-8]) STEPS+=("$1") ;;
-      *) die "unknown argument '$1' (steps are 0-8; --yes; --quick; --help)" ;;
+      [0-9]) STEPS+=("$1") ;;
+      *) die "unknown argument '$1' (steps are 0-9; --yes; --quick; --help)" ;;
     esac
     shift
   done
@@ -559,10 +637,10 @@ main() {
   # Load durations (s) of steps 3-8, and the read rate.
   if [[ $QUICK == 1 ]]; then
     RATE=${WORKSHOP_RATE:-100} SEED_POSTS=20000
-    D3=8 D4=20 D5=6 D6=6 D7=6 D8=30
+    D3=8 D4=20 D5=6 D6=6 D7=6 D8=30 D9=3
   else
     RATE=${WORKSHOP_RATE:-300}
-    D3=20 D4=30 D5=10 D6=15 D7=15 D8=60
+    D3=20 D4=30 D5=10 D6=15 D7=15 D8=60 D9=5
   fi
   LOGS=${WORKSHOP_LOG_DIR:-$STACK_DIR/workshop/logs}
   mkdir -p "$LOGS"

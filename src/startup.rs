@@ -9,6 +9,7 @@ use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, CacheOptions, Fetch};
 use crate::config::{CacheFetch, CacheMode, CacheSettings, Settings, Switch};
@@ -16,7 +17,10 @@ use crate::domain::PageLimits;
 use crate::feed::Feed;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
-use crate::routes::{self, ensure_json_error, json_error, query_error, AppState, Deadlines};
+use crate::routes::{
+    self, close_when_draining, ensure_json_error, json_error, query_error, AccessLogPolicy,
+    AppState, Deadlines, Drain,
+};
 use crate::stats::Stats;
 use crate::store::{self, Store};
 use crate::tasks::Tasks;
@@ -38,6 +42,12 @@ pub struct Application {
     tasks: Tasks,
     /// How long the server lets in-flight requests finish, and then the tasks end.
     shutdown_timeout: Duration,
+    /// Readiness fails and responses close their connections from the stop's start ...
+    drain: Arc<Drain>,
+    /// ... for this long before the listener closes.
+    drain_period: Duration,
+    /// A stop asked for in-process, as SIGTERM would ([`Application::terminator`]).
+    terminate: CancellationToken,
 }
 
 impl Application {
@@ -77,6 +87,7 @@ impl Application {
         }
         let limits = Arc::new(RateLimits::new(&settings.rate_limits, Arc::clone(&metrics)));
         let stats = Stats::new();
+        let drain = Arc::new(Drain::default());
         limits.spawn_cleanup(&tasks);
         feed.spawn_idempotency_sweeper(IDEMPOTENCY_SWEEP_EVERY);
         feed.spawn_cache_reporter(CACHE_REPORT_EVERY, options.hot_top_k);
@@ -93,6 +104,11 @@ impl Application {
             limits,
             trust_forwarded_for: settings.rate_limits.trust_forwarded_for,
             stats,
+            access_log: AccessLogPolicy {
+                which: settings.access_log,
+                slow: Duration::from_millis(settings.log_slow_request_ms),
+            },
+            drain: Arc::clone(&drain),
         });
         let listener = TcpListener::bind((settings.app_host.as_str(), settings.app_port))
             .with_context(|| format!("binding {}:{}", settings.app_host, settings.app_port))?;
@@ -110,6 +126,9 @@ impl Application {
             feed,
             tasks,
             shutdown_timeout: settings.shutdown_timeout(),
+            drain,
+            drain_period: settings.shutdown_drain(),
+            terminate: CancellationToken::new(),
         })
     }
 
@@ -118,10 +137,15 @@ impl Application {
         self.port
     }
 
-    /// Stops the server as SIGTERM would (in-flight requests finish first); for tests and
-    /// embedders that run several servers in one process.
+    /// Stops the server at once, skipping the drain (in-flight requests still finish); for tests
+    /// and embedders that run several servers in one process.
     pub fn stopper(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// Cancelling it stops the server exactly as SIGTERM does: the drain, then the graceful stop.
+    pub fn terminator(&self) -> CancellationToken {
+        self.terminate.clone()
     }
 
     /// The application's background tasks (to check that none outlives it).
@@ -129,13 +153,19 @@ impl Application {
         self.tasks.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM (or [`stopper`](Self::stopper)), lets in-flight requests
-    /// finish, stops and joins every background task, then closes the pool.
+    /// Serves until SIGINT/SIGTERM (or [`terminator`](Self::terminator), or
+    /// [`stopper`](Self::stopper)); drains (readiness 503, `Connection: close`, still serving) for
+    /// `SHUTDOWN_DRAIN_SECS`, stops accepting, lets in-flight requests finish, stops and joins
+    /// every background task, then closes the pool.
     ///
     /// # Errors
-    /// The server failed.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let outcome = self.server.await;
+    /// The server failed, or the signal handlers could not be installed.
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let mut signals = Signals::install()?;
+        let outcome = tokio::select! {
+            outcome = &mut self.server => outcome,
+            () = signals.next(&self.terminate) => self.drain_then_stop(&mut signals).await,
+        };
         if tokio::time::timeout(self.shutdown_timeout, self.tasks.shutdown())
             .await
             .is_err()
@@ -148,6 +178,58 @@ impl Application {
         self.feed.close().await;
         tracing::info!("hotfeed stopped");
         outcome
+    }
+
+    /// The drain: readiness fails and responses close their connections while everything is
+    /// still served, for the drain period (a second signal cuts it short); then the listener
+    /// closes and in-flight requests get the shutdown timeout. The server's own future is polled
+    /// throughout: it handles the stop command, and a worker's restart.
+    async fn drain_then_stop(&mut self, signals: &mut Signals) -> std::io::Result<()> {
+        self.drain.begin();
+        if !self.drain_period.is_zero() {
+            tracing::info!(
+                drain_secs = self.drain_period.as_secs(),
+                "stopping: draining (readiness 503, connections closed after their request)"
+            );
+            let never = CancellationToken::new();
+            tokio::select! {
+                outcome = &mut self.server => return outcome,
+                () = tokio::time::sleep(self.drain_period) => {}
+                () = signals.next(&never) => {
+                    tracing::warn!("second stop signal: drain cut short");
+                }
+            }
+        }
+        tracing::info!("stopping: listener closed, in-flight requests finishing");
+        let stop = self.server.handle().stop(true);
+        let ((), outcome) = tokio::join!(stop, &mut self.server);
+        outcome
+    }
+}
+
+/// SIGTERM and SIGINT, listened to by the application itself (actix's own handling is off) so
+/// that a stop starts with the drain.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT, or `token` cancelled, whichever first.
+    async fn next(&mut self, token: &CancellationToken) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+            () = token.cancelled() => tracing::info!("stop requested"),
+        }
     }
 }
 
@@ -175,8 +257,11 @@ fn serve(
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .configure(routes::configure)
             .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
+            .wrap(from_fn(close_when_draining))
             .wrap(from_fn(routes::observe))
     })
+    // The application handles SIGTERM/SIGINT itself (run_until_stopped): a stop drains first.
+    .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout().as_secs())
     .client_request_timeout(Duration::from_millis(settings.http_head_timeout_ms))
     .keep_alive(match settings.http_keep_alive_secs {

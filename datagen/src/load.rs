@@ -386,7 +386,7 @@ pub async fn copy_follows(
 }
 
 /// Refreshes the planner's statistics; without them the page query of a hot user becomes a
-/// bitmap scan plus sort, 20 times slower on deep pages.
+/// bitmap scan plus sort, which reads and sorts every post of the user for a deep page.
 ///
 /// # Errors
 /// Database errors.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -26,6 +26,9 @@ use crate::record::{Outcome, Recorder, Status, WalkEnd};
 use crate::report::Report;
 use crate::schedule::Schedule;
 use crate::scrape::{Scrape, ServiceDelta};
+
+/// The service's header that makes a repeated create a replay, not a second post.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Pause of a closed-loop worker after a transport error, so a dead service is not hammered.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
@@ -76,6 +79,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
             .as_ref()
             .and_then(|writes| writes.api_key.as_ref())
             .map(|key| format!("Bearer {key}")),
+        run: rand::random(),
     });
     // Before any load, so its few reads stay out of both phases.
     let hot_outbox = match plan.endpoint {
@@ -156,6 +160,9 @@ struct Requests {
     limit: u32,
     /// `Authorization` of the posts, from `--api-key`.
     authorization: Option<String>,
+    /// Drawn once per process: part of every post's `Idempotency-Key`, so two runs with the same
+    /// seed never replay each other's posts.
+    run: u64,
 }
 
 /// One reader's visit: a user, the position of their first page, and how many pages they read.
@@ -187,19 +194,33 @@ impl Requests {
         request(client, Method::GET, url)
     }
 
-    /// `POST /api/v1/posts` by `author`; `n` numbers the posts of a phase.
-    fn post(&self, client: &reqwest::Client, author: u64, n: u64) -> RequestBuilder {
+    /// `POST /api/v1/posts` by `author`; `n` numbers the posts of the phase seeded `phase_seed`.
+    /// Each carries an `Idempotency-Key` of its own, so a balancer or client that sends it again
+    /// (after a connection closed under it) creates nothing more.
+    fn post(
+        &self,
+        client: &reqwest::Client,
+        author: u64,
+        phase_seed: u64,
+        n: u64,
+    ) -> RequestBuilder {
         let body = serde_json::json!({
             "user_id": author,
             "content": format!("loadgen post {n} by user {author}"),
         });
         let post = request(client, Method::POST, format!("{}/api/v1/posts", self.base))
             .header(CONTENT_TYPE, "application/json")
+            .header(IDEMPOTENCY_KEY, self.idempotency_key(phase_seed, n))
             .body(body.to_string());
         match &self.authorization {
             Some(authorization) => post.header(AUTHORIZATION, authorization),
             None => post,
         }
+    }
+
+    /// The `Idempotency-Key` of post `n` of the phase seeded `phase_seed` in this run.
+    fn idempotency_key(&self, phase_seed: u64, n: u64) -> String {
+        format!("loadgen-{:016x}-{phase_seed:x}-{n}", self.run)
     }
 }
 
@@ -365,7 +386,7 @@ async fn open_writes(
     let mut rng = StdRng::seed_from_u64(phase.seed ^ WRITE_SEED);
     open_loop(writes, schedule, count, load.max_in_flight, |n, due| {
         let author = requests.users.sample(&mut rng);
-        let post = requests.post(client, author, n);
+        let post = requests.post(client, author, phase.seed, n);
         let shared = Arc::clone(writes);
         Some((author, async move {
             let send_lag = due.elapsed();
@@ -672,5 +693,52 @@ mod tests {
             2,
             "the second request opened a new connection instead of reusing the idle one"
         );
+    }
+
+    #[test]
+    fn every_post_carries_an_idempotency_key_of_its_own_and_runs_never_share_one() {
+        // Arrange: two runs' request builders, as `run` makes them.
+        let requests = |run| Requests {
+            base: "http://127.0.0.1:1".into(),
+            users: UserSampler::fixed(1),
+            offsets: "0=1".parse().expect("a page mix"),
+            depths: "1=1".parse().expect("a depth mix"),
+            endpoint: Endpoint::Posts,
+            cursor: None,
+            limit: 10,
+            authorization: None,
+            run,
+        };
+        let (first_run, second_run) = (requests(1), requests(2));
+        let client = reqwest::Client::new();
+        let key = |requests: &Requests, seed, n| {
+            let post = requests
+                .post(&client, 1, seed, n)
+                .build()
+                .expect("a request");
+            let key = post
+                .headers()
+                .get(IDEMPOTENCY_KEY)
+                .expect("an Idempotency-Key");
+            key.to_str().expect("ASCII").to_owned()
+        };
+
+        // Act
+        let keys = [
+            key(&first_run, 7, 0),
+            key(&first_run, 7, 1),
+            key(&first_run, 8, 0),
+            key(&second_run, 7, 0),
+        ];
+
+        // Assert: distinct per post, per phase and per run; the same post asks again with its key.
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+        assert_eq!(
+            key(&first_run, 7, 1),
+            keys[1],
+            "a retry of one post reuses its key"
+        );
+        assert!(keys.iter().all(|k| k.len() <= 255 && k.is_ascii()));
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! The pacer runs on a thread of its own and sleeps with `std::thread::sleep`, which wakes within
 //! tens of microseconds here. Tokio's timer rounds every deadline up to the next whole millisecond,
-//! which added about 1 ms to every open-loop latency when the pacer was a tokio task.
+//! which would add up to a millisecond to every open-loop latency if the pacer were a tokio task.
 
 use std::time::{Duration, Instant};
 
@@ -104,8 +104,8 @@ mod tests {
         }
 
         // Assert: all 200, handed out as they fall due rather than bunched up: a median lag of
-        // a few timer steps. An idle machine gives well under 1 ms; the bound is for a loaded
-        // one (2.8 ms was seen at a load average of 15 on two cores), far below the 400 ms run.
+        // a few timer steps. The bound is for a loaded machine, where a thread wakes late, and
+        // still far below the 400 ms run.
         assert_eq!(lags.len(), 200);
         lags.sort();
         assert!(

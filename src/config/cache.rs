@@ -137,8 +137,11 @@ pub struct CacheSettings {
     pub l1: Switch,
 
     /// Longest an in-process entry lives, in milliseconds: the staleness bound should an
-    /// invalidation message be lost.
-    #[arg(long, env = "L1_TTL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    /// invalidation message be lost (a publish that failed twice). Writes reach every instance
+    /// through the channel long before it; what it sets in normal operation is how often each
+    /// entry is read from Redis again, which on a mix of hundreds of hot pages is most of what
+    /// the tier costs (docs/benchmarks.md, comparison 14).
+    #[arg(long, env = "L1_TTL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub l1_ttl_ms: u64,
 
     /// Most bytes the in-process tier holds (values plus a fixed cost per entry).

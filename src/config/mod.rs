@@ -68,6 +68,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which requests the access log (`routes/observe.rs`) writes a line for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLog {
+    /// Server errors and slow requests only: what an operator reads a log for. Every request
+    /// still counts in `http_requests_total` and `http_request_duration_seconds`.
+    ErrorsAndSlow,
+    /// Every request.
+    All,
+}
+
 /// A feature that can be switched off, to measure what it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
@@ -152,9 +162,27 @@ pub struct Settings {
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
 
+    /// Seconds between SIGTERM/SIGINT and closing the listener: readiness (`/health`) answers 503
+    /// and every response closes its connection, while requests are still served, so a load
+    /// balancer takes the instance out before it refuses anything. Set it above the balancer's
+    /// time to notice (check interval x failures); 0 (the default: no balancer to tell) stops at
+    /// once. A second signal cuts the drain short.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_drain_secs: u64,
+
     /// Do not apply pending migrations at start.
     #[arg(long, env = "NO_MIGRATE", default_value_t = false)]
     pub no_migrate: bool,
+
+    /// Which requests get a "request served" log line: `errors-and-slow` (5xx, and requests
+    /// slower than LOG_SLOW_REQUEST_MS) or `all` (one line per request, as a development server
+    /// writes; on a busy instance the logging costs more than serving a cached page).
+    #[arg(long, env = "ACCESS_LOG", value_enum, default_value_t = AccessLog::ErrorsAndSlow)]
+    pub access_log: AccessLog,
+
+    /// A request that takes longer than this many milliseconds is logged whatever ACCESS_LOG says.
+    #[arg(long, env = "LOG_SLOW_REQUEST_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub log_slow_request_ms: u64,
 
     #[command(flatten)]
     pub cache: CacheSettings,
@@ -363,6 +391,11 @@ impl Settings {
     /// Grace period for in-flight requests at shutdown.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// How long readiness fails before the listener closes (`SHUTDOWN_DRAIN_SECS`).
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs)
     }
 }
 

@@ -8,14 +8,16 @@
 //! A count-min sketch with conservative update: 4 rows of 2048 `AtomicU32` counters. A key's
 //! count is the smallest of its 4 counters, so it never under-counts; conservative update raises
 //! only the counters below that minimum plus the increment, which keeps cold keys' over-counts
-//! small. Measured while choosing (a one-off program, not kept): on a 1,000,000-event Zipf(1.0)
-//! stream over 100,000 keys it over-counted a key by 88 on average (p99 108), against 152 (p99 307)
-//! for plain count-min, and each of the 10 hottest by 0 against 94 to 375.
+//! small and the hottest keys' counts close to exact: a cold key's record raises a shared counter
+//! only up to the cold key's own estimate, which stays below a hot key's. Plain count-min adds
+//! every record of every key that shares a counter, the hottest keys' included.
+//! `the_estimate_of_a_zipf_stream_never_under_counts_a_key` checks the bound this module relies on.
 //!
 //! The obvious lock-free conservative update (load the minimum, `fetch_max` each counter to
 //! minimum + n) loses increments: two records of one key that read the same minimum both write
-//! minimum + 1. Four threads recording one key 10,000 times each counted as few as 33,401 (six
-//! runs), an under-count of exactly the keys this module exists to find. So each record reads its 4
+//! minimum + 1. Under contention that loses a large share of one hot key's records, an
+//! under-count of exactly the keys this module exists to find
+//! (`concurrent_records_of_one_hot_key_are_all_counted` fails with it). So each record reads its 4
 //! counters, moves each one it must raise from the value it read with a compare-exchange, and
 //! re-reads and retries if any had moved meanwhile. Two records of one key then cannot both
 //! succeed on views that miss each other (each would have to read a counter the other already
@@ -26,9 +28,9 @@
 //! A key's 4 columns are 4 disjoint 16-bit lanes of one 64-bit hash from a per-instance
 //! [`RandomState`] (clients cannot aim collisions at a key they do not know the seed for). Double
 //! hashing (`h1 + i * h2`) would be the textbook choice, but modulo 2048 it maps two keys to the
-//! same 4 counters whenever `h1` and `h2` both agree, 1 pair in 4 million: on the stream above a
-//! few keys shared every counter with the hottest one and were over-counted by 41,000, against 551
-//! at most with lanes.
+//! same 4 counters whenever `h1` and `h2` both agree modulo 2048 (22 bits): over a large stream
+//! some cold key then shares every counter with the hottest one and inherits its whole count,
+//! where with lanes two keys share all 4 counters only if the 44 bits the lanes use agree.
 //!
 //! # The window
 //!

@@ -246,7 +246,7 @@ proptest! {
     }
 }
 
-/// A debug build runs this ~9x slower than an optimized one.
+/// Measure it in a release build (`--release`): a debug build's timing says little about the service.
 #[test]
 #[ignore = "a timing, not a check: cargo test --lib hot -- --ignored --nocapture"]
 fn prints_the_cost_of_record() {

@@ -45,13 +45,18 @@ struct NodeBody {
 }
 
 /// `GET /health`: readiness. 200 while PostgreSQL answers (Redis only speeds reads up, so a Redis
-/// problem is `degraded`, not unready); 503 when PostgreSQL does not.
+/// problem is `degraded`, not unready); 503 when PostgreSQL does not, and 503 `draining` at once,
+/// without asking anything, once a stop has begun (`SHUTDOWN_DRAIN_SECS`).
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses(
         (status = 200, description = "Ready: PostgreSQL answers (`status` ok, or degraded when Redis is impaired)", body = serde_json::Value),
-        (status = 503, description = "Not ready: PostgreSQL does not answer", body = serde_json::Value),
+        (status = 503, description = "Not ready: PostgreSQL does not answer (`status` down), or the instance is stopping (`status` draining: still serving, take it out of the balancer)", body = serde_json::Value),
     ))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "draining" }));
+    }
     let health = state.feed.health().await;
     let overall = health.overall();
     let postgres = match health.postgres {

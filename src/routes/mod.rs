@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod dashboard;
 mod deadlines;
+mod drain;
 mod error;
 mod health;
 mod limits;
@@ -32,10 +33,11 @@ use error::error_body;
 
 pub use auth::{Admin, Caller};
 pub use deadlines::Deadlines;
+pub use drain::{close_when_draining, Drain};
 pub use error::{ensure_json_error, json_error, query_error, ApiError};
 pub use health::{health, ping};
 pub use metrics::metrics;
-pub use observe::{observe, REQUEST_ID};
+pub use observe::{observe, AccessLogPolicy, REQUEST_ID};
 pub use openapi::ApiDoc;
 pub use state::AppState;
 
@@ -62,6 +64,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(limits::limit_by_address))
+                // The pages people read first: the router tries patterns in this order, and each
+                // pattern with a parameter is a regex match, so the hot paths do not first fail
+                // against the others.
+                .service(resource(
+                    "/users/{id}/posts",
+                    [(M::GET, web::to(users::list_user_posts))],
+                ))
+                .service(resource(
+                    "/users/{id}/feed",
+                    [(M::GET, web::to(users::home_feed))],
+                ))
                 .service(resource(
                     "/openapi.json",
                     [(M::GET, web::to(openapi::openapi))],
@@ -77,10 +90,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     ],
                 ))
                 .service(resource(
-                    "/users/{id}/posts",
-                    [(M::GET, web::to(users::list_user_posts))],
-                ))
-                .service(resource(
                     "/users/{id}/following/{target}",
                     [
                         (M::PUT, web::to(users::follow)),
@@ -94,10 +103,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(resource(
                     "/users/{id}/followers",
                     [(M::GET, web::to(users::list_followers))],
-                ))
-                .service(resource(
-                    "/users/{id}/feed",
-                    [(M::GET, web::to(users::home_feed))],
                 ))
                 .service(resource("/posts", [(M::POST, web::to(posts::create_post))]))
                 .service(resource(

@@ -65,7 +65,7 @@ pub async fn create_post(
         (status = 404, description = "No such post", body = ErrorEnvelope),
         Throttled,
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 pub async fn get_post(
     state: web::Data<AppState>,
     id: web::Path<String>,

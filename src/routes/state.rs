@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
+use super::observe::AccessLogPolicy;
 use crate::config::AdminKey;
 use crate::domain::PageLimits;
 use crate::feed::Feed;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::stats::Stats;
+
+use super::Drain;
 
 /// What every handler shares.
 pub struct AppState {
@@ -21,4 +24,8 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// The live view's latest numbers.
     pub stats: Arc<Stats>,
+    /// Which requests get a log line (`ACCESS_LOG`, `LOG_SLOW_REQUEST_MS`).
+    pub access_log: AccessLogPolicy,
+    /// Set when a stop begins: readiness then fails and responses close their connections.
+    pub drain: Arc<Drain>,
 }

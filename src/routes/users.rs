@@ -93,7 +93,7 @@ pub async fn create_user(
         (status = 404, description = "No such user", body = ErrorEnvelope),
         Throttled,
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 pub async fn get_user(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -140,7 +140,7 @@ pub async fn edit_user(
         (status = 404, description = "No such user", body = ErrorEnvelope),
         Throttled,
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 pub async fn list_user_posts(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -213,7 +213,7 @@ pub async fn unfollow(
         (status = 404, description = "No such user", body = ErrorEnvelope),
         Throttled,
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 pub async fn list_following(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -232,7 +232,7 @@ pub async fn list_following(
         (status = 404, description = "No such user", body = ErrorEnvelope),
         Throttled,
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 pub async fn list_followers(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -274,7 +274,7 @@ fn parse_follow(path: &(String, String)) -> Result<Follow, InvalidInput> {
         (status = 404, description = "No such user", body = ErrorEnvelope),
         Throttled,
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state))]
 pub async fn home_feed(
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -2,16 +2,17 @@
 //! write acts only as the key's user, the admin key as anyone; reads stay public.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{test as actix_test, web, App, HttpResponse};
 use hotfeed::cache::Cache;
-use hotfeed::config::{AdminKey, RateLimitSettings};
+use hotfeed::config::{AccessLog, AdminKey, RateLimitSettings};
 use hotfeed::domain::{KeyHash, PageLimits};
 use hotfeed::feed::Feed;
 use hotfeed::limits::RateLimits;
 use hotfeed::metrics::Metrics;
 use hotfeed::routes::Admin;
-use hotfeed::routes::AppState;
+use hotfeed::routes::{AccessLogPolicy, AppState};
 use hotfeed::store::Store;
 use hotfeed::tasks::Tasks;
 use reqwest::Method;
@@ -496,6 +497,11 @@ async fn the_admin_guard_admits_the_admin_key_only() {
         limits: Arc::new(RateLimits::new(&RateLimitSettings::disabled(), metrics)),
         trust_forwarded_for: false,
         stats: hotfeed::stats::Stats::new(),
+        access_log: AccessLogPolicy {
+            which: AccessLog::All,
+            slow: Duration::from_secs(1),
+        },
+        drain: Arc::default(),
     });
     let service = actix_test::init_service(App::new().app_data(state).route(
         "/api/v1/admin/ping",

@@ -4,7 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hotfeed::cache::Cache;
 use hotfeed::config::{Settings, Switch};
+use hotfeed::domain::{PageLimits, PageRequest, UserId};
+use hotfeed::feed::{Feed, Listing};
+use hotfeed::metrics::Metrics;
+use hotfeed::store::Store;
+use hotfeed::tasks::Tasks;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
@@ -508,4 +514,34 @@ async fn a_celebritys_outbox_is_read_in_process_and_its_new_post_shows_on_every_
             );
         }
     }
+}
+
+/// A page read's future stays small: `Feed::page` boxes the Redis and PostgreSQL paths, so a hit
+/// from the in-process tier does not create and move their state. Inline, they made `memcpy` the
+/// largest single cost of such a hit (docs/benchmarks.md, comparison 14); this fails without the
+/// boxes (the future was tens of kilobytes).
+#[tokio::test]
+async fn a_page_reads_future_does_not_carry_the_miss_paths_state() {
+    // Arrange: a feed over a pool that never connects (nothing is awaited here).
+    let (settings, _, _) = crate::helpers::test_settings();
+    let metrics = Arc::new(Metrics::new(10));
+    let tasks = Tasks::new();
+    let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics), &tasks)
+        .expect("a lazy pool");
+    let feed = Feed::new(store, Cache::None, metrics, 1000, &tasks);
+    let limits = PageLimits {
+        default: 50,
+        max: 100,
+        offset_max: 10_000,
+    };
+    let page = PageRequest::parse(None, None, None, limits).expect("the first page");
+
+    // Act
+    let read = feed.page(Listing::user_posts(UserId::from_trusted(1)), page);
+    let size = std::mem::size_of_val(&read);
+    drop(read);
+
+    // Assert
+    println!("Feed::page's future: {size} bytes");
+    assert!(size <= 2048, "Feed::page's future is {size} bytes");
 }
