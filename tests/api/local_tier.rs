@@ -526,8 +526,8 @@ async fn a_page_reads_future_does_not_carry_the_miss_paths_state() {
     let (settings, _, _) = crate::helpers::test_settings();
     let metrics = Arc::new(Metrics::new(10));
     let tasks = Tasks::new();
-    let store = Store::connect_lazy(&settings.database, Arc::clone(&metrics), &tasks)
-        .expect("a lazy pool");
+    let store =
+        Store::connect_lazy(&settings.database, Arc::clone(&metrics), &tasks).expect("a lazy pool");
     let feed = Feed::new(store, Cache::None, metrics, 1000, &tasks);
     let limits = PageLimits {
         default: 50,
