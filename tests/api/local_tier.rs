@@ -519,7 +519,7 @@ async fn a_celebritys_outbox_is_read_in_process_and_its_new_post_shows_on_every_
 /// A page read's future stays small: `Feed::page` boxes the Redis and PostgreSQL paths, so a hit
 /// from the in-process tier does not create and move their state. Inline, they made `memcpy` the
 /// largest single cost of such a hit (docs/benchmarks.md, comparison 14); this fails without the
-/// boxes (the future was tens of kilobytes).
+/// boxes (tens of kilobytes in a debug build, against a few hundred bytes with them).
 #[tokio::test]
 async fn a_page_reads_future_does_not_carry_the_miss_paths_state() {
     // Arrange: a feed over a pool that never connects (nothing is awaited here).
