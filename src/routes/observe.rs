@@ -11,7 +11,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web;
-use tracing::Instrument as _;
+use tracing::{Instrument as _, Level};
 
 use super::AppState;
 use crate::config::AccessLog;
@@ -81,34 +81,23 @@ pub async fn observe(
     let cache = || res.headers().get("x-cache").and_then(|v| v.to_str().ok());
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     let _entered = span.enter();
+    // One event, at the level the policy gives (tracing's levels are per call site).
+    macro_rules! served {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                status = status.as_u16(),
+                route,
+                latency_ms,
+                cache = cache(),
+                "request served"
+            )
+        };
+    }
     match policy {
-        Some(policy) if !policy.logs(status, elapsed) => {
-            tracing::debug!(
-                status = status.as_u16(),
-                route,
-                latency_ms,
-                cache = cache(),
-                "request served"
-            );
-        }
-        _ if status.is_server_error() => {
-            tracing::warn!(
-                status = status.as_u16(),
-                route,
-                latency_ms,
-                cache = cache(),
-                "request served"
-            );
-        }
-        _ => {
-            tracing::info!(
-                status = status.as_u16(),
-                route,
-                latency_ms,
-                cache = cache(),
-                "request served"
-            );
-        }
+        Some(policy) if !policy.logs(status, elapsed) => served!(Level::DEBUG),
+        _ if status.is_server_error() => served!(Level::WARN),
+        _ => served!(Level::INFO),
     }
     Ok(res)
 }
