@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use hotfeed::domain::UserId;
 use serde_json::Value;
 
-use crate::failover::{
-    master_port_of, signal, wait_for_stats, PrivateCluster, PRODUCTION_REDIS_TIMEOUT_MS,
-};
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::failover::{app_on_private_cluster, master_port_of, signal, wait_for_stats};
+use crate::helpers::TestApp;
 
 /// Open period of the test's breakers: long enough that a few reads fit in it on a loaded
 /// machine, short enough that the probe comes soon after the node resumes.
@@ -19,13 +17,7 @@ const OPEN_MS: u64 = 3_000;
 #[tokio::test]
 async fn a_frozen_master_trips_its_breaker_and_a_probe_closes_it_once_it_answers() {
     // Arrange: a private cluster, the app on it with the production budget, a cached page.
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
-        .await
-        .expect("cluster starts");
-    let urls = cluster.urls();
-    let app = spawn_app_with(|settings| {
-        settings.cache.redis_urls = urls;
-        settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
+    let (cluster, app) = app_on_private_cluster(|settings| {
         settings.cache.redis_breaker_after_failures = 3;
         settings.cache.redis_breaker_open_ms = OPEN_MS;
     })

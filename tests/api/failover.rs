@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hotfeed::cache::{BoxKey, ListingKey};
+use hotfeed::config::Settings;
 use hotfeed::domain::UserId;
 use serde_json::Value;
 
-use crate::helpers::{free_ports, owners, spawn_app_with};
+use crate::helpers::{free_ports, owners, spawn_app_with, TestApp};
 
 /// `REDIS_TIMEOUT_MS`'s default, which the suite's settings raise for loaded machines.
 pub(crate) const PRODUCTION_REDIS_TIMEOUT_MS: u64 = 100;
@@ -140,19 +141,28 @@ pub(crate) fn signal(pid: u32, name: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[tokio::test]
-async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promotion() {
-    // Arrange: a private cluster, the app on it, a cached page.
+/// A private cluster and an app on it with the production Redis budget (a hung node costs a
+/// read that budget, as the tests' bounds assume), `customize` applied on top.
+pub(crate) async fn app_on_private_cluster(
+    customize: impl FnOnce(&mut Settings),
+) -> (PrivateCluster, TestApp) {
     let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
         .await
         .expect("cluster starts");
     let urls = cluster.urls();
     let app = spawn_app_with(|settings| {
         settings.cache.redis_urls = urls;
-        // A hung node costs a read its budget: the production one, as the bounds below assume.
         settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
+        customize(settings);
     })
     .await;
+    (cluster, app)
+}
+
+#[tokio::test]
+async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promotion() {
+    // Arrange: a private cluster, the app on it, a cached page.
+    let (cluster, app) = app_on_private_cluster(|_| {}).await;
     let user = app.create_user("failover").await;
     app.create_posts(user, 50).await;
     let path = format!("/api/v1/users/{user}/posts");
@@ -215,16 +225,7 @@ async fn a_hung_master_costs_cache_hits_not_answers_and_hits_return_after_promot
 #[tokio::test]
 async fn a_fan_out_that_meets_a_frozen_master_never_loses_the_post_from_that_feed() {
     // Arrange: a private cluster (its own ports), a reader whose inbox is built.
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
-        .await
-        .expect("cluster starts");
-    let urls = cluster.urls();
-    let app = spawn_app_with(|settings| {
-        settings.cache.redis_urls = urls;
-        // A hung node costs a read its budget: the production one, as the bounds below assume.
-        settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
-    })
-    .await;
+    let (cluster, app) = app_on_private_cluster(|_| {}).await;
     let reader = app.create_user("frozen.reader").await;
     let author = app.create_user("frozen.author").await;
     let follow = app
@@ -307,12 +308,7 @@ async fn read_until(
 #[tokio::test]
 async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
     // Arrange: a private cluster, a cached page, and its master out of memory.
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
-        .await
-        .expect("cluster starts");
-    let urls = cluster.urls();
-    let app = spawn_app_with(|settings| {
-        settings.cache.redis_urls = urls;
+    let (_cluster, app) = app_on_private_cluster(|settings| {
         // This test is about a refusing node, not a slow one: no timeouts on a busy machine.
         settings.cache.redis_timeout_ms = 2_000;
     })
@@ -363,16 +359,7 @@ async fn a_write_on_a_node_that_refuses_writes_still_drops_the_authors_pages() {
 #[tokio::test]
 async fn a_slot_moved_while_nobody_reads_it_is_followed_within_seconds() {
     // Arrange: a private cluster and a service that has learned its slot map.
-    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
-        .await
-        .expect("cluster starts");
-    let urls = cluster.urls();
-    let app = spawn_app_with(|settings| {
-        settings.cache.redis_urls = urls;
-        // A hung node costs a read its budget: the production one, as the bounds below assume.
-        settings.cache.redis_timeout_ms = PRODUCTION_REDIS_TIMEOUT_MS;
-    })
-    .await;
+    let (cluster, app) = app_on_private_cluster(|_| {}).await;
     let owner_of = |stats: &Value, slot: u64| -> Option<String> {
         stats["nodes"].as_array()?.iter().find_map(|node| {
             let owns = node["slots"].as_array()?.iter().any(|range| {
