@@ -491,11 +491,16 @@ start_probe() {
     2>"$SCEN_DIR/probe.err" 8>&- &
   PROBE_PID=$!
 }
-stop_probe() {
+# stop_helper PID: asks a Python helper to stop (the stop file), gives it 10 s to write its
+# results, then stops it.
+stop_helper() {
   local i
   : >"$SCEN_DIR/stop"
-  for ((i = 0; i < 100; i++)); do kill -0 "$PROBE_PID" 2>/dev/null || break; sleep 0.1; done
-  stop_pid "$PROBE_PID"
+  for ((i = 0; i < 100; i++)); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  stop_pid "$1"
+}
+stop_probe() {
+  stop_helper "$PROBE_PID"
   PROBE_PID=""
 }
 
@@ -883,7 +888,7 @@ PAGES_ROUTE = "/api/v1/users/{id}/posts"
 
 
 class Client:
-    """One keep-alive HTTP connection; a failed request closes it."""
+    """One keep-alive HTTP connection; a failed request or `Connection: close` closes it."""
 
     def __init__(self, url, timeout=5.0, api_key=""):
         host, port = url.split("//", 1)[1].rstrip("/").split(":")
@@ -895,8 +900,8 @@ class Client:
             self.conn.close()
         self.conn = None
 
-    def request(self, method, path, body=None):
-        headers = {}
+    def request(self, method, path, body=None, headers=None):
+        headers = dict(headers or {})
         if body is not None:
             headers["content-type"] = "application/json"
         if self.api_key and method != "GET":

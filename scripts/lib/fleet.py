@@ -8,7 +8,6 @@
   evaluate    the fleet's pass criteria, printed like the other scenarios', and result.json
 """
 import argparse
-import http.client
 import json
 import os
 import re
@@ -19,40 +18,15 @@ import time
 
 # chaos.sh writes its helper beside the runs; its verify and summary read what this one writes.
 sys.path.insert(0, os.environ.get("CHAOS_HELPER_DIR", "."))
-from chaos_helper import fmt_ms, load_json, page_ids  # noqa: E402
+from chaos_helper import Client, fmt_ms, load_json, page_ids  # noqa: E402
 
 
-class Conn:
-    """One keep-alive HTTP connection; a failed request or `Connection: close` closes it."""
-
-    def __init__(self, url, timeout=5.0, api_key=""):
-        host, port = url.split("//", 1)[1].rstrip("/").split(":")
-        self.host, self.port, self.timeout, self.api_key = host, int(port), timeout, api_key
-        self.conn = None
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+class Conn(Client):
+    """chaos.sh's Client (a keep-alive connection that honours `Connection: close`), answering
+    (status, headers, body) without the elapsed time."""
 
     def request(self, method, path, body=None, headers=None):
-        headers = dict(headers or {})
-        if body is not None:
-            headers["content-type"] = "application/json"
-        if self.api_key and method != "GET":
-            headers["authorization"] = "Bearer " + self.api_key
-        try:
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self.conn.request(method, path, body=body, headers=headers)
-            res = self.conn.getresponse()
-            data = res.read()
-            if (res.getheader("connection") or "").lower() == "close":
-                self.close()
-            return res.status, {k.lower(): v for k, v in res.getheaders()}, data
-        except Exception as error:  # refused, reset, timeout: recorded as status None
-            self.close()
-            return None, {"error": type(error).__name__}, b""
+        return super().request(method, path, body, headers)[:3]
 
 
 def post(conn, author, content, key):

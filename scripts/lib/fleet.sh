@@ -138,10 +138,7 @@ fleet_probe_start() {
 }
 
 fleet_probe_stop() {
-  local k
-  : >"$SCEN_DIR/stop"
-  for ((k = 0; k < 100; k++)); do kill -0 "$FLEET_PROBE_PID" 2>/dev/null || break; sleep 0.1; done
-  stop_pid "$FLEET_PROBE_PID"
+  stop_helper "$FLEET_PROBE_PID"
   FLEET_PROBE_PID=""
 }
 

@@ -133,13 +133,7 @@ async fn a_stop_drains_first_readiness_fails_while_every_read_is_still_served_an
     // Act: stop as SIGTERM would, wait until readiness says so, then until every reader has been
     // served during the drain; the stopper then ends the drain early.
     terminator.cancel();
-    let draining = loop {
-        let res = health.try_clone().expect("a GET").send().await;
-        let res = res.expect("the listener stays open while draining");
-        if res.status().as_u16() == 503 {
-            break res.json::<serde_json::Value>().await.expect("a JSON body");
-        }
-    };
+    let draining = readiness_once_draining(&health).await;
     draining_seen.store(true, Ordering::Relaxed);
     let mut outcomes = Vec::new();
     for reader in readers {
@@ -190,13 +184,7 @@ async fn after_the_drain_period_the_listener_closes_and_serve_returns_by_itself(
     // Act: stop as SIGTERM would, and wait for serve to return.
     let started = Instant::now();
     terminator.cancel();
-    let draining = loop {
-        let res = health.try_clone().expect("a GET").send().await;
-        let res = res.expect("answered while draining");
-        if res.status().as_u16() == 503 {
-            break res.json::<serde_json::Value>().await.expect("a JSON body");
-        }
-    };
+    let draining = readiness_once_draining(&health).await;
     let outcome = tokio::time::timeout(DRAIN + SHUTDOWN_TIMEOUT + SLACK, serving).await;
     let took = started.elapsed();
 
@@ -216,4 +204,16 @@ async fn after_the_drain_period_the_listener_closes_and_serve_returns_by_itself(
     let refused = health.try_clone().expect("a GET").send().await;
     assert!(refused.is_err(), "the listener is closed: {refused:?}");
     assert_eq!(tasks.running(), 0, "every background task ended");
+}
+
+/// Polls readiness until it answers 503, and returns that answer's body; every poll must be
+/// answered (the listener stays open while draining).
+async fn readiness_once_draining(health: &reqwest::RequestBuilder) -> serde_json::Value {
+    loop {
+        let res = health.try_clone().expect("a GET").send().await;
+        let res = res.expect("readiness answered while draining");
+        if res.status().as_u16() == 503 {
+            return res.json().await.expect("a JSON body");
+        }
+    }
 }
